@@ -1,0 +1,81 @@
+"""First cost model: seconds and bytes per op and per conversion, from a calibration table.
+
+The figures are measurements on the 2-core reference machine (DESIGN.md §6 and
+bench/); they are a planning aid, not a promise. Replace a row when a
+benchmark measures it better.
+"""
+
+from __future__ import annotations
+
+from orchestrator.ir import Op, OpType, ZoneKind
+
+# Plain PyTorch on 2 cores: sustained float32 matmul throughput and per-op overhead.
+PLAIN_FLOPS_PER_S = 2.0e10
+PLAIN_OP_OVERHEAD_S = 2e-5
+# HE (OpenFHE CKKS, N=2^14, depth 1): 0.26 s for 16 tokens x 384x384 (DESIGN.md §6).
+HE_S_PER_MAC_16TOK = 0.26 / (384 * 384)
+HE_CT_BYTES = 512 * 1024
+HE_SLOTS = 8192
+# MPC (CrypTen, 2 parties, loopback): softmax 12x16x16 ~0.36 s, LayerNorm 16x384 ~0.08 s,
+# private matmul 16x384x384 ~0.05 s (DESIGN.md §6).
+MPC_S_PER_ELEMENT = {
+    OpType.SOFTMAX: 0.36 / (12 * 16 * 16),
+    OpType.LAYERNORM: 0.08 / (16 * 384),
+    OpType.RMSNORM: 0.08 / (16 * 384),
+    OpType.GELU: 0.05 / (16 * 1536),
+    OpType.SILU_MUL: 0.05 / (16 * 1536),
+}
+MPC_S_PER_MAC = 0.05 / (16 * 384 * 384)
+MPC_DEFAULT_S_PER_ELEMENT = 2e-6
+TEE_SLOWDOWN = 1.2  # enclave overhead over plain, a conventional SGX-class figure
+
+
+def _dims(op: Op, tokens: int, past: int) -> list[int]:
+    out = []
+    for d in op.shape:
+        out.append(tokens if d == "T" else tokens + past if d == "S" else int(d))
+    return out
+
+
+def elements(op: Op, tokens: int, past: int = 0) -> int:
+    """Number of elements of the op's output for `tokens` new tokens after `past` cached ones."""
+    n = 1
+    for d in _dims(op, tokens, past):
+        n *= d
+    return n
+
+
+def macs(op: Op, d_in: int, tokens: int, past: int = 0) -> int:
+    """Multiply-accumulates of a matmul-like op (0 for elementwise ops)."""
+    if op.type in (OpType.LINEAR, OpType.LM_HEAD):
+        return elements(op, tokens, past) * d_in
+    if op.type == OpType.ATTN_SCORES:
+        return elements(op, tokens, past) * int(op.params["head_dim"])
+    if op.type == OpType.ATTN_CONTEXT:
+        return elements(op, tokens, past) * (tokens + past)
+    return 0
+
+
+def op_seconds(op: Op, kind: ZoneKind, d_in: int, tokens: int, past: int = 0) -> float:
+    """Estimated seconds to run `op` in a zone of `kind`."""
+    n = elements(op, tokens, past)
+    m = macs(op, d_in, tokens, past)
+    if kind == ZoneKind.PLAIN or kind == ZoneKind.TEE:
+        s = PLAIN_OP_OVERHEAD_S + 2 * m / PLAIN_FLOPS_PER_S
+        return s * (TEE_SLOWDOWN if kind == ZoneKind.TEE else 1.0)
+    if kind == ZoneKind.HE:
+        blocks = max(1, -(-tokens // 16))
+        return HE_S_PER_MAC_16TOK * (m // max(tokens, 1)) * blocks if m else 1e-3 * max(1, n // HE_SLOTS)
+    if m:
+        return MPC_S_PER_MAC * m
+    return MPC_S_PER_ELEMENT.get(op.type, MPC_DEFAULT_S_PER_ELEMENT) * n
+
+
+def tensor_bytes(op: Op, kind: ZoneKind, tokens: int, past: int = 0) -> int:
+    """Estimated bytes of the op's output tensor on the wire, in the encoding of a zone of `kind`."""
+    n = elements(op, tokens, past)
+    if kind == ZoneKind.HE:
+        return max(1, -(-n // HE_SLOTS)) * HE_CT_BYTES
+    if kind == ZoneKind.MPC:
+        return 8 * n  # one int64 ring element per value per receiving party
+    return 4 * n

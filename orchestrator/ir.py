@@ -1,0 +1,145 @@
+"""The model IR: a flat, ordered list of typed ops named after the HF modules they come from."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ZoneKind(str, Enum):
+    """The kinds of zone an op can run in."""
+
+    HE = "he"
+    MPC = "mpc"
+    TEE = "tee"
+    PLAIN = "plain"
+
+
+class OpType(str, Enum):
+    """The op types of DESIGN.md §3."""
+
+    EMBED = "embed"
+    LINEAR = "linear"
+    ATTN_SCORES = "attn_scores"
+    SOFTMAX = "softmax"
+    ATTN_CONTEXT = "attn_context"
+    ADD = "add"
+    LAYERNORM = "layernorm"
+    RMSNORM = "rmsnorm"
+    GELU = "gelu"
+    SILU_MUL = "silu_mul"
+    ROPE = "rope"
+    POOL = "pool"
+    LM_HEAD = "lm_head"
+    SAMPLE = "sample"
+
+
+_ALL = frozenset(ZoneKind)
+_NONLINEAR = frozenset({ZoneKind.MPC, ZoneKind.TEE, ZoneKind.PLAIN})
+
+# Which zone kinds may run each op type. HE runs only what CKKS evaluates exactly
+# at low depth (plaintext-weight matmuls, additions, public rotations); softmax and
+# the other nonlinearities need MPC, the enclave or plaintext.
+ELIGIBLE_KINDS: dict[OpType, frozenset[ZoneKind]] = {
+    OpType.EMBED: frozenset({ZoneKind.TEE, ZoneKind.PLAIN}),
+    OpType.LINEAR: _ALL,
+    OpType.ATTN_SCORES: _NONLINEAR,
+    OpType.SOFTMAX: _NONLINEAR,
+    OpType.ATTN_CONTEXT: _NONLINEAR,
+    OpType.ADD: _ALL,
+    OpType.LAYERNORM: _NONLINEAR,
+    OpType.RMSNORM: _NONLINEAR,
+    OpType.GELU: _NONLINEAR,
+    OpType.SILU_MUL: _NONLINEAR,
+    OpType.ROPE: _ALL,
+    OpType.POOL: _NONLINEAR,
+    OpType.LM_HEAD: _ALL,
+    OpType.SAMPLE: _NONLINEAR,
+}
+
+# Op types whose outputs are integers (token ids) rather than activations.
+INTEGER_OUTPUTS = frozenset({OpType.SAMPLE})
+
+
+@dataclass(frozen=True)
+class Op:
+    """One typed op: reads named tensors, writes the tensor named after itself.
+
+    `shape` is the output shape with the symbol "T" for the number of new tokens
+    and "S" for the number of attended positions (past + new) in decoders.
+    `weights` names the model parameters the op reads (state-dict keys).
+    """
+
+    name: str
+    type: OpType
+    inputs: tuple[str, ...]
+    shape: tuple[int | str, ...]
+    weights: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """The name of the tensor this op writes."""
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form of the op."""
+        d = asdict(self)
+        d["type"] = self.type.value
+        d["inputs"] = list(self.inputs)
+        d["shape"] = list(self.shape)
+        d["weights"] = list(self.weights)
+        return d
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A model as an ordered op list, with its graph inputs and outputs."""
+
+    model: str
+    arch: str
+    ops: tuple[Op, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set(self.inputs)
+        for op in self.ops:
+            if op.name in seen:
+                raise ValueError(f"graph {self.model}: duplicate tensor name {op.name!r}")
+            missing = [t for t in op.inputs if t not in seen]
+            if missing:
+                raise ValueError(f"graph {self.model}: op {op.name!r} reads {missing} before they are written")
+            seen.add(op.name)
+        for out in self.outputs:
+            if out not in seen:
+                raise ValueError(f"graph {self.model}: output {out!r} is not produced by any op")
+
+    def op(self, name: str) -> Op:
+        """The op called `name`; KeyError naming it when absent."""
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(f"no op named {name!r} in model {self.model}")
+
+    def match(self, pattern: str) -> list[Op]:
+        """Ops whose name matches the glob `pattern`."""
+        return [op for op in self.ops if fnmatch.fnmatchcase(op.name, pattern)]
+
+    def consumers(self) -> dict[str, list[str]]:
+        """Tensor name -> names of the ops that read it."""
+        out: dict[str, list[str]] = {}
+        for op in self.ops:
+            for t in op.inputs:
+                out.setdefault(t, []).append(op.name)
+        return out
+
+    def digest(self) -> str:
+        """A SHA-256 over the op list, so two processes can prove they hold the same graph."""
+        blob = json.dumps([op.to_dict() for op in self.ops], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,290 @@
+"""The planner: model graph + policy -> a Plan of stages, conversions, privacy report and cost estimate."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator import cost
+from orchestrator.conversions import conversion
+from orchestrator.ir import ELIGIBLE_KINDS, INTEGER_OUTPUTS, Graph, Op, ZoneKind
+from orchestrator.policy import MpcZone, Policy, TeeZone
+
+
+class PlanError(ValueError):
+    """The policy cannot be applied to the model; the message names the rule, op and party at fault."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A run of consecutive ops in one zone."""
+
+    index: int
+    zone: str
+    kind: str
+    parties: list[str]
+    ops: list[str]
+    inputs: list[str]    # tensors read from outside the stage
+    outputs: list[str]   # tensors read by later stages or returned to the client
+    est_seconds: float
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A tensor crossing from one stage's zone to another's (or from/to the client)."""
+
+    tensor: str
+    from_stage: int | None  # None: a graph input at the client
+    to_stage: int | None    # None: a graph output returned to the client
+    from_zone: str
+    to_zone: str
+    kind: str               # "<from kind>-><to kind>"
+    how: str
+    est_bytes: int
+
+
+@dataclass(frozen=True)
+class PartyView:
+    """What one party sees in plaintext, and what it sees only encrypted or shared."""
+
+    activations: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+    ciphertexts: list[str] = field(default_factory=list)
+    shares: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the runtime and the zones need to run a model under a policy."""
+
+    policy: str
+    policy_digest: str
+    model: str
+    graph_digest: str
+    client: str
+    stages: list[Stage]
+    conversions: list[Conversion]
+    privacy: dict[str, PartyView]
+    est_tokens: int
+    est_seconds: float
+    est_bytes: int
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-serialisable data."""
+        return asdict(self)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the plan; a zone refuses a runtime whose plan differs from its own."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def stage_of(self, tensor: str) -> Stage | None:
+        """The stage that produces `tensor` (None for a graph input)."""
+        for s in self.stages:
+            if tensor in s.ops:
+                return s
+        return None
+
+
+CLIENT = "client"  # pseudo-zone of conversions to and from the runtime
+
+
+def place(graph: Graph, policy: Policy) -> tuple[dict[str, str], list[str]]:
+    """Op name -> zone by the first matching rule, and warnings; PlanError for unplaced ops and unknown names."""
+    placement: dict[str, str] = {}
+    used = [False] * len(policy.placement)
+    problems = []
+    warnings = []
+    for op in graph.ops:
+        for i, rule in enumerate(policy.placement):
+            if not fnmatch.fnmatchcase(op.name, rule.match):
+                continue
+            if rule.types is not None and op.type not in rule.types:
+                continue
+            used[i] = True
+            kind = ZoneKind(policy.zones[rule.zone].kind)
+            if kind not in ELIGIBLE_KINDS[op.type]:
+                allowed = ", ".join(sorted(k.value for k in ELIGIBLE_KINDS[op.type]))
+                problems.append(
+                    f"{policy.where('placement', i)}: rule places op {op.name!r} ({op.type.value}) in zone "
+                    f"{rule.zone!r} of kind {kind.value}, which cannot run it (allowed: {allowed})"
+                )
+            placement[op.name] = rule.zone
+            break
+        else:
+            problems.append(f"op {op.name!r} ({op.type.value}) matches no placement rule")
+    for i, rule in enumerate(policy.placement):
+        if not used[i]:
+            what = f"{rule.match!r}" + (f" of types {[t.value for t in rule.types]}" if rule.types else "")
+            if not graph.match(rule.match):
+                problems.append(f"{policy.where('placement', i, 'match')}: pattern {rule.match!r} matches no op "
+                                f"of model {graph.model}")
+            else:
+                warnings.append(f"{policy.where('placement', i)}: rule {what} is shadowed: every op it matches is "
+                                "placed by an earlier rule")
+    if problems:
+        raise PlanError("\n".join(problems))
+    return placement, warnings
+
+
+def _stages(graph: Graph, policy: Policy, placement: dict[str, str], tokens: int) -> list[Stage]:
+    groups: list[tuple[str, list[Op]]] = []
+    for op in graph.ops:
+        zone = placement[op.name]
+        if groups and groups[-1][0] == zone:
+            groups[-1][1].append(op)
+        else:
+            groups.append((zone, [op]))
+    consumers = graph.consumers()
+    stage_of = {op.name: i for i, (_, ops) in enumerate(groups) for op in ops}
+    widths = {t: (int(graph.op(t).shape[-1]) if t in stage_of else 1) for t in stage_of}
+    widths.update({t: 1 for t in graph.inputs})
+    stages = []
+    for i, (zone, ops) in enumerate(groups):
+        names = {op.name for op in ops}
+        inputs = sorted({t for op in ops for t in op.inputs if t not in names},
+                        key=lambda t: (stage_of.get(t, -1), t))
+        outputs = [op.name for op in ops
+                   if op.name in graph.outputs or any(stage_of[c] != i for c in consumers.get(op.name, []))]
+        kind = ZoneKind(policy.zones[zone].kind)
+        est = sum(cost.op_seconds(op, kind, widths.get(op.inputs[0], 1), tokens) for op in ops)
+        stages.append(Stage(i, zone, kind.value, policy.zone_parties(zone), [op.name for op in ops], inputs,
+                            outputs, round(est, 6)))
+    return stages
+
+
+def _conversions(graph: Graph, policy: Policy, stages: list[Stage], tokens: int) -> list[Conversion]:
+    stage_by_tensor = {name: s for s in stages for name in s.ops}
+    client_plain = ZoneKind.PLAIN
+    out: list[Conversion] = []
+    problems = []
+
+    def add(tensor: str, src: Stage | None, dst: Stage | None) -> None:
+        src_kind = ZoneKind(src.kind) if src else client_plain
+        dst_kind = ZoneKind(dst.kind) if dst else client_plain
+        src_zone = src.zone if src else CLIENT
+        dst_zone = dst.zone if dst else CLIENT
+        spec = conversion(src_kind, dst_kind)
+        if src and dst:
+            reason = spec.check(policy, src.zone, dst.zone)
+            if reason:
+                problems.append(f"tensor {tensor!r} must move {src_kind.value}->{dst_kind.value} from zone "
+                                f"{src.zone!r} to {dst.zone!r}: impossible, {reason}")
+        elif src_kind != dst_kind:
+            other = src.zone if src else dst.zone  # type: ignore[union-attr]
+            reason = spec.check(policy, other, other)
+            if reason:
+                problems.append(f"tensor {tensor!r} must move {src_kind.value}->{dst_kind.value} between the client "
+                                f"and zone {other!r}: impossible, {reason}")
+        producer = graph.op(tensor) if tensor in stage_by_tensor else None
+        nbytes = cost.tensor_bytes(producer, src_kind, tokens) if producer else 8 * tokens
+        out.append(Conversion(tensor, src.index if src else None, dst.index if dst else None, src_zone, dst_zone,
+                              f"{src_kind.value}->{dst_kind.value}", spec.how, nbytes))
+
+    for s in stages:
+        for t in s.inputs:
+            add(t, stage_by_tensor.get(t), s)
+    for t in graph.outputs:
+        add(t, stage_by_tensor[t], None)
+    if problems:
+        raise PlanError("\n".join(problems))
+    return out
+
+
+def _privacy(graph: Graph, policy: Policy, stages: list[Stage], conversions: list[Conversion]) -> dict[str, PartyView]:
+    views: dict[str, dict[str, set[str]]] = {
+        p: {"activations": set(), "weights": set(), "ciphertexts": set(), "shares": set()} for p in policy.parties
+    }
+    enclaves = {n: z for n, z in policy.zones.items() if isinstance(z, TeeZone)}
+    for name, z in enclaves.items():
+        views[f"{z.party} (enclave {name})"] = {"activations": set(), "weights": set(), "ciphertexts": set(),
+                                                "shares": set()}
+    client = views[policy.client]
+    client["activations"].update(graph.inputs)
+    # The owner holds every weight of its model in plaintext.
+    views[policy.model.owner]["weights"].update(w for op in graph.ops for w in op.weights)
+    for s in stages:
+        kind = ZoneKind(s.kind)
+        tensors = set(s.inputs) | set(s.ops)
+        weights = {w for name in s.ops for w in graph.op(name).weights}
+        if kind == ZoneKind.PLAIN:
+            views[s.parties[0]]["activations"] |= tensors
+            views[s.parties[0]]["weights"] |= weights
+        elif kind == ZoneKind.TEE:
+            enclave = views[f"{s.parties[0]} (enclave {s.zone})"]
+            enclave["activations"] |= tensors
+            enclave["weights"] |= weights
+        elif kind == ZoneKind.HE:
+            views[s.parties[0]]["ciphertexts"] |= tensors
+            views[s.parties[0]]["weights"] |= weights  # the HE host multiplies by plaintext weights
+        else:
+            for p in s.parties:
+                views[p]["shares"] |= tensors
+    for c in conversions:
+        if c.to_stage is None:  # returned to the client
+            client["activations"].add(c.tensor)
+    return {p: PartyView(**{k: sorted(v) for k, v in view.items()}) for p, view in views.items()}
+
+
+def _enforce(graph: Graph, policy: Policy, privacy: dict[str, PartyView]) -> None:
+    problems = []
+    for i, c in enumerate(policy.privacy):
+        for viewer, view in privacy.items():
+            if viewer != c.party:
+                continue
+            if c.never_sees == "activations":
+                seen = [t for t in view.activations if fnmatch.fnmatchcase(t, c.ops)]
+            else:
+                seen = [op.name for op in graph.ops
+                        if fnmatch.fnmatchcase(op.name, c.ops) and set(op.weights) & set(view.weights)]
+            if seen:
+                more = f" (and {len(seen) - 1} more)" if len(seen) > 1 else ""
+                problems.append(f"{policy.where('privacy', i)}: party {c.party!r} would see the plaintext "
+                                f"{c.never_sees} of op {seen[0]!r}{more}, which the policy forbids")
+    if problems:
+        raise PlanError("\n".join(problems))
+
+
+def _warnings(policy: Policy) -> list[str]:
+    out = []
+    for name, z in policy.zones.items():
+        if getattr(z, "ckks", None) is not None and z.ckks.allow_insecure:  # type: ignore[union-attr]
+            out.append(f"zone {name!r}: allow_insecure is set; CKKS parameters may give less than "
+                       f"{z.ckks.security}-bit security")  # type: ignore[union-attr]
+        if isinstance(z, MpcZone) and z.allow_insecure_dealer:
+            out.append(f"zone {name!r}: allow_insecure_dealer is set; the dealer may be a compute party")
+    return out
+
+
+def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
+    """The plan of running `graph` under `policy`; PlanError naming what is wrong when it cannot be run."""
+    if graph.model != policy.model.name:
+        raise PlanError(f"policy {policy.name!r} is for model {policy.model.name!r}, not {graph.model!r}")
+    placement, placement_warnings = place(graph, policy)
+    stages = _stages(graph, policy, placement, tokens)
+    conversions = _conversions(graph, policy, stages, tokens)
+    privacy = _privacy(graph, policy, stages, conversions)
+    _enforce(graph, policy, privacy)
+    return Plan(
+        policy=policy.name,
+        policy_digest=policy.digest(),
+        model=graph.model,
+        graph_digest=graph.digest(),
+        client=policy.client,
+        stages=stages,
+        conversions=conversions,
+        privacy=privacy,
+        est_tokens=tokens,
+        est_seconds=round(sum(s.est_seconds for s in stages), 6),
+        est_bytes=sum(c.est_bytes for c in conversions),
+        warnings=placement_warnings + _warnings(policy),
+    )
+
+
+def integer_tensor(graph: Graph, name: str) -> bool:
+    """True when `name` holds token ids rather than activations."""
+    return name in graph.inputs or graph.op(name).type in INTEGER_OUTPUTS
