@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -120,12 +121,16 @@ class Graph:
             if out not in seen:
                 raise ValueError(f"graph {self.model}: output {out!r} is not produced by any op")
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Op]:
+        return {op.name: op for op in self.ops}
+
     def op(self, name: str) -> Op:
         """The op called `name`; KeyError naming it when absent."""
-        for op in self.ops:
-            if op.name == name:
-                return op
-        raise KeyError(f"no op named {name!r} in model {self.model}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no op named {name!r} in model {self.model}") from None
 
     def match(self, pattern: str) -> list[Op]:
         """Ops whose name matches the glob `pattern`."""

@@ -141,8 +141,7 @@ def _stages(graph: Graph, policy: Policy, placement: dict[str, str], tokens: int
             groups.append((zone, [op]))
     consumers = graph.consumers()
     stage_of = {op.name: i for i, (_, ops) in enumerate(groups) for op in ops}
-    widths = {t: (int(graph.op(t).shape[-1]) if t in stage_of else 1) for t in stage_of}
-    widths.update({t: 1 for t in graph.inputs})
+    widths = {op.name: op.shape[-1] if isinstance(op.shape[-1], int) else 1 for op in graph.ops}
     stages = []
     for i, (zone, ops) in enumerate(groups):
         names = {op.name for op in ops}
@@ -151,7 +150,7 @@ def _stages(graph: Graph, policy: Policy, placement: dict[str, str], tokens: int
         outputs = [op.name for op in ops
                    if op.name in graph.outputs or any(stage_of[c] != i for c in consumers.get(op.name, []))]
         kind = ZoneKind(policy.zones[zone].kind)
-        est = sum(cost.op_seconds(op, kind, widths.get(op.inputs[0], 1), tokens) for op in ops)
+        est = sum(cost.op_seconds(op, kind, int(widths.get(op.inputs[0], 1)), tokens) for op in ops)
         stages.append(Stage(i, zone, kind.value, policy.zone_parties(zone), [op.name for op in ops], inputs,
                             outputs, round(est, 6)))
     return stages

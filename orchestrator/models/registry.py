@@ -178,3 +178,18 @@ def load_graph(name: str) -> Graph:
     """The IR graph of a model from its configuration alone (no weights loaded)."""
     src = resolve(name)
     return _graph(name, _config(src))
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a model, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    src = resolve(name)
+    if src.gguf_file is None:
+        return AutoTokenizer.from_pretrained(src.directory)
+    cache = _gguf_cache_dir(src)
+    if (cache / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(cache)
+    return AutoTokenizer.from_pretrained(src.directory, gguf_file=src.gguf_file)

@@ -1,0 +1,295 @@
+"""`hsi`: plan, run and operate hybrid secure inference from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.planner import Plan, PlanError
+from orchestrator.policy import PolicyError, load_policy, policy_json_schema
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _plan_tables(plan: Plan) -> None:
+    t = Table(title=f"plan of {plan.policy} ({plan.model}), estimated for {plan.est_tokens} tokens")
+    for col in ("stage", "zone", "kind", "parties", "ops", "first op", "last op", "est s"):
+        t.add_column(col)
+    for s in plan.stages:
+        t.add_row(str(s.index), s.zone, s.kind, ",".join(s.parties), str(len(s.ops)), s.ops[0], s.ops[-1],
+                  f"{s.est_seconds:.3f}")
+    out.print(t)
+    c = Table(title="conversions")
+    for col in ("tensor", "from", "to", "kind", "how", "est bytes"):
+        c.add_column(col)
+    for conv in plan.conversions:
+        c.add_row(conv.tensor, conv.from_zone, conv.to_zone, conv.kind, conv.how, f"{conv.est_bytes:,}")
+    out.print(c)
+    p = Table(title="privacy report: what each party sees")
+    for col in ("party", "plaintext activations", "plaintext weights", "ciphertexts", "shares"):
+        p.add_column(col)
+    for party, v in plan.privacy.items():
+        p.add_row(party, _summary(v.activations), _summary(v.weights), _summary(v.ciphertexts), _summary(v.shares))
+    out.print(p)
+    out.print(f"estimated total: {plan.est_seconds:.3f} s, {plan.est_bytes:,} bytes between zones")
+    for w in plan.warnings:
+        out.print(f"[bold red]warning:[/] {w}")
+
+
+def _summary(names: list[str], show: int = 3) -> str:
+    if not names:
+        return "-"
+    head = ", ".join(names[:show])
+    return f"{len(names)}: {head}" + (", ..." if len(names) > show else "")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the plan of a policy."""
+    from orchestrator.models.registry import load_graph
+    from orchestrator.planner import make_plan
+
+    policy = load_policy(args.policy)
+    plan = make_plan(load_graph(policy.model.name), policy, tokens=args.tokens)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        _plan_tables(plan)
+    return 0
+
+
+def cmd_policy_schema(args: argparse.Namespace) -> int:
+    """Print the policy JSON Schema."""
+    print(json.dumps(policy_json_schema(), indent=2))
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate a policy file (and plan it against its model)."""
+    from orchestrator.models.registry import load_graph
+    from orchestrator.planner import make_plan
+
+    policy = load_policy(args.policy)
+    make_plan(load_graph(policy.model.name), policy)
+    out.print(f"{args.policy}: ok")
+    return 0
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    """Create the dev CA and the certificates of every principal of the given policies."""
+    from orchestrator.launcher import ensure_certs
+
+    policies = args.policy or sorted(str(p) for p in Path("deploy/policies").glob("*.yaml"))
+    directory = Path(args.out)
+    from zones.common.certs import init_ca
+
+    created = init_ca(directory)
+    issued: list[str] = []
+    for p in policies:
+        issued += ensure_certs(load_policy(p), directory)
+    err.print(f"certs in {directory}: CA {'created' if created else 'kept'}, {len(issued)} certificates issued")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start every zone of a policy locally."""
+    from orchestrator.launcher import up
+
+    pids = up(args.policy)
+    for k, pid in sorted(pids.items()):
+        out.print(f"{k}: pid {pid}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the zones `hsi up` started."""
+    from orchestrator.launcher import down
+
+    stopped = down(args.policy)
+    out.print(f"stopped {len(stopped)} zone processes" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_zone_serve(args: argparse.Namespace) -> int:
+    """Run one zone process in the foreground."""
+    from zones.serve import serve_zone
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve_zone(load_policy(args.policy), args.zone, args.party)
+    return 0
+
+
+def _progress() -> Any:
+    from rich.progress import Progress
+
+    return Progress(console=err, transient=True, disable=not err.is_terminal)
+
+
+def _metrics_table(result: dict[str, Any]) -> None:
+    m = result["metrics"]
+    t = Table(title=f"wall {m['wall_s']:.3f} s")
+    t.add_column("zone")
+    t.add_column("seconds", justify="right")
+    for zone, s in m["time_by_zone"].items():
+        t.add_row(zone, f"{s:.3f}")
+    out.print(t)
+    b = Table()
+    b.add_column("link")
+    b.add_column("bytes", justify="right")
+    for link, n in m["bytes_by_link"].items():
+        b.add_row(link, f"{n:,}")
+    out.print(b)
+    mism = result["privacy"]["mismatches"]
+    out.print("data plane matches the privacy report" if not mism else
+              "[bold red]data plane differs from the privacy report:[/]\n  " + "\n  ".join(mism))
+
+
+def _run(args: argparse.Namespace, op: str) -> int:
+    from orchestrator.launcher import zones_up
+    from orchestrator.reference import compare_embeddings, compare_tokens, reference_embedding, reference_generate
+    from orchestrator.runtime import Runtime
+
+    policy = load_policy(args.policy)
+    with zones_up(args.policy), _progress() as progress:
+        task = progress.add_task(op, total=None)
+        rt = Runtime(policy, progress=lambda what, done, total: progress.update(task, description=what,
+                                                                                    completed=done, total=total))
+        try:
+            if op == "embed":
+                result = rt.embed(args.text).to_dict()
+            else:
+                result = rt.generate(args.prompt, args.max_new_tokens, chat=not args.no_chat).to_dict()
+                prompt_ids = rt.prompt_ids(args.prompt, not args.no_chat)
+        finally:
+            rt.close()
+    ok = True
+    if args.check:
+        if op == "embed":
+            result["reference"] = compare_embeddings(result["output"]["embedding"],
+                                                     reference_embedding(policy.model.name, args.text))
+            ok = result["reference"]["cosine"] >= args.min_cosine
+        else:
+            want = reference_generate(policy.model.name, prompt_ids, args.max_new_tokens)
+            result["reference"] = compare_tokens(result["output"]["token_ids"], want)
+            ok = bool(result["reference"]["identical"])
+        ok = ok and not result["privacy"]["mismatches"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        o = result["output"]
+        if op == "embed":
+            emb = o["embedding"]
+            out.print(f"embedding ({len(emb)} dims, {o['tokens']} tokens): [{', '.join(f'{x:.4f}' for x in emb[:6])}, ...]")
+        else:
+            out.print(f"[bold]{o['text']}[/]\n({len(o['token_ids'])} tokens, ids {o['token_ids']})")
+        _metrics_table(result)
+        if "reference" in result:
+            out.print("reference: " + ", ".join(f"{k} {v}" for k, v in result["reference"].items()))
+    if not ok:
+        err.print("[bold red]check failed[/]: the run differs from the plaintext reference or the privacy report")
+    return 0 if ok else 3
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Sentence embedding of a text under a policy."""
+    return _run(args, "embed")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Greedy generation under a policy."""
+    return _run(args, "generate")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the Orchestrator gRPC service at the client."""
+    from orchestrator.service import serve_orchestrator
+
+    logging.basicConfig(level=logging.INFO)
+    serve_orchestrator(load_policy(args.policy), args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `hsi`."""
+    ap = argparse.ArgumentParser(prog="hsi", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="show which zone runs each op, conversions, privacy report, cost")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--tokens", type=int, default=32, help="token count the cost estimate assumes")
+    p.set_defaults(func=cmd_plan)
+
+    pol = sub.add_parser("policy", help="policy schema and validation").add_subparsers(dest="sub", required=True)
+    s = pol.add_parser("schema", help="print the policy JSON Schema")
+    s.set_defaults(func=cmd_policy_schema)
+    s = pol.add_parser("check", help="validate a policy and plan it")
+    s.add_argument("policy")
+    s.set_defaults(func=cmd_policy_check)
+
+    certs = sub.add_parser("certs", help="development PKI").add_subparsers(dest="sub", required=True)
+    s = certs.add_parser("init", help="create a dev CA and every principal's certificate")
+    s.add_argument("--out", default=".hsi/certs")
+    s.add_argument("--policy", action="append", help="policy whose principals get certificates "
+                                                      "(default: deploy/policies/*.yaml)")
+    s.set_defaults(func=cmd_certs_init)
+
+    for name, fn, helptext in (("up", cmd_up, "start every zone of a policy as local processes"),
+                               ("down", cmd_down, "stop the zones `hsi up` started")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--policy", required=True)
+        s.set_defaults(func=fn)
+
+    for name, fn, arg in (("embed", cmd_embed, "text"), ("generate", cmd_generate, "prompt")):
+        s = sub.add_parser(name, help=f"run {name} under a policy (starts the zones if they are not up)")
+        s.add_argument("--policy", required=True)
+        s.add_argument(arg)
+        s.add_argument("--json", action="store_true", help="print one JSON object")
+        s.add_argument("--check", action="store_true", help="compare with the plaintext HF model and the privacy "
+                                                            "report; exit 3 on a difference")
+        if name == "embed":
+            s.add_argument("--min-cosine", type=float, default=0.99, help="cosine --check requires")
+        else:
+            s.add_argument("--max-new-tokens", type=int, default=16)
+            s.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+        s.set_defaults(func=fn)
+
+    zone = sub.add_parser("zone", help="zone processes").add_subparsers(dest="sub", required=True)
+    s = zone.add_parser("serve", help="run one zone process in the foreground")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--zone", required=True)
+    s.add_argument("--party", required=True)
+    s.set_defaults(func=cmd_zone_serve)
+
+    s = sub.add_parser("serve", help="run the Orchestrator gRPC service at the client")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--port", type=int, default=50100)
+    s.set_defaults(func=cmd_serve)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hsi` console script."""
+    from orchestrator.launcher import LaunchError
+    from orchestrator.models.registry import ModelNotFound
+    from orchestrator.runtime import RunError
+    from zones.common.certs import CertError
+    from zones.common.engine import ZoneError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (PolicyError, PlanError, RunError, LaunchError, ModelNotFound, CertError, ZoneError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

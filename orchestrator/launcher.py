@@ -1,0 +1,174 @@
+"""Local deployment: start every zone of a policy as a process on this machine, wait for health, stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestrator.ir import ZoneKind
+from orchestrator.policy import Policy, load_policy
+from zones.common.certs import init_ca, issue
+from zones.common.engine import ENGINES, engine_for
+from zones.serve import certs_dir
+
+
+class LaunchError(RuntimeError):
+    """Zones that could not be started; the message carries the failing zone's log tail."""
+
+
+def state_dir() -> Path:
+    """Where run state and zone logs go (HSI_STATE_DIR, default .hsi/run)."""
+    return Path(os.environ.get("HSI_STATE_DIR", ".hsi/run"))
+
+
+def principals(policy: Policy) -> dict[str, list[str]]:
+    """Every principal of a policy (each zone process and the runtime) -> the hosts its certificate names."""
+    out = {policy.runtime_principal: [policy.parties[policy.client].address]}
+    for zone in policy.zones:
+        for party in policy.zone_parties(zone):
+            out[policy.principal(party, zone)] = [policy.parties[party].address]
+    return out
+
+
+def ensure_certs(policy: Policy, directory: Path | None = None) -> list[str]:
+    """Create the dev CA if missing and issue every missing certificate of the policy; the principals issued."""
+    d = directory or certs_dir(policy)
+    init_ca(d)
+    return [p for p, hosts in principals(policy).items() if issue(d, p, hosts)]
+
+
+def _state_file(policy: Policy) -> Path:
+    return state_dir() / f"{policy.name}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def running(policy: Policy) -> dict[str, int] | None:
+    """The live zone processes of a policy started by `up`, or None when it is not up."""
+    f = _state_file(policy)
+    if not f.is_file():
+        return None
+    state = json.loads(f.read_text())
+    pids = {k: int(v) for k, v in state["pids"].items()}
+    if state.get("policy_digest") != policy.digest() or not all(_alive(p) for p in pids.values()):
+        return None
+    return pids
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
+    """Start every zone process of the policy and wait until all are healthy; the pids by `zone@party`."""
+    from orchestrator.runtime import Runtime, RunError
+
+    policy = load_policy(policy_path)
+    live = running(policy)
+    if live:
+        return live
+    import zones.plain.engine  # noqa: F401  (registers the engines this build has)
+
+    missing = sorted({z.kind for z in policy.zones.values() if ZoneKind(z.kind) not in ENGINES})
+    if missing:
+        engine_for(ZoneKind(missing[0]), policy, "", "")  # raises the precise "no engine" error
+    ensure_certs(policy)
+    sdir = state_dir()
+    sdir.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    for zone in policy.zones:
+        for party in policy.zone_parties(zone):
+            key = f"{zone}@{party}"
+            logs[key] = sdir / f"{policy.name}.{zone}.{party}.log"
+            with open(logs[key], "wb") as log:
+                procs[key] = subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(policy_path),
+                     "--zone", zone, "--party", party],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    rt = Runtime(policy)
+    try:
+        deadline = timeout or policy.transport.deadlines.startup_s
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            dead = [k for k, p in procs.items() if p.poll() is not None]
+            if dead:
+                raise LaunchError(f"zone {dead[0]} exited with code {procs[dead[0]].returncode}:\n"
+                                  f"{_log_tail(logs[dead[0]])}")
+            try:
+                rt.wait_ready(timeout=2)
+                break
+            except RunError:
+                continue
+        else:
+            rt.wait_ready(timeout=1)
+    except (LaunchError, RunError) as e:
+        _stop({k: p.pid for k, p in procs.items()})
+        if isinstance(e, LaunchError):
+            raise
+        raise LaunchError(f"{e}\n" + "\n".join(f"--- {k} log:\n{_log_tail(v)}" for k, v in logs.items())) from None
+    finally:
+        rt.close()
+    pids = {k: p.pid for k, p in procs.items()}
+    _state_file(policy).write_text(json.dumps({"policy": str(policy_path), "policy_digest": policy.digest(),
+                                               "pids": pids, "logs": {k: str(v) for k, v in logs.items()}}))
+    return pids
+
+
+def _stop(pids: dict[str, int], grace: float = 5.0) -> None:
+    for pid in pids.values():
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGTERM)
+    end = time.monotonic() + grace
+    for pid in pids.values():
+        while _alive(pid) and time.monotonic() < end:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
+
+
+def down(policy_path: str | Path) -> list[str]:
+    """Stop the zones `up` started for the policy; the `zone@party` names stopped."""
+    policy = load_policy(policy_path)
+    f = _state_file(policy)
+    if not f.is_file():
+        return []
+    pids = {k: int(v) for k, v in json.loads(f.read_text())["pids"].items()}
+    _stop(pids)
+    f.unlink(missing_ok=True)
+    return sorted(pids)
+
+
+@contextlib.contextmanager
+def zones_up(policy_path: str | Path) -> Iterator[bool]:
+    """Use the policy's running zones, or start them for the block and stop them after; yields True if started."""
+    policy = load_policy(policy_path)
+    if running(policy):
+        yield False
+        return
+    up(policy_path)
+    try:
+        yield True
+    finally:
+        down(policy_path)

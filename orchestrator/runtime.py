@@ -1,0 +1,314 @@
+"""The runtime at the client: drives the zones through a plan. Tensors move zone to zone, never through it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import torch
+
+from orchestrator.models.registry import load_graph, load_tokenizer
+from orchestrator.planner import CLIENT, Plan, Stage, make_plan
+from orchestrator.policy import Policy
+from protos import tensor_pb2 as pb
+from protos import zone_pb2, zone_pb2_grpc
+from zones.common.certs import Credentials, load_credentials
+from zones.common.codec import decode_tensor, encode_tensor
+from zones.common.server import secure_channel
+from zones.common.stream import StreamError, frames, receive
+from zones.serve import certs_dir
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+class RunError(RuntimeError):
+    """A run that failed; the message names the zone, the call and the cause. The session was released."""
+
+
+@dataclass
+class Metrics:
+    """Time per zone (seconds of stage compute) and bytes per link of one run."""
+
+    time_by_zone: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    bytes_by_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def to_dict(self, wall_s: float) -> dict[str, Any]:
+        """The `metrics` block of a run's JSON result."""
+        return {"wall_s": round(wall_s, 4),
+                "time_by_zone": {k: round(v, 4) for k, v in sorted(self.time_by_zone.items())},
+                "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
+
+
+@dataclass
+class RunResult:
+    """The output of a run, its metrics and what every zone received."""
+
+    output: dict[str, Any]
+    metrics: dict[str, Any]
+    privacy: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object `hsi embed/generate --json` prints (without `reference`)."""
+        return {"output": self.output, "metrics": self.metrics, "privacy": self.privacy}
+
+
+def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Policy) -> list[str]:
+    """Receipts that the plan's privacy report does not account for (a party got more than planned)."""
+    out = []
+    for r in receipts:
+        zone = policy.zones[r["zone"]]
+        viewer = f"{r['party']} (enclave {r['zone']})" if zone.kind == "tee" else r["party"]
+        view = plan.privacy.get(viewer)
+        field_name = {"plain": "activations", "ckks": "ciphertexts", "share": "shares", "sealed": "activations"}
+        listed = getattr(view, field_name[r["encoding"]]) if view else []
+        if r["name"] not in listed:
+            out.append(f"{viewer} received {r['name']!r} as {r['encoding']}, which the privacy report does not list")
+    return out
+
+
+class Runtime:
+    """Runs embed/generate requests of one policy against running zones."""
+
+    def __init__(self, policy: Policy, progress: Progress | None = None, certs: Credentials | None = None) -> None:
+        self.policy = policy
+        self.graph = load_graph(policy.model.name)
+        self.plan = make_plan(self.graph, policy)
+        self.creds = certs or load_credentials(certs_dir(policy), policy.runtime_principal)
+        self.progress = progress or (lambda what, done, total: None)
+        self.deadline = policy.transport.deadlines
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, str], zone_pb2_grpc.ZoneStub] = {}
+        self._loaded = False
+        self._tokenizer: Any = None
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (loaded on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.policy.model.name)
+        return self._tokenizer
+
+    def _stub(self, zone: str, party: str | None = None) -> zone_pb2_grpc.ZoneStub:
+        endpoints = self.policy.zone_endpoints(zone)
+        party = party or next(iter(endpoints))
+        key = (zone, party)
+        if key not in self._stubs:
+            target = endpoints[party]
+            if target not in self._channels:
+                self._channels[target] = secure_channel(self.creds, target, self.policy.transport.max_message_bytes)
+            self._stubs[key] = zone_pb2_grpc.ZoneStub(self._channels[target])
+        return self._stubs[key]
+
+    def _call(self, zone: str, method: str, request: Any, timeout: float, party: str | None = None) -> Any:
+        try:
+            return getattr(self._stub(zone, party), method)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            where = self.policy.zone_endpoints(zone)
+            raise RunError(f"zone {zone!r} ({', '.join(f'{p} at {a}' for p, a in where.items())}) failed {method}: "
+                           f"{e.code().name}: {e.details()}") from None
+
+    def close(self) -> None:
+        """Close every channel."""
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until every zone answers its health check; RunError naming the zones that do not."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        end = time.monotonic() + timeout
+        pending = {(z, p) for z in self.policy.zones for p in self.policy.zone_parties(z)}
+        last: dict[tuple[str, str], str] = {}
+        while pending and time.monotonic() < end:
+            for zone, party in sorted(pending):
+                target = self.policy.zone_endpoints(zone)[party]
+                if target not in self._channels:
+                    self._channels[target] = secure_channel(self.creds, target)
+                try:
+                    health_pb2_grpc.HealthStub(self._channels[target]).Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    pending.discard((zone, party))
+                except grpc.RpcError as e:
+                    last[(zone, party)] = f"{e.code().name}: {e.details()}"
+            if pending:
+                time.sleep(0.3)
+        if pending:
+            raise RunError("zones not healthy within %.0f s: " % timeout + "; ".join(
+                f"{z}@{p}: {last.get((z, p), 'no answer')}" for z, p in sorted(pending)))
+
+    def load(self) -> None:
+        """Ask every zone to load its stages (once per runtime)."""
+        if self._loaded:
+            return
+        for s in self.plan.stages:
+            self.progress(f"load stage {s.index} in {s.zone}", s.index, len(self.plan.stages))
+            for party in s.parties:
+                self._call(s.zone, "LoadStage", zone_pb2.LoadStageRequest(plan_digest=self.plan.digest, stage=s.index),
+                           self.deadline.stage_s, party)
+        self._loaded = True
+
+    # -- one step through the plan -------------------------------------------------------------------------------
+
+    def _push(self, session: str, stage: Stage, name: str, tensor: torch.Tensor, m: Metrics) -> None:
+        dtype, shape, data = encode_tensor(tensor)
+        header = pb.TensorHeader(session=session, name=name, encoding=pb.PLAIN, source_party=self.policy.client,
+                                 dtype=dtype, shape=shape)
+        for party in stage.parties:
+            try:
+                self._stub(stage.zone, party).PushTensor(frames(header, data, self.policy.transport.chunk_bytes),
+                                                         timeout=self.deadline.rpc_s)
+            except grpc.RpcError as e:
+                raise RunError(f"zone {stage.zone!r} refused input {name!r}: {e.code().name}: {e.details()}") from None
+            m.bytes_by_link[f"{self.policy.runtime_principal}->{self.policy.principal(party, stage.zone)}"] += len(data)
+
+    def _pull(self, session: str, stage: Stage, name: str, m: Metrics) -> torch.Tensor:
+        party = stage.parties[0]
+        stream = self._stub(stage.zone, party).PullTensor(zone_pb2.PullTensorRequest(session=session, name=name),
+                                                           timeout=self.deadline.rpc_s)
+        try:
+            got = receive(stream, self.policy.transport.max_tensor_bytes, self.policy.transport.chunk_bytes)
+        except grpc.RpcError as e:
+            raise RunError(f"zone {stage.zone!r} failed PullTensor of {name!r}: {e.code().name}: {e.details()}") from None
+        except StreamError as e:
+            raise RunError(f"zone {stage.zone!r} sent a bad stream for {name!r}: {e}") from None
+        if got.header.encoding != pb.PLAIN:
+            raise RunError(f"output {name!r} arrived as {pb.Encoding.Name(got.header.encoding)}, not plaintext")
+        m.bytes_by_link[f"{self.policy.principal(party, stage.zone)}->{self.policy.runtime_principal}"] += len(got.data)
+        return decode_tensor(got.header.dtype, list(got.header.shape), got.data)
+
+    def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics) -> dict[str, torch.Tensor]:
+        where: dict[str, set[str]] = defaultdict(set)
+        producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
+        for c in self.plan.conversions:
+            if c.from_zone == CLIENT:
+                stage = self.plan.stages[c.to_stage]  # type: ignore[index]
+                if stage.zone not in where[c.tensor]:
+                    self._push(session, stage, c.tensor, inputs[c.tensor], m)
+                    where[c.tensor].add(stage.zone)
+        total = len(self.plan.stages)
+        for s in self.plan.stages:
+            self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
+            for t in s.inputs:
+                if s.zone in where[t]:
+                    continue
+                src = producer[t]
+                for party in s.parties:
+                    reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
+                        session=session, name=t, to_zone=s.zone, to_party=party), self.deadline.rpc_s)
+                    link = f"{self.policy.principal(src.parties[0], src.zone)}->{self.policy.principal(party, s.zone)}"
+                    m.bytes_by_link[link] += reply.bytes
+                where[t].add(s.zone)
+            for party in s.parties:
+                reply = self._call(s.zone, "RunStage", zone_pb2.RunStageRequest(
+                    session=session, plan_digest=self.plan.digest, stage=s.index, position_offset=offset),
+                    self.deadline.stage_s, party)
+                m.time_by_zone[s.zone] += reply.seconds
+            for t in s.ops:
+                where[t].add(s.zone)
+        self.progress("done", total, total)
+        return {t: self._pull(session, producer[t], t, m) for t in self.graph.outputs}
+
+    def _receipts(self, session: str) -> list[dict[str, Any]]:
+        out = []
+        for zone in self.policy.zones:
+            for party in self.policy.zone_parties(zone):
+                reply = self._call(zone, "Records", zone_pb2.RecordsRequest(session=session), self.deadline.rpc_s, party)
+                for r in reply.receipts:
+                    out.append({"zone": r.zone, "party": r.party, "name": r.name,
+                                "encoding": pb.Encoding.Name(r.encoding).lower(), "source_party": r.source_party,
+                                "source_principal": r.source_principal, "bytes": r.bytes})
+        return out
+
+    def _release(self, session: str) -> None:
+        for zone in self.policy.zones:
+            for party in self.policy.zone_parties(zone):
+                try:
+                    self._stub(zone, party).Release(zone_pb2.ReleaseRequest(session=session), timeout=self.deadline.rpc_s)
+                except grpc.RpcError:
+                    pass  # a dead zone holds nothing worth freeing; the run's own error names it
+
+    def _privacy(self, receipts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"report": {p: vars(v) for p, v in self.plan.privacy.items()}, "observed": receipts,
+                "mismatches": observed_mismatches(self.plan, receipts, self.policy)}
+
+    def _check_length(self, n: int) -> None:
+        if n == 0:
+            raise RunError("the input has no tokens")
+        if n > self.policy.model.max_tokens:
+            raise RunError(f"the input has {n} tokens; the policy allows at most {self.policy.model.max_tokens} "
+                           "(model.max_tokens)")
+
+    # -- public operations ---------------------------------------------------------------------------------------
+
+    def embed(self, text: str) -> RunResult:
+        """The sentence embedding of `text`, computed through the plan."""
+        if self.graph.arch != "bert":
+            raise RunError(f"model {self.graph.model} is a {self.graph.arch} decoder; use generate")
+        ids = torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.int64)
+        self._check_length(len(ids))
+        self.load()
+        session, m, start = uuid.uuid4().hex, Metrics(), time.perf_counter()
+        try:
+            out = self._step(session, {"input_ids": ids}, 0, m)
+            receipts = self._receipts(session)
+        finally:
+            self._release(session)
+        emb = out[self.graph.outputs[0]]
+        return RunResult({"embedding": [float(x) for x in emb], "tokens": len(ids)},
+                         m.to_dict(time.perf_counter() - start), self._privacy(receipts))
+
+    def prompt_ids(self, prompt: str, chat: bool = True) -> torch.Tensor:
+        """Token ids of a prompt, through the model's chat template when it has one."""
+        tok = self.tokenizer
+        if chat and getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+        else:
+            text = prompt
+        return torch.tensor(tok(text)["input_ids"], dtype=torch.int64)
+
+    def generate(self, prompt: str, max_new_tokens: int = 16, chat: bool = True,
+                 on_token: Callable[[int], None] | None = None) -> RunResult:
+        """Greedy generation through the plan with the zones' KV caches; stops at EOS or max_new_tokens."""
+        if self.graph.arch != "llama":
+            raise RunError(f"model {self.graph.model} is an encoder; use embed")
+        if max_new_tokens < 1:
+            raise RunError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        ids = self.prompt_ids(prompt, chat)
+        self._check_length(len(ids) + max_new_tokens - 1)
+        self.load()
+        eos = self.tokenizer.eos_token_id
+        session, m, start = uuid.uuid4().hex, Metrics(), time.perf_counter()
+        tokens: list[int] = []
+        step_s: list[float] = []
+        try:
+            cur, offset = ids, 0
+            while len(tokens) < max_new_tokens:
+                t0 = time.perf_counter()
+                tok = int(self._step(session, {"input_ids": cur}, offset, m)[self.graph.outputs[0]][0])
+                step_s.append(time.perf_counter() - t0)
+                tokens.append(tok)
+                if on_token:
+                    on_token(tok)
+                if tok == eos:
+                    break
+                offset += len(cur)
+                cur = torch.tensor([tok], dtype=torch.int64)
+            receipts = self._receipts(session)
+        finally:
+            self._release(session)
+        metrics = m.to_dict(time.perf_counter() - start)
+        metrics["prefill_s"] = round(step_s[0], 4)
+        metrics["per_token_s"] = round(sum(step_s[1:]) / max(1, len(step_s) - 1), 4) if len(step_s) > 1 else None
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return RunResult({"token_ids": tokens, "text": text, "prompt_tokens": len(ids)}, metrics,
+                         self._privacy(receipts))

@@ -1,0 +1,250 @@
+"""The Zone gRPC service every zone process runs: tensor store, receipts, stage dispatch to its kind's engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from orchestrator.ir import Graph, ZoneKind
+from orchestrator.models.registry import load_graph
+from orchestrator.planner import CLIENT, Plan, make_plan
+from orchestrator.policy import Policy
+from protos import tensor_pb2 as pb
+from protos import zone_pb2, zone_pb2_grpc
+from zones.common.auth import peer_principal
+from zones.common.certs import Credentials
+from zones.common.engine import RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
+from zones.common.server import secure_channel
+from zones.common.stream import StreamError, frames, receive
+
+ZONE_SERVICE = "hsi.v1.Zone"
+
+
+@dataclass
+class _Session:
+    tensors: dict[str, StoredTensor] = field(default_factory=dict)
+    receipts: list[zone_pb2.Receipt] = field(default_factory=list)
+
+
+def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozenset[str]]:
+    """Per-method principals allowed to call a zone: the runtime drives it; only the plan's senders push to it."""
+    runtime = frozenset({policy.runtime_principal})
+    senders: set[str] = set()
+    for c in plan.conversions:
+        if c.to_zone != zone:
+            continue
+        if c.from_zone == CLIENT:
+            senders.add(policy.runtime_principal)
+        else:
+            senders.update(policy.principal(p, c.from_zone) for p in policy.zone_parties(c.from_zone))
+    m = f"/{ZONE_SERVICE}/"
+    return {
+        m + "LoadStage": runtime,
+        m + "RunStage": runtime,
+        m + "Transfer": runtime,
+        m + "PullTensor": runtime,
+        m + "Records": runtime,
+        m + "Release": runtime,
+        m + "PushTensor": frozenset(senders),
+    }
+
+
+class ZoneServicer(zone_pb2_grpc.ZoneServicer):
+    """One zone process: holds tensors per session and runs the stages the plan assigns to it."""
+
+    def __init__(self, policy: Policy, zone: str, party: str, creds: Credentials) -> None:
+        self.policy = policy
+        self.zone = zone
+        self.party = party
+        self.creds = creds
+        self.kind = ZoneKind(policy.zones[zone].kind)
+        self.graph: Graph = load_graph(policy.model.name)
+        self.plan: Plan = make_plan(self.graph, policy)
+        self.engine: ZoneEngine = engine_for(self.kind, policy, zone, party)
+        self._sessions: dict[str, _Session] = {}
+        self._loaded: set[int] = set()
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        transport = policy.transport
+        self._max_tensor = transport.max_tensor_bytes
+        self._chunk = transport.chunk_bytes
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _session(self, sid: str) -> _Session:
+        if not sid:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, "session id is empty")
+        with self._lock:
+            return self._sessions.setdefault(sid, _Session())
+
+    def _stage(self, digest: str, index: int) -> Any:
+        if digest != self.plan.digest:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"plan digest mismatch: zone {self.zone!r} runs plan {self.plan.digest[:12]} of policy "
+                            f"{self.policy.name!r}, the caller sent {digest[:12]}; both sides must use the same policy")
+        if index >= len(self.plan.stages):
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"stage {index} does not exist")
+        stage = self.plan.stages[index]
+        if stage.zone != self.zone:
+            raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                            f"stage {index} belongs to zone {stage.zone!r}, not {self.zone!r}")
+        return stage
+
+    def _channel(self, target: str) -> grpc.Channel:
+        with self._lock:
+            if target not in self._channels:
+                self._channels[target] = secure_channel(self.creds, target, self.policy.transport.max_message_bytes)
+            return self._channels[target]
+
+    def close(self) -> None:
+        """Close outgoing channels."""
+        for ch in self._channels.values():
+            ch.close()
+
+    # -- RPCs ----------------------------------------------------------------------------------------------------
+
+    def LoadStage(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Load a stage of the zone's plan (idempotent)."""
+        with _errors(context):
+            stage = self._stage(request.plan_digest, request.stage)
+            start = time.perf_counter()
+            self.engine.load_stage(stage, self.graph)
+            self._loaded.add(stage.index)
+            return zone_pb2.LoadStageReply(ops=stage.ops, seconds=time.perf_counter() - start)
+
+    def PushTensor(self, request_iterator: Iterator[pb.TensorFrame], context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Receive one tensor; record its encoding and source."""
+        with _errors(context):
+            try:
+                got = receive(request_iterator, self._max_tensor, self._chunk)
+            except StreamError as e:
+                raise ZoneError(e.code, str(e)) from None
+            h = got.header
+            principal = peer_principal(context) or ""
+            cert_party = principal.partition("/")[0]
+            if h.source_party != cert_party:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tensor {h.name!r} claims source party {h.source_party!r}, but the sender's "
+                                f"certificate is {principal!r}")
+            stored = StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta))
+            session = self._session(h.session)
+            receipt = zone_pb2.Receipt(session=h.session, name=h.name, encoding=h.encoding,
+                                       source_party=h.source_party, source_principal=principal, zone=self.zone,
+                                       party=self.party, bytes=len(got.data))
+            with self._lock:
+                session.tensors[h.name] = stored
+                session.receipts.append(receipt)
+            return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
+
+    def _header(self, sid: str, name: str, t: StoredTensor) -> pb.TensorHeader:
+        return pb.TensorHeader(session=sid, name=name, encoding=t.encoding, source_party=self.party, dtype=t.dtype,
+                               shape=list(t.shape), meta=t.meta)
+
+    def _held(self, sid: str, name: str) -> StoredTensor:
+        t = self._session(sid).tensors.get(name)
+        if t is None:
+            raise ZoneError(grpc.StatusCode.NOT_FOUND,
+                            f"zone {self.zone!r} holds no tensor {name!r} for session {sid!r}")
+        return t
+
+    def PullTensor(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.TensorFrame]:  # noqa: N802
+        """Stream a held tensor to the caller."""
+        with _errors(context):
+            t = self._held(request.session, request.name)
+        yield from frames(self._header(request.session, request.name, t), t.data, self._chunk)
+
+    def RunStage(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Run a loaded stage on the session's tensors; keep its outputs."""
+        with _errors(context):
+            stage = self._stage(request.plan_digest, request.stage)
+            if stage.index not in self._loaded:
+                raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
+            session = self._session(request.session)
+            missing = [t for t in stage.inputs if t not in session.tensors]
+            if missing:
+                raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold")
+            inputs = {t: session.tensors[t] for t in stage.inputs}
+            longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
+            if request.position_offset + longest > self.policy.model.max_tokens:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
+                                f"{self.policy.model.max_tokens}")
+            start = time.perf_counter()
+            outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset))
+            seconds = time.perf_counter() - start
+            with self._lock:
+                session.tensors.update(outputs)
+            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds)
+
+    def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Send a held tensor to another zone of the policy, zone to zone."""
+        with _errors(context):
+            t = self._held(request.session, request.name)
+            if request.to_zone not in self.policy.zones:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {request.to_zone!r}")
+            allowed = any(c.tensor == request.name and c.from_zone == self.zone and c.to_zone == request.to_zone
+                          for c in self.plan.conversions)
+            if not allowed:
+                raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                                f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
+            endpoints = self.policy.zone_endpoints(request.to_zone)
+            party = request.to_party or next(iter(endpoints))
+            if party not in endpoints:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"zone {request.to_zone!r} has no process at party {party!r}")
+            stub = zone_pb2_grpc.ZoneStub(self._channel(endpoints[party]))
+            start = time.perf_counter()
+            try:
+                stub.PushTensor(frames(self._header(request.session, request.name, t), t.data, self._chunk),
+                                timeout=self.policy.transport.deadlines.rpc_s)
+            except grpc.RpcError as e:
+                code = e.code() if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED else grpc.StatusCode.UNAVAILABLE
+                raise ZoneError(code if code != grpc.StatusCode.UNKNOWN else grpc.StatusCode.UNAVAILABLE,
+                                f"zone {request.to_zone!r} at {endpoints[party]} refused {request.name!r}: "
+                                f"{e.details()}") from None
+            return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
+
+    def Records(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """The receipts of a session."""
+        with _errors(context):
+            with self._lock:
+                s = self._sessions.get(request.session)
+                return zone_pb2.RecordsReply(receipts=list(s.receipts) if s else [])
+
+    def Release(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Free a session's tensors, receipts and engine state."""
+        with _errors(context):
+            with self._lock:
+                s = self._sessions.pop(request.session, None)
+            self.engine.release(request.session)
+            return zone_pb2.ReleaseReply(freed_tensors=len(s.tensors) if s else 0)
+
+
+class _errors:
+    """Turn ZoneError into the matching gRPC status; unexpected errors become INTERNAL with their text."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+        if e is None:
+            return False
+        if isinstance(e, ZoneError):
+            self.context.abort(e.code, str(e))
+        if isinstance(e, Exception) and not _is_abort(e):
+            self.context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        return False
+
+
+def _is_abort(e: BaseException) -> bool:
+    # grpc's context.abort raises a bare Exception after setting the status.
+    return type(e) is Exception

@@ -1,0 +1,55 @@
+"""Run one zone process: the Zone service of (policy, zone, party) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+
+from orchestrator.policy import Policy
+from protos import zone_pb2_grpc
+from zones.common.certs import load_credentials
+from zones.common.server import ServerOptions, build_server
+from zones.common.zone_service import ZONE_SERVICE, ZoneServicer, zone_allow_table
+
+log = logging.getLogger("hsi.zone")
+
+
+def certs_dir(policy: Policy) -> Path:
+    """The certificate directory: HSI_CERTS_DIR if set, else the policy's transport.tls.certs_dir."""
+    return Path(os.environ.get("HSI_CERTS_DIR") or policy.transport.tls.certs_dir)
+
+
+def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | None = None,
+               stop: threading.Event | None = None) -> None:
+    """Serve the zone until `stop` is set or the process is signalled."""
+    if zone not in policy.zones:
+        raise SystemExit(f"policy {policy.name!r} has no zone {zone!r}")
+    endpoints = policy.zone_endpoints(zone)
+    if party not in endpoints:
+        raise SystemExit(f"zone {zone!r} runs at {sorted(endpoints)}, not at party {party!r}")
+    creds = load_credentials(certs_dir(policy), policy.principal(party, zone))
+    servicer = ZoneServicer(policy, zone, party, creds)
+
+    def register(server: grpc.Server) -> list[str]:
+        zone_pb2_grpc.add_ZoneServicer_to_server(servicer, server)
+        return [ZONE_SERVICE]
+
+    options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)
+    server, port, _ = build_server(creds, endpoints[party], zone_allow_table(policy, servicer.plan, zone), register,
+                                   options)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    log.info("zone %s (%s) of policy %s serving at %s", zone, party, policy.name, endpoints[party])
+    if ready:
+        ready.set()
+    stop.wait()
+    server.stop(grace=2).wait()
+    servicer.close()
