@@ -186,7 +186,8 @@ def _run(args: argparse.Namespace, op: str) -> int:
         o = result["output"]
         if op == "embed":
             emb = o["embedding"]
-            out.print(f"embedding ({len(emb)} dims, {o['tokens']} tokens): [{', '.join(f'{x:.4f}' for x in emb[:6])}, ...]")
+            head = ", ".join(f"{x:.4f}" for x in emb[:6])
+            out.print(f"embedding ({len(emb)} dims, {o['tokens']} tokens): [{head}, ...]")
         else:
             out.print(f"[bold]{o['text']}[/]\n({len(o['token_ids'])} tokens, ids {o['token_ids']})")
         _metrics_table(result)

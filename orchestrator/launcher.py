@@ -77,7 +77,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     """Start every zone process of the policy and wait until all are healthy; the pids by `zone@party`."""
-    from orchestrator.runtime import Runtime, RunError
+    from orchestrator.runtime import RunError, Runtime
 
     policy = load_policy(policy_path)
     live = running(policy)

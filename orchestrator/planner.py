@@ -99,6 +99,7 @@ def place(graph: Graph, policy: Policy) -> tuple[dict[str, str], list[str]]:
     used = [False] * len(policy.placement)
     problems = []
     warnings = []
+    ineligible: dict[int, list[Op]] = {}
     for op in graph.ops:
         for i, rule in enumerate(policy.placement):
             if not fnmatch.fnmatchcase(op.name, rule.match):
@@ -106,17 +107,20 @@ def place(graph: Graph, policy: Policy) -> tuple[dict[str, str], list[str]]:
             if rule.types is not None and op.type not in rule.types:
                 continue
             used[i] = True
-            kind = ZoneKind(policy.zones[rule.zone].kind)
-            if kind not in ELIGIBLE_KINDS[op.type]:
-                allowed = ", ".join(sorted(k.value for k in ELIGIBLE_KINDS[op.type]))
-                problems.append(
-                    f"{policy.where('placement', i)}: rule places op {op.name!r} ({op.type.value}) in zone "
-                    f"{rule.zone!r} of kind {kind.value}, which cannot run it (allowed: {allowed})"
-                )
+            if ZoneKind(policy.zones[rule.zone].kind) not in ELIGIBLE_KINDS[op.type]:
+                ineligible.setdefault(i, []).append(op)
             placement[op.name] = rule.zone
             break
         else:
             problems.append(f"op {op.name!r} ({op.type.value}) matches no placement rule")
+    for i, ops in ineligible.items():
+        rule, op = policy.placement[i], ops[0]
+        allowed = ", ".join(sorted(k.value for k in ELIGIBLE_KINDS[op.type]))
+        more = f" (and {len(ops) - 1} more)" if len(ops) > 1 else ""
+        problems.append(
+            f"{policy.where('placement', i)}: rule places op {op.name!r} ({op.type.value}){more} in zone "
+            f"{rule.zone!r} of kind {policy.zones[rule.zone].kind}, which cannot run it (allowed: {allowed})"
+        )
     for i, rule in enumerate(policy.placement):
         if not used[i]:
             what = f"{rule.match!r}" + (f" of types {[t.value for t in rule.types]}" if rule.types else "")
@@ -186,7 +190,9 @@ def _conversions(graph: Graph, policy: Policy, stages: list[Stage], tokens: int)
 
     for s in stages:
         for t in s.inputs:
-            add(t, stage_by_tensor.get(t), s)
+            src = stage_by_tensor.get(t)
+            if src is None or src.zone != s.zone:  # a zone keeps what it produced for its later stages
+                add(t, src, s)
     for t in graph.outputs:
         add(t, stage_by_tensor[t], None)
     if problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -124,7 +124,7 @@ class TeeZone(_Strict):
     key_dir: str = Field(".hsi/tee/keys", description="directory of sealed keys")
 
 
-Zone = Annotated[Union[PlainZone, HeZone, MpcZone, TeeZone], Field(discriminator="kind")]
+Zone = Annotated[PlainZone | HeZone | MpcZone | TeeZone, Field(discriminator="kind")]
 
 
 class PlacementRule(_Strict):
@@ -252,7 +252,7 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -37,7 +37,7 @@ def compare_embeddings(got: list[float], want: torch.Tensor) -> dict[str, float]
 def compare_tokens(got: list[int], want: list[int]) -> dict[str, int | bool]:
     """`token_match`: the length of the common prefix, and whether the sequences are identical."""
     n = 0
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         if a != b:
             break
         n += 1

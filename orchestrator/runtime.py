@@ -142,7 +142,7 @@ class Runtime:
             if pending:
                 time.sleep(0.3)
         if pending:
-            raise RunError("zones not healthy within %.0f s: " % timeout + "; ".join(
+            raise RunError(f"zones not healthy within {timeout:.0f} s: " + "; ".join(
                 f"{z}@{p}: {last.get((z, p), 'no answer')}" for z, p in sorted(pending)))
 
     def load(self) -> None:
@@ -177,7 +177,8 @@ class Runtime:
         try:
             got = receive(stream, self.policy.transport.max_tensor_bytes, self.policy.transport.chunk_bytes)
         except grpc.RpcError as e:
-            raise RunError(f"zone {stage.zone!r} failed PullTensor of {name!r}: {e.code().name}: {e.details()}") from None
+            raise RunError(f"zone {stage.zone!r} failed PullTensor of {name!r}: "
+                           f"{e.code().name}: {e.details()}") from None
         except StreamError as e:
             raise RunError(f"zone {stage.zone!r} sent a bad stream for {name!r}: {e}") from None
         if got.header.encoding != pb.PLAIN:
@@ -221,7 +222,8 @@ class Runtime:
         out = []
         for zone in self.policy.zones:
             for party in self.policy.zone_parties(zone):
-                reply = self._call(zone, "Records", zone_pb2.RecordsRequest(session=session), self.deadline.rpc_s, party)
+                reply = self._call(zone, "Records", zone_pb2.RecordsRequest(session=session), self.deadline.rpc_s,
+                                   party)
                 for r in reply.receipts:
                     out.append({"zone": r.zone, "party": r.party, "name": r.name,
                                 "encoding": pb.Encoding.Name(r.encoding).lower(), "source_party": r.source_party,
@@ -232,7 +234,8 @@ class Runtime:
         for zone in self.policy.zones:
             for party in self.policy.zone_parties(zone):
                 try:
-                    self._stub(zone, party).Release(zone_pb2.ReleaseRequest(session=session), timeout=self.deadline.rpc_s)
+                    self._stub(zone, party).Release(zone_pb2.ReleaseRequest(session=session),
+                                                    timeout=self.deadline.rpc_s)
                 except grpc.RpcError:
                     pass  # a dead zone holds nothing worth freeing; the run's own error names it
 

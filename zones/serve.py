@@ -40,7 +40,7 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
         return [ZONE_SERVICE]
 
     options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)
-    server, port, _ = build_server(creds, endpoints[party], zone_allow_table(policy, servicer.plan, zone), register,
+    server, _, _ = build_server(creds, endpoints[party], zone_allow_table(policy, servicer.plan, zone), register,
                                    options)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -35,7 +35,7 @@ class StoredTensor:
     @property
     def encoding_name(self) -> str:
         """`plain`, `ckks`, `share` or `sealed`."""
-        return pb.Encoding.Name(self.encoding).lower()  # type: ignore[arg-type]
+        return pb.Encoding.Name(self.encoding).lower()  # type: ignore[arg-type,unused-ignore]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def receive(stream: Iterable[pb.TensorFrame], max_tensor_bytes: int, max_chunk_b
                           f"{max_tensor_bytes}")
     if header.chunk_bytes == 0 or header.chunk_bytes > max_chunk_bytes:
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"tensor {header.name!r} declares chunks of {header.chunk_bytes} bytes; allowed 1..{max_chunk_bytes}")
+                          f"tensor {header.name!r} declares chunks of {header.chunk_bytes} bytes; "
+                          f"allowed 1..{max_chunk_bytes}")
     buf = bytearray()
     digest = hashlib.sha256()
     expected_index = 0
@@ -71,7 +72,8 @@ def receive(stream: Iterable[pb.TensorFrame], max_tensor_bytes: int, max_chunk_b
             chunk = frame.chunk
             if chunk.index != expected_index:
                 raise StreamError(grpc.StatusCode.DATA_LOSS,
-                                  f"tensor {header.name!r}: chunk {chunk.index} arrived where {expected_index} was due")
+                                  f"tensor {header.name!r}: chunk {chunk.index} arrived where {expected_index} "
+                                  "was due")
             if len(chunk.data) > header.chunk_bytes:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                                   f"tensor {header.name!r}: chunk {chunk.index} has {len(chunk.data)} bytes, more than "
@@ -93,11 +95,12 @@ def receive(stream: Iterable[pb.TensorFrame], max_tensor_bytes: int, max_chunk_b
                                   f"{expected_index} arrived")
             if frame.trailer.sha256 != digest.digest():
                 raise StreamError(grpc.StatusCode.DATA_LOSS, f"tensor {header.name!r}: SHA-256 mismatch")
-            for extra in it:
+            for _ in it:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                                   f"tensor {header.name!r}: frame after the trailer")
             return Received(header, bytes(buf))
         else:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {header.name!r}: second header in one stream")
     raise StreamError(grpc.StatusCode.DATA_LOSS,
-                      f"tensor {header.name!r}: stream ended after {len(buf)} of {header.total_bytes} bytes, no trailer")
+                      f"tensor {header.name!r}: stream ended after {len(buf)} of {header.total_bytes} bytes, "
+                      "no trailer")

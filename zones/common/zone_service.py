@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import grpc
 
@@ -110,7 +110,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def LoadStage(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Load a stage of the zone's plan (idempotent)."""
-        with _errors(context):
+        with _Errors(context):
             stage = self._stage(request.plan_digest, request.stage)
             start = time.perf_counter()
             self.engine.load_stage(stage, self.graph)
@@ -119,7 +119,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def PushTensor(self, request_iterator: Iterator[pb.TensorFrame], context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Receive one tensor; record its encoding and source."""
-        with _errors(context):
+        with _Errors(context):
             try:
                 got = receive(request_iterator, self._max_tensor, self._chunk)
             except StreamError as e:
@@ -142,7 +142,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
 
     def _header(self, sid: str, name: str, t: StoredTensor) -> pb.TensorHeader:
-        return pb.TensorHeader(session=sid, name=name, encoding=t.encoding, source_party=self.party, dtype=t.dtype,
+        return pb.TensorHeader(session=sid, name=name, encoding=cast(Any, t.encoding), source_party=self.party, dtype=t.dtype,
                                shape=list(t.shape), meta=t.meta)
 
     def _held(self, sid: str, name: str) -> StoredTensor:
@@ -154,13 +154,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def PullTensor(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.TensorFrame]:  # noqa: N802
         """Stream a held tensor to the caller."""
-        with _errors(context):
+        with _Errors(context):
             t = self._held(request.session, request.name)
         yield from frames(self._header(request.session, request.name, t), t.data, self._chunk)
 
     def RunStage(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Run a loaded stage on the session's tensors; keep its outputs."""
-        with _errors(context):
+        with _Errors(context):
             stage = self._stage(request.plan_digest, request.stage)
             if stage.index not in self._loaded:
                 raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
@@ -184,7 +184,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Send a held tensor to another zone of the policy, zone to zone."""
-        with _errors(context):
+        with _Errors(context):
             t = self._held(request.session, request.name)
             if request.to_zone not in self.policy.zones:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {request.to_zone!r}")
@@ -212,21 +212,21 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def Records(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """The receipts of a session."""
-        with _errors(context):
+        with _Errors(context):
             with self._lock:
                 s = self._sessions.get(request.session)
                 return zone_pb2.RecordsReply(receipts=list(s.receipts) if s else [])
 
     def Release(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Free a session's tensors, receipts and engine state."""
-        with _errors(context):
+        with _Errors(context):
             with self._lock:
                 s = self._sessions.pop(request.session, None)
             self.engine.release(request.session)
             return zone_pb2.ReleaseReply(freed_tensors=len(s.tensors) if s else 0)
 
 
-class _errors:
+class _Errors:
     """Turn ZoneError into the matching gRPC status; unexpected errors become INTERNAL with their text."""
 
     def __init__(self, context: grpc.ServicerContext) -> None:
@@ -235,7 +235,7 @@ class _errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+    def __exit__(self, et: Any, e: Any, tb: Any) -> Literal[False]:
         if e is None:
             return False
         if isinstance(e, ZoneError):

@@ -74,7 +74,8 @@ class PlainEngine:
         try:
             out = executor.run(tensors, StepContext(ctx.position_offset), state, stage.outputs)
         except (RuntimeError, IndexError) as e:
-            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"stage {stage.index} failed on its inputs: {e}") from None
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"stage {stage.index} failed on its inputs: {e}") from None
         result = {}
         for name, t in out.items():
             dtype, shape, data = encode_tensor(t)

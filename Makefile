@@ -1,0 +1,35 @@
+# hsi: hybrid secure inference. `make demo` and `make test` do all set-up they need.
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-slow lint protos protos-check bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/hsi plan --policy deploy/policies/plain-minilm.yaml
+	$(VENV)/bin/hsi embed --policy deploy/policies/plain-minilm.yaml --check \
+	    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; started on metformin 500 mg twice daily."
+
+lint: setup
+	$(VENV)/bin/ruff check orchestrator zones tests bench
+	$(VENV)/bin/mypy orchestrator zones
+
+test: setup lint
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+protos: setup
+	bash scripts/gen_protos.sh
+
+bench: setup
+	$(PY) bench/e2e.py --json bench/results/e2e.json
+
+clean:
+	rm -rf .hsi/run
