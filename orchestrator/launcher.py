@@ -49,6 +49,11 @@ def _state_file(policy: Policy) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    try:  # reap it first if it is our own exited child, or it would linger as a zombie that looks alive
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except OSError:
@@ -68,6 +73,17 @@ def running(policy: Policy) -> dict[str, int] | None:
     return pids
 
 
+def _survivors(policy: Policy) -> dict[str, int]:
+    """Zone processes of an earlier `up` that still run: a restart starts only the others."""
+    f = _state_file(policy)
+    if not f.is_file():
+        return {}
+    state = json.loads(f.read_text())
+    if state.get("policy_digest") != policy.digest():
+        return {}
+    return {k: int(v) for k, v in state["pids"].items() if _alive(int(v))}
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -83,6 +99,7 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     live = running(policy)
     if live:
         return live
+    survivors = _survivors(policy)
     import zones.plain.engine  # noqa: F401  (registers the engines this build has)
 
     missing = sorted({z.kind for z in policy.zones.values() if ZoneKind(z.kind) not in ENGINES})
@@ -97,7 +114,9 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         for party in policy.zone_parties(zone):
             key = f"{zone}@{party}"
             logs[key] = sdir / f"{policy.name}.{zone}.{party}.log"
-            with open(logs[key], "wb") as log:
+            if key in survivors:
+                continue
+            with open(logs[key], "ab") as log:
                 procs[key] = subprocess.Popen(
                     [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(policy_path),
                      "--zone", zone, "--party", party],
@@ -119,13 +138,13 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         else:
             rt.wait_ready(timeout=1)
     except (LaunchError, RunError) as e:
-        _stop({k: p.pid for k, p in procs.items()})
+        _stop({k: p.pid for k, p in procs.items()} | survivors)
         if isinstance(e, LaunchError):
             raise
         raise LaunchError(f"{e}\n" + "\n".join(f"--- {k} log:\n{_log_tail(v)}" for k, v in logs.items())) from None
     finally:
         rt.close()
-    pids = {k: p.pid for k, p in procs.items()}
+    pids = survivors | {k: p.pid for k, p in procs.items()}
     _state_file(policy).write_text(json.dumps({"policy": str(policy_path), "policy_digest": policy.digest(),
                                                "pids": pids, "logs": {k: str(v) for k, v in logs.items()}}))
     return pids

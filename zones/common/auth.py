@@ -24,7 +24,7 @@ def peer_principal(context: grpc.ServicerContext) -> str | None:
 
 
 class AllowListInterceptor(grpc.ServerInterceptor):
-    """Deny by default: a method runs only for the principals its row of the table names."""
+    """Deny by default: a method runs only for the principals its row names (`party/*`: any of the party's)."""
 
     def __init__(self, allow: Mapping[str, frozenset[str]]) -> None:
         self._allow = {m: frozenset(p) for m, p in allow.items()}
@@ -38,7 +38,8 @@ class AllowListInterceptor(grpc.ServerInterceptor):
         allowed = self._allow.get(method)
         if allowed is None:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"method {method} is not served to any principal")
-        if ANY not in allowed and principal not in allowed:  # type: ignore[operator]
+        party = (principal or "").partition("/")[0]
+        if ANY not in allowed and principal not in allowed and f"{party}/*" not in allowed:  # type: ignore[operator]
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"principal {principal!r} may not call {method}")
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:

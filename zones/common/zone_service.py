@@ -142,7 +142,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
 
     def _header(self, sid: str, name: str, t: StoredTensor) -> pb.TensorHeader:
-        return pb.TensorHeader(session=sid, name=name, encoding=cast(Any, t.encoding), source_party=self.party, dtype=t.dtype,
+        return pb.TensorHeader(session=sid, name=name, encoding=cast(Any, t.encoding), source_party=self.party,
+                               dtype=t.dtype,
                                shape=list(t.shape), meta=t.meta)
 
     def _held(self, sid: str, name: str) -> StoredTensor:

@@ -1,0 +1,91 @@
+"""The Orchestrator gRPC service at the client: Plan, Embed and Generate (streamed) over the runtime."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from orchestrator.policy import Policy
+from orchestrator.runtime import RunError, Runtime
+from protos import orchestrator_pb2 as opb
+from protos import orchestrator_pb2_grpc
+from zones.common.certs import load_credentials
+from zones.common.server import ServerOptions, build_server
+from zones.serve import certs_dir
+
+ORCHESTRATOR_SERVICE = "hsi.v1.Orchestrator"
+
+
+def orchestrator_allow_table(policy: Policy) -> dict[str, frozenset[str]]:
+    """Only principals of the client party may use the client's orchestrator."""
+    client = frozenset({f"{policy.client}/*"})
+    return {f"/{ORCHESTRATOR_SERVICE}/{m}": client for m in ("Plan", "Embed", "Generate")}
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
+    """Runs requests one at a time through one runtime (the zones hold per-session state)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._lock = threading.Lock()
+
+    def Plan(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """The plan as JSON."""
+        return opb.PlanReply(plan_json=json.dumps(self.runtime.plan.to_dict()))
+
+    def Embed(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Embed a text."""
+        if not request.text:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+        try:
+            with self._lock:
+                result = self.runtime.embed(request.text).to_dict()
+        except RunError as e:
+            context.abort(grpc.StatusCode.ABORTED, str(e))
+        return opb.EmbedReply(embedding=result["output"]["embedding"], result_json=json.dumps(result))
+
+    def Generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+        """Generate greedily, streaming progress and each token id, then the result."""
+        if not request.prompt:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is empty")
+        n = request.max_new_tokens or 16
+        events: list[Any] = []
+        try:
+            with self._lock:
+                result = self.runtime.generate(
+                    request.prompt, n, on_token=lambda t: events.append(opb.GenerateEvent(token_id=t))).to_dict()
+        except RunError as e:
+            context.abort(grpc.StatusCode.ABORTED, str(e))
+        for i, ev in enumerate(events):
+            yield opb.GenerateEvent(progress=opb.Progress(done=i + 1, total=n, stage="token"))
+            yield ev
+        yield opb.GenerateEvent(result_json=json.dumps(result))
+
+
+def serve_orchestrator(policy: Policy, port: int, stop: threading.Event | None = None,
+                       ready: threading.Event | None = None) -> None:
+    """Serve the Orchestrator at the client's address until stopped."""
+    creds = load_credentials(certs_dir(policy), policy.runtime_principal)
+    runtime = Runtime(policy, certs=creds)
+
+    def register(server: grpc.Server) -> list[str]:
+        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(runtime), server)
+        return [ORCHESTRATOR_SERVICE]
+
+    bind = f"{policy.parties[policy.client].address}:{port}"
+    server, _, _ = build_server(creds, bind, orchestrator_allow_table(policy), register,
+                                ServerOptions(max_message_bytes=policy.transport.max_message_bytes))
+    stop = stop or threading.Event()
+    server.start()
+    if ready:
+        ready.set()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop(grace=2).wait()
+    runtime.close()
