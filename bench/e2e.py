@@ -1,0 +1,131 @@
+"""End-to-end benchmark: each plan against the Hugging Face model called directly, on the same inputs.
+
+Prints a table; `--json FILE` writes one flat record per (plan, input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.launcher import zones_up  # noqa: E402
+from orchestrator.models.registry import load_model  # noqa: E402
+from orchestrator.policy import load_policy  # noqa: E402
+from orchestrator.reference import (  # noqa: E402
+    compare_embeddings,
+    compare_tokens,
+    reference_embedding,
+    reference_generate,
+)
+from orchestrator.runtime import Runtime  # noqa: E402
+
+SENTENCES = [
+    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease.",
+    "The account holder disputes two card payments made in Lisbon on the 3rd and 4th of March.",
+    "Can you remind me to water the plants tomorrow morning?",
+    "Post-operative day two: afebrile, wound clean and dry, tolerating oral intake, plan discharge tomorrow.",
+]
+PROMPTS = ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."]
+PLANS = ["plain-minilm", "plain-smollm2"]
+
+
+def _hf_embed(model: str, text: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    reference_embedding(model, text)
+    return {"wall_s": time.perf_counter() - start}
+
+
+def bench_plan(name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
+    """Run one shipped policy on the benchmark inputs; records for the plan and for HF called directly."""
+    path = ROOT / "deploy" / "policies" / f"{name}.yaml"
+    policy = load_policy(path)
+    records: list[dict[str, Any]] = []
+    load_model(policy.model.name)  # warm the reference outside the timings
+    with zones_up(path):
+        rt = Runtime(policy)
+        try:
+            rt.load()
+            if policy.model.name == "minilm-l6":
+                rt.embed("warm-up")
+                for text in SENTENCES:
+                    want = reference_embedding(policy.model.name, text)
+                    hf = _hf_embed(policy.model.name, text)
+                    r = rt.embed(text)
+                    acc = compare_embeddings(r.output["embedding"], want)
+                    base = {"model": policy.model.name, "network": network, "tokens": r.output["tokens"]}
+                    records.append({"plan": "hf-direct", **base, "wall_s": round(hf["wall_s"], 4),
+                                    "time_by_zone": {}, "bytes_by_link": {}, "cosine": 1.0})
+                    records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
+                                    "max_abs_err": acc["max_abs_err"]})
+            else:
+                for prompt in PROMPTS:
+                    ids = rt.prompt_ids(prompt)
+                    start = time.perf_counter()
+                    want = reference_generate(policy.model.name, ids, new_tokens)
+                    hf_s = time.perf_counter() - start
+                    r = rt.generate(prompt, new_tokens)
+                    match = compare_tokens(r.output["token_ids"], want)
+                    base = {"model": policy.model.name, "network": network, "tokens": len(ids)}
+                    records.append({"plan": "hf-direct", **base, "wall_s": round(hf_s, 4),
+                                    "per_token_s": round(hf_s / max(1, len(want)), 4), "time_by_zone": {},
+                                    "bytes_by_link": {}, "token_match": len(want)})
+                    records.append({"plan": name, **base, **r.metrics, "token_match": match["token_match"],
+                                    "new_tokens": len(r.output["token_ids"])})
+        finally:
+            rt.close()
+    return records
+
+
+def print_table(records: list[dict[str, Any]]) -> None:
+    """One line per (plan, model): medians over the inputs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="end-to-end (medians over inputs)")
+    for col in ("plan", "model", "network", "n", "wall s", "per token s", "bytes between parties", "accuracy"):
+        t.add_column(col)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["plan"], r["model"]), []).append(r)
+    for (plan, model), rs in groups.items():
+        per_tok = [r["per_token_s"] for r in rs if r.get("per_token_s")]
+        acc = (f"cosine {min(r['cosine'] for r in rs):.6f}" if "cosine" in rs[0]
+               else f"token_match {min(r['token_match'] for r in rs)}")
+        nbytes = statistics.median(sum(r["bytes_by_link"].values()) for r in rs)
+        t.add_row(plan, model, rs[0]["network"], str(len(rs)), f"{statistics.median(r['wall_s'] for r in rs):.3f}",
+                  f"{statistics.median(per_tok):.4f}" if per_tok else "-", f"{nbytes:,.0f}", acc)
+    Console().print(t)
+
+
+def main() -> int:
+    """Run the benchmark."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--plans", nargs="*", default=PLANS)
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--network", default="loopback", choices=["loopback"],
+                    help="lan/wan profiles need the network-namespace deployment (not built yet)")
+    ap.add_argument("--json", type=Path, help="write the records to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    records: list[dict[str, Any]] = []
+    for plan in args.plans:
+        records += bench_plan(plan, args.new_tokens, args.network)
+    print_table(records)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
