@@ -53,11 +53,9 @@ def _summary(names: list[str], show: int = 3) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the plan of a policy."""
-    from orchestrator.models.registry import load_graph
-    from orchestrator.planner import make_plan
+    from orchestrator import api
 
-    policy = load_policy(args.policy)
-    plan = make_plan(load_graph(policy.model.name), policy, tokens=args.tokens)
+    plan = api.plan(args.policy, tokens=args.tokens)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -73,11 +71,9 @@ def cmd_policy_schema(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy file (and plan it against its model)."""
-    from orchestrator.models.registry import load_graph
-    from orchestrator.planner import make_plan
+    from orchestrator import api
 
-    policy = load_policy(args.policy)
-    make_plan(load_graph(policy.model.name), policy)
+    api.plan(args.policy)
     out.print(f"{args.policy}: ok")
     return 0
 
@@ -152,34 +148,20 @@ def _metrics_table(result: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace, op: str) -> int:
-    from orchestrator.launcher import zones_up
-    from orchestrator.reference import compare_embeddings, compare_tokens, reference_embedding, reference_generate
-    from orchestrator.runtime import Runtime
+    from orchestrator import api
 
-    policy = load_policy(args.policy)
-    with zones_up(args.policy), _progress() as progress:
+    with _progress() as progress:
         task = progress.add_task(op, total=None)
-        rt = Runtime(policy, progress=lambda what, done, total: progress.update(task, description=what,
-                                                                                    completed=done, total=total))
-        try:
-            if op == "embed":
-                result = rt.embed(args.text).to_dict()
-            else:
-                result = rt.generate(args.prompt, args.max_new_tokens, chat=not args.no_chat).to_dict()
-                prompt_ids = rt.prompt_ids(args.prompt, not args.no_chat)
-        finally:
-            rt.close()
-    ok = True
-    if args.check:
+
+        def report(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
+
         if op == "embed":
-            result["reference"] = compare_embeddings(result["output"]["embedding"],
-                                                     reference_embedding(policy.model.name, args.text))
-            ok = result["reference"]["cosine"] >= args.min_cosine
+            result = api.embed(args.policy, args.text, check=args.check, progress=report)
         else:
-            want = reference_generate(policy.model.name, prompt_ids, args.max_new_tokens)
-            result["reference"] = compare_tokens(result["output"]["token_ids"], want)
-            ok = bool(result["reference"]["identical"])
-        ok = ok and not result["privacy"]["mismatches"]
+            result = api.generate(args.policy, args.prompt, args.max_new_tokens, chat=not args.no_chat,
+                                  check=args.check, progress=report)
+    ok = not args.check or api.check_passed(result, getattr(args, "min_cosine", 0.99))
     if args.json:
         print(json.dumps(result))
     else:
@@ -206,6 +188,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Greedy generation under a policy."""
     return _run(args, "generate")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the end-to-end benchmark (bench/e2e.py) with the given arguments."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "e2e.py"
+    if not script.is_file():
+        raise SystemExit("bench/e2e.py is not in this installation; run from a source checkout")
+    return subprocess.call([sys.executable, str(script), *args.bench_args])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -268,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zone", required=True)
     s.add_argument("--party", required=True)
     s.set_defaults(func=cmd_zone_serve)
+
+    s = sub.add_parser("bench", help="run bench/e2e.py (arguments after -- go to it)")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("serve", help="run the Orchestrator gRPC service at the client")
     s.add_argument("--policy", required=True)
