@@ -56,9 +56,9 @@ ELIGIBLE_KINDS: dict[OpType, frozenset[ZoneKind]] = {
     OpType.RMSNORM: _NONLINEAR,
     OpType.GELU: _NONLINEAR,
     OpType.SILU_MUL: _NONLINEAR,
-    OpType.ROPE: _ALL,
+    OpType.ROPE: _NONLINEAR,
     OpType.POOL: _NONLINEAR,
-    OpType.LM_HEAD: _ALL,
+    OpType.LM_HEAD: _NONLINEAR,
     OpType.SAMPLE: _NONLINEAR,
 }
 

@@ -100,7 +100,8 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     if live:
         return live
     survivors = _survivors(policy)
-    import zones.plain.engine  # noqa: F401  (registers the engines this build has)
+    import zones.he.engine
+    import zones.plain.engine  # noqa: F401
 
     missing = sorted({z.kind for z in policy.zones.values() if ZoneKind(z.kind) not in ENGINES})
     if missing:

@@ -78,6 +78,15 @@ class HeZone(_Strict):
     port: int = Field(ge=1, le=65535)
     ckks: CkksParams = CkksParams()
     key: str = Field("ckks-main", description="handle of the CKKS key at the TEE key service")
+    pack_width: int = Field(512, description="features per ciphertext block (a power of two); the rest of the "
+                                             "slots hold tokens")
+
+    @field_validator("pack_width")
+    @classmethod
+    def _width_power_of_two(cls, v: int) -> int:
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"pack_width must be a power of two, got {v}")
+        return v
 
 
 class MpcMember(_Strict):

@@ -7,6 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KeyRequirementsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeyRequirementsReply(_message.Message):
+    __slots__ = ("key", "rotations", "params_json")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ROTATIONS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    rotations: _containers.RepeatedScalarFieldContainer[int]
+    params_json: str
+    def __init__(self, key: _Optional[str] = ..., rotations: _Optional[_Iterable[int]] = ..., params_json: _Optional[str] = ...) -> None: ...
+
+class InstallPublicMaterialReply(_message.Message):
+    __slots__ = ("key", "key_tag", "rotations")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_TAG_FIELD_NUMBER: _ClassVar[int]
+    ROTATIONS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    key_tag: str
+    rotations: int
+    def __init__(self, key: _Optional[str] = ..., key_tag: _Optional[str] = ..., rotations: _Optional[int] = ...) -> None: ...
+
 class LoadStageRequest(_message.Message):
     __slots__ = ("plan_digest", "stage")
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]

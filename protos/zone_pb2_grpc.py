@@ -70,6 +70,16 @@ class ZoneStub:
                 request_serializer=protos_dot_zone__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=protos_dot_zone__pb2.ReleaseReply.FromString,
                 _registered_method=True)
+        self.KeyRequirements = channel.unary_unary(
+                '/hsi.v1.Zone/KeyRequirements',
+                request_serializer=protos_dot_zone__pb2.KeyRequirementsRequest.SerializeToString,
+                response_deserializer=protos_dot_zone__pb2.KeyRequirementsReply.FromString,
+                _registered_method=True)
+        self.InstallPublicMaterial = channel.stream_unary(
+                '/hsi.v1.Zone/InstallPublicMaterial',
+                request_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+                response_deserializer=protos_dot_zone__pb2.InstallPublicMaterialReply.FromString,
+                _registered_method=True)
 
 
 class ZoneServicer:
@@ -125,6 +135,21 @@ class ZoneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeyRequirements(self, request, context):
+        """Which public key material the zone needs (HE zones: the key and the rotations its packing uses).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallPublicMaterial(self, request_iterator, context):
+        """Install public key material (context, public key, relinearisation and rotation keys) from the
+        policy's key holder. The zone never receives a secret key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ZoneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +187,16 @@ def add_ZoneServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=protos_dot_zone__pb2.ReleaseRequest.FromString,
                     response_serializer=protos_dot_zone__pb2.ReleaseReply.SerializeToString,
+            ),
+            'KeyRequirements': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeyRequirements,
+                    request_deserializer=protos_dot_zone__pb2.KeyRequirementsRequest.FromString,
+                    response_serializer=protos_dot_zone__pb2.KeyRequirementsReply.SerializeToString,
+            ),
+            'InstallPublicMaterial': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallPublicMaterial,
+                    request_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
+                    response_serializer=protos_dot_zone__pb2.InstallPublicMaterialReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +388,60 @@ class Zone:
             '/hsi.v1.Zone/Release',
             protos_dot_zone__pb2.ReleaseRequest.SerializeToString,
             protos_dot_zone__pb2.ReleaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeyRequirements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsi.v1.Zone/KeyRequirements',
+            protos_dot_zone__pb2.KeyRequirementsRequest.SerializeToString,
+            protos_dot_zone__pb2.KeyRequirementsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallPublicMaterial(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/hsi.v1.Zone/InstallPublicMaterial',
+            protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+            protos_dot_zone__pb2.InstallPublicMaterialReply.FromString,
             options,
             channel_credentials,
             insecure,

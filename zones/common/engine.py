@@ -59,6 +59,16 @@ class ZoneEngine(Protocol):
         """Free per-session state (KV caches)."""
 
 
+class KeyedEngine(ZoneEngine, Protocol):
+    """An engine that evaluates under public key material installed by the policy's key holder."""
+
+    def key_requirements(self) -> tuple[str, list[int], str]:
+        """(key handle, rotations, parameters JSON) the engine needs."""
+
+    def install(self, data: bytes, meta: dict[str, str]) -> tuple[str, int]:
+        """Install a public-material bundle; (key tag, rotation keys installed)."""
+
+
 EngineFactory = Callable[[Policy, str, str], ZoneEngine]
 ENGINES: dict[ZoneKind, EngineFactory] = {}
 
@@ -77,7 +87,8 @@ def register_engine(kind: ZoneKind) -> Callable[[EngineFactory], EngineFactory]:
 
 def engine_for(kind: ZoneKind, policy: Policy, zone: str, party: str) -> ZoneEngine:
     """A new engine for a zone; ZoneError when this build has none for the kind."""
-    import zones.plain.engine  # noqa: F401  (registers the plain engine)
+    import zones.he.engine
+    import zones.plain.engine  # noqa: F401
 
     if kind not in ENGINES:
         raise ZoneError(grpc.StatusCode.UNIMPLEMENTED,

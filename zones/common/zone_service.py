@@ -18,7 +18,7 @@ from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.auth import peer_principal
 from zones.common.certs import Credentials
-from zones.common.engine import RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
+from zones.common.engine import KeyedEngine, RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
 from zones.common.server import secure_channel
 from zones.common.stream import StreamError, frames, receive
 
@@ -43,7 +43,14 @@ def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozens
         else:
             senders.update(policy.principal(p, c.from_zone) for p in policy.zone_parties(c.from_zone))
     m = f"/{ZONE_SERVICE}/"
+    tee = [n for n, z in policy.zones.items() if z.kind == "tee"]
+    # The key holder installs public material: the TEE key service, or (while a policy has no tee zone)
+    # the client, which then holds the key itself.
+    key_holders = frozenset(policy.principal(z.party, n) for n, z in policy.zones.items()  # type: ignore[union-attr]
+                            if n in tee) or runtime
     return {
+        m + "KeyRequirements": runtime | key_holders,
+        m + "InstallPublicMaterial": key_holders,
         m + "LoadStage": runtime,
         m + "RunStage": runtime,
         m + "Transfer": runtime,
@@ -210,6 +217,32 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                                 f"zone {request.to_zone!r} at {endpoints[party]} refused {request.name!r}: "
                                 f"{e.details()}") from None
             return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
+
+    def _keyed(self) -> KeyedEngine:
+        if not hasattr(self.engine, "install"):
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"zone {self.zone!r} of kind {self.kind.value} takes no key material")
+        return self.engine  # type: ignore[return-value]
+
+    def KeyRequirements(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """The key handle and rotations this zone needs."""
+        with _Errors(context):
+            key, rotations, params = self._keyed().key_requirements()
+            return zone_pb2.KeyRequirementsReply(key=key, rotations=rotations, params_json=params)
+
+    def InstallPublicMaterial(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                              context: grpc.ServicerContext) -> Any:
+        """Install the key holder's public material (never a secret key)."""
+        with _Errors(context):
+            engine = self._keyed()
+            try:
+                got = receive(request_iterator, self._max_tensor, self._chunk)
+            except StreamError as e:
+                raise ZoneError(e.code, str(e)) from None
+            key_tag, rotations = engine.install(got.data, dict(got.header.meta))
+            with self._lock:
+                self._loaded.clear()  # stages must be re-encoded under the new context
+            return zone_pb2.InstallPublicMaterialReply(key=got.header.name, key_tag=key_tag, rotations=rotations)
 
     def Records(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """The receipts of a session."""

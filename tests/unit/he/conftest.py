@@ -1,0 +1,45 @@
+"""Real activations captured from the plain zone on real text, and a CKKS context with keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.models.registry import load_model
+from orchestrator.policy import CkksParams
+from zones.he.crypto import KeyPair, generate_keys
+from zones.he.linear import rotation_indices
+from zones.he.packing import Packing
+from zones.he.params import Context, make_context
+from zones.plain.executor import PlainExecutor, SessionState, StepContext
+
+CLINICAL = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney "
+            "disease; started on metformin 500 mg twice daily.")
+
+
+@dataclass
+class Keys:
+    ctx: Context
+    packing: Packing
+    keys: KeyPair
+
+
+@pytest.fixture(scope="session")
+def he_keys() -> Keys:
+    ctx = make_context(CkksParams(ring_dim=1 << 14))
+    packing = Packing(ctx.slots, 512)
+    return Keys(ctx, packing, generate_keys(ctx, rotation_indices(packing)))
+
+
+def capture(model: str, names: list[str], text: str = CLINICAL) -> dict[str, np.ndarray]:
+    """Intermediate activations of the plain executor on real text."""
+    m = load_model(model)
+    if m.graph.arch == "llama":
+        text = m.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                               add_generation_prompt=True)
+    ids = torch.tensor(m.tokenizer(text)["input_ids"])
+    out = PlainExecutor(m.graph.ops, m.weights()).run({"input_ids": ids}, StepContext(0), SessionState(), names)
+    return {k: v.double().numpy() for k, v in out.items()}

@@ -1,0 +1,52 @@
+"""Key generation, encryption and decryption of packed matrices.
+
+Only a key holder runs these: the TEE key service (and, until it exists, the test
+process). The HE zone itself never holds a secret key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import openfhe as fhe
+
+from zones.he.packing import Packing
+from zones.he.params import Context
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A CKKS key pair of one context."""
+
+    public: fhe.PublicKey
+    secret: fhe.PrivateKey
+
+
+def generate_keys(ctx: Context, rotations: list[int]) -> KeyPair:
+    """A new key pair, with relinearisation keys and rotation keys for exactly `rotations`."""
+    kp = ctx.cc.KeyGen()
+    ctx.cc.EvalMultKeyGen(kp.secretKey)
+    if rotations:
+        ctx.cc.EvalRotateKeyGen(kp.secretKey, sorted(set(rotations)))
+    return KeyPair(kp.publicKey, kp.secretKey)
+
+
+def encrypt_matrix(ctx: Context, public: fhe.PublicKey, packing: Packing, x: np.ndarray) -> list[list[fhe.Ciphertext]]:
+    """Ciphertexts [token block][feature chunk] of a (tokens, features) matrix."""
+    return [[ctx.cc.Encrypt(public, ctx.cc.MakeCKKSPackedPlaintext(v.tolist())) for v in row]
+            for row in packing.pack(np.asarray(x, dtype=np.float64))]
+
+
+def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: Packing, blocks: list[list[fhe.Ciphertext]],
+                   tokens: int, features: int) -> np.ndarray:
+    """The (tokens, features) matrix the ciphertexts hold."""
+    vectors = []
+    for row in blocks:
+        out = []
+        for ct in row:
+            pt = ctx.cc.Decrypt(ct, secret)
+            pt.SetLength(packing.slots)
+            out.append(np.array(pt.GetRealPackedValue()))
+        vectors.append(out)
+    return packing.unpack(vectors, tokens, features)

@@ -1,0 +1,171 @@
+"""The HE zone's engine: linear layers and residual additions on CKKS ciphertexts, with public keys only."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import grpc
+import openfhe as fhe
+
+from orchestrator.ir import Graph, OpType, ZoneKind
+from orchestrator.models.registry import load_model
+from orchestrator.planner import Stage
+from orchestrator.policy import HeZone, Policy
+from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
+from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices
+from zones.he.material import MaterialError, unbundle
+from zones.he.packing import Packing
+from zones.he.params import HeParamsError, make_context
+from zones.he.tensor import CipherTensor, CiphertextError, from_stored
+
+SUPPORTED = {OpType.LINEAR, OpType.ADD}
+
+
+@register_engine(ZoneKind.HE)
+class HeEngine:
+    """CKKS evaluation with the policy's parameters; holds public and evaluation keys, never a secret key."""
+
+    def __init__(self, policy: Policy, zone: str, party: str) -> None:
+        z = policy.zones[zone]
+        assert isinstance(z, HeZone)
+        self.policy, self.zone, self.spec = policy, zone, z
+        try:
+            # Validates the parameters (security level) before any key material arrives.
+            make_context(z.ckks)
+        except HeParamsError as e:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"zone {zone!r}: {e}") from None
+        self.packing = Packing(z.ckks.ring_dim // 2, z.pack_width)
+        self._cc: fhe.CryptoContext | None = None
+        self._key_tag = ""
+        self._layers: dict[str, EncryptedLinear] = {}
+        self._graph: Graph | None = None
+        self._lock = threading.Lock()
+        self.counts = OpCounts()
+
+    def rotations(self) -> list[int]:
+        """Slot rotations the linear ops of this zone need (one set for every shape under one packing)."""
+        return rotation_indices(self.packing)
+
+    def key_requirements(self) -> tuple[str, list[int], str]:
+        """(key handle, rotations, CKKS parameters as JSON) the zone needs installed."""
+        return self.spec.key, self.rotations(), json.dumps(self.spec.ckks.model_dump())
+
+    def install(self, data: bytes, meta: dict[str, str]) -> tuple[str, int]:
+        """Install a public-material bundle; (key tag, rotation keys) on success."""
+        try:
+            parts = unbundle(data, meta)
+            cc = fhe.DeserializeCryptoContextString(parts["context"], fhe.BINARY)
+            public = fhe.DeserializePublicKeyString(parts["public_key"], fhe.BINARY)
+        except (MaterialError, RuntimeError) as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"public material does not deserialise: {e}") from None
+        p = self.spec.ckks
+        if cc.GetRingDimension() != p.ring_dim:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"public material is for ring dimension {cc.GetRingDimension()}, the policy says "
+                            f"{p.ring_dim}")
+        if cc.GetCyclotomicOrder() != 2 * p.ring_dim or cc.GetMultiplicativeDepth() != p.depth:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"public material has depth {cc.GetMultiplicativeDepth()}, the policy says {p.depth}")
+        try:
+            fhe.DeserializeEvalMultKeyString(parts["mult_keys"], fhe.BINARY)
+            fhe.DeserializeEvalAutomorphismKeyString(parts["rotation_keys"], fhe.BINARY)
+        except RuntimeError as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"evaluation keys do not deserialise: {e}") from None
+        with self._lock:
+            self._cc, self._key_tag = cc, public.GetKeyTag()
+            self._layers.clear()  # plaintexts are bound to the context
+        return self._key_tag, len(self.rotations())
+
+    def _context(self) -> fhe.CryptoContext:
+        if self._cc is None:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"zone {self.zone!r} has no public material for key {self.spec.key!r}; the key holder "
+                            "must install it first (InstallPublicMaterial)")
+        return self._cc
+
+    def load_stage(self, stage: Stage, graph: Graph) -> None:
+        """Encode the weight plaintexts of the stage's linear ops (once)."""
+        cc = self._context()
+        self._graph = graph
+        weights = None
+        for name in stage.ops:
+            op = graph.op(name)
+            if op.type not in SUPPORTED:
+                raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
+            if op.type == OpType.LINEAR and name not in self._layers:
+                weights = weights or load_model(self.policy.model.name).weights()
+                w = weights[op.weights[0]].detach().double().numpy()
+                b = weights[op.weights[1]].detach().double().numpy() if len(op.weights) > 1 else None
+                self._layers[name] = EncryptedLinear(cc, self.packing, w, b)
+
+    def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:
+        try:
+            ct = from_stored(t, self.spec.ckks.ring_dim, self._key_tag)
+        except CiphertextError as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r}: {e}") from None
+        if ct.packing != self.packing:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"tensor {name!r} is packed {ct.packing.width} features wide; this zone uses "
+                            f"{self.packing.width}")
+        return ct
+
+    def linear(self, name: str, x: CipherTensor, counts: OpCounts) -> CipherTensor:
+        """Apply the cached linear layer `name`."""
+        layer = self._layers[name]
+        if x.features != layer.d_in:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"op {name!r} takes {layer.d_in} features, tensor has {x.features}")
+        if x.level >= self.spec.ckks.depth:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"op {name!r} needs one multiplicative level; the input is at level {x.level} of "
+                            f"depth {self.spec.ckks.depth} (refresh it through MPC or the enclave first)")
+        return CipherTensor(layer.forward(x.blocks, counts), self.packing, x.tokens, layer.d_out)
+
+    def add(self, a: CipherTensor, b: CipherTensor) -> CipherTensor:
+        """Elementwise sum of two ciphertext tensors (levels aligned)."""
+        cc = self._context()
+        if (a.tokens, a.features) != (b.tokens, b.features):
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"cannot add tensors of shapes {[a.tokens, a.features]} and {[b.tokens, b.features]}")
+        blocks = [[_aligned_add(cc, x, y) for x, y in zip(ra, rb, strict=True)]
+                  for ra, rb in zip(a.blocks, b.blocks, strict=True)]
+        return CipherTensor(blocks, self.packing, a.tokens, a.features)
+
+    def mul_const(self, a: CipherTensor, c: float) -> CipherTensor:
+        """Multiply by a public plaintext constant (uses one level)."""
+        cc = self._context()
+        if a.level >= self.spec.ckks.depth:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"multiplying by a constant needs one level; the input is at level {a.level}")
+        return CipherTensor([[cc.Rescale(cc.EvalMult(ct, float(c))) for ct in row] for row in a.blocks],
+                            self.packing, a.tokens, a.features)
+
+    def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
+        """Run the stage's linear and add ops on ciphertexts."""
+        assert self._graph is not None
+        self._context()
+        env = {n: self._tensor(n, t) for n, t in inputs.items()}
+        counts = OpCounts()
+        for name in stage.ops:
+            op = self._graph.op(name)
+            if op.type == OpType.LINEAR:
+                env[name] = self.linear(name, env[op.inputs[0]], counts)
+            else:
+                env[name] = self.add(env[op.inputs[0]], env[op.inputs[1]])
+        with self._lock:
+            self.counts.add(counts)
+        return {n: env[n].to_stored() for n in stage.outputs}
+
+    def release(self, session: str) -> None:
+        """The HE zone keeps no per-session state beyond the tensors the service holds."""
+
+
+def _aligned_add(cc: fhe.CryptoContext, x: fhe.Ciphertext, y: fhe.Ciphertext) -> fhe.Ciphertext:
+    # FIXEDMANUAL needs equal levels: bring the fresher operand down first.
+    if x.GetLevel() < y.GetLevel():
+        x = cc.LevelReduce(x, None, y.GetLevel() - x.GetLevel())
+    elif y.GetLevel() < x.GetLevel():
+        y = cc.LevelReduce(y, None, x.GetLevel() - y.GetLevel())
+    return cc.EvalAdd(x, y)
+

@@ -1,0 +1,195 @@
+"""Encrypted linear layers: ciphertext x plaintext-weight matmul by the diagonal method with
+baby-step/giant-step and hoisted baby-step rotations.
+
+For one token block and one (output chunk o, input chunk c) pair of width D, with
+rot(v, k) shifting features by k (a slot rotation by k * tokens_per_ct):
+
+    y_o = sum_g rot( sum_c sum_b diag'[o][c][g*g1 + b] * rot(x_c, b), g*g1 )
+
+where diag[k][j] = W[o*D + j, c*D + (j + k) mod D] and diag' is diag pre-rotated by
+-g*g1, so the g1 baby-step rotations of each input chunk are computed once (hoisted)
+and shared by every output chunk, and only D/g1 giant-step rotations remain per
+output chunk. Plaintext diagonals are encoded once per layer and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import openfhe as fhe
+
+from zones.he.packing import Packing
+
+
+@dataclass
+class OpCounts:
+    """Homomorphic operations performed, for benchmarks and the cost model."""
+
+    rotations: int = 0
+    hoisted_rotations: int = 0
+    ptmults: int = 0
+    adds: int = 0
+
+    def add(self, other: OpCounts) -> None:
+        """Accumulate another count."""
+        self.rotations += other.rotations
+        self.hoisted_rotations += other.hoisted_rotations
+        self.ptmults += other.ptmults
+        self.adds += other.adds
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="he-linear")
+
+
+def baby_giant_split(width: int) -> int:
+    """Baby-step count g1 for a block of `width` diagonals.
+
+    Hoisted baby steps cost ~0.6 of a full giant-step rotation, so g1 is the power of two
+    near sqrt(width / 0.6) that minimises (g1 - 1) * 0.6 + (width / g1 - 1).
+    """
+    best, best_cost = 1, math.inf
+    g1 = 1
+    while g1 <= width:
+        cost = (g1 - 1) * 0.6 + (width // g1 - 1)
+        if cost < best_cost:
+            best, best_cost = g1, cost
+        g1 *= 2
+    return best
+
+
+def rotation_indices(packing: Packing) -> list[int]:
+    """Slot rotations (positive, left) every linear layer needs under this packing, whatever its shape."""
+    width = packing.width
+    g1 = baby_giant_split(width)
+    b = packing.tokens_per_ct
+    steps = {b * k for k in range(1, g1)} | {b * g * g1 for g in range(1, width // g1)}
+    return sorted(steps)
+
+
+@dataclass
+class EncryptedLinear:
+    """A linear layer y = x W^T + bias with W in plaintext, ready to run on packed ciphertexts."""
+
+    cc: fhe.CryptoContext
+    packing: Packing
+    weight: np.ndarray  # (d_out, d_in)
+    bias: np.ndarray | None
+    g1: int = field(init=False)
+    _diags: dict[tuple[int, int, int], fhe.Plaintext] = field(init=False, default_factory=dict)
+    _bias: list[fhe.Plaintext] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.weight = np.asarray(self.weight, dtype=np.float64)
+        self.g1 = baby_giant_split(self.packing.width)
+        self._encode()
+
+    @property
+    def d_out(self) -> int:
+        """Output features."""
+        return int(self.weight.shape[0])
+
+    @property
+    def d_in(self) -> int:
+        """Input features."""
+        return int(self.weight.shape[1])
+
+    def _encode(self) -> None:
+        width, b, g1 = self.packing.width, self.packing.tokens_per_ct, self.g1
+        _, n_in = self.packing.grid(1, self.d_in)
+        _, n_out = self.packing.grid(1, self.d_out)
+        padded = np.zeros((n_out * width, n_in * width))
+        padded[: self.d_out, : self.d_in] = self.weight
+        j = np.arange(width)
+        for o in range(n_out):
+            for c in range(n_in):
+                block = padded[o * width:(o + 1) * width, c * width:(c + 1) * width]
+                for k in range(width):
+                    diag = block[j, (j + k) % width]
+                    if not diag.any():
+                        continue  # zero padding: nothing to multiply
+                    g = k // g1
+                    # pre-rotate by -g*g1 features so the giant-step rotation lands it in place
+                    diag = np.roll(diag, g * g1)
+                    self._diags[(o, c, k)] = self.cc.MakeCKKSPackedPlaintext(np.repeat(diag, b).tolist())
+        if self.bias is not None:
+            padded_bias = np.zeros(n_out * width)
+            padded_bias[: self.d_out] = self.bias
+            # added after the rescale, so encoded for level 1
+            self._bias = [self.cc.MakeCKKSPackedPlaintext(np.repeat(padded_bias[o * width:(o + 1) * width],
+                                                                     b).tolist(), 1, 1)
+                          for o in range(n_out)]
+
+    @property
+    def plaintexts(self) -> int:
+        """Number of cached diagonal plaintexts."""
+        return len(self._diags)
+
+    def forward_block(self, chunks: list[fhe.Ciphertext], counts: OpCounts) -> list[fhe.Ciphertext]:
+        """Apply the layer to one token block (its input feature chunks); returns its output chunks."""
+        cc, width, b, g1 = self.cc, self.packing.width, self.packing.tokens_per_ct, self.g1
+        m = 2 * cc.GetRingDimension()
+        baby: list[list[fhe.Ciphertext]] = []
+        for ct in chunks:
+            pre = cc.EvalFastRotationPrecompute(ct)
+            rotated = _pool().map(lambda s, ct=ct, pre=pre: cc.EvalFastRotation(ct, b * s, m, pre), range(1, g1))
+            baby.append([ct, *rotated])
+            counts.hoisted_rotations += g1 - 1
+        _, n_out = self.packing.grid(1, self.d_out)
+
+        def giant_step(o: int, g: int) -> tuple[fhe.Ciphertext | None, OpCounts]:
+            local = OpCounts()
+            inner = None
+            for c, rotated in enumerate(baby):
+                for s in range(g1):
+                    pt = self._diags.get((o, c, g * g1 + s))
+                    if pt is None:
+                        continue
+                    term = cc.EvalMult(rotated[s], pt)
+                    local.ptmults += 1
+                    if inner is None:
+                        inner = term
+                    else:
+                        cc.EvalAddInPlace(inner, term)
+                        local.adds += 1
+            if inner is not None and g:
+                inner = cc.EvalRotate(inner, b * g * g1)
+                local.rotations += 1
+            return inner, local
+
+        # Giant steps are independent; OpenFHE releases the GIL, so threads use every core.
+        jobs = [(o, g) for o in range(n_out) for g in range(width // g1)]
+        results = list(_pool().map(lambda job: giant_step(*job), jobs))
+        outputs = []
+        for o in range(n_out):
+            acc = None
+            for (job_o, _), (inner, local) in zip(jobs, results, strict=True):
+                if job_o != o:
+                    continue
+                counts.add(local)
+                if inner is None:
+                    continue
+                if acc is None:
+                    acc = inner
+                else:
+                    cc.EvalAddInPlace(acc, inner)
+                    counts.adds += 1
+            if acc is None:  # an all-zero weight block
+                acc = cc.EvalMult(chunks[0], 0.0)
+            acc = cc.Rescale(acc)
+            if self._bias:
+                acc = cc.EvalAdd(acc, self._bias[o])
+                counts.adds += 1
+            outputs.append(acc)
+        return outputs
+
+    def forward(self, blocks: list[list[fhe.Ciphertext]], counts: OpCounts | None = None) -> list[list[fhe.Ciphertext]]:
+        """Apply the layer to every token block."""
+        counts = counts if counts is not None else OpCounts()
+        return [self.forward_block(chunks, counts) for chunks in blocks]
