@@ -184,7 +184,9 @@ def _conversions(graph: Graph, policy: Policy, stages: list[Stage], tokens: int)
                 problems.append(f"tensor {tensor!r} must move {src_kind.value}->{dst_kind.value} between the client "
                                 f"and zone {other!r}: impossible, {reason}")
         producer = graph.op(tensor) if tensor in stage_by_tensor else None
-        nbytes = cost.tensor_bytes(producer, src_kind, tokens) if producer else 8 * tokens
+        # the wire carries ciphertexts if either side is HE, shares if either side is MPC
+        wire = next((k for k in (ZoneKind.HE, ZoneKind.MPC) if k in (src_kind, dst_kind)), src_kind)
+        nbytes = cost.tensor_bytes(producer, wire, tokens) if producer else 8 * tokens
         out.append(Conversion(tensor, src.index if src else None, dst.index if dst else None, src_zone, dst_zone,
                               f"{src_kind.value}->{dst_kind.value}", spec.how, nbytes))
 

@@ -78,6 +78,10 @@ class Runtime:
         self.policy = policy
         self.graph = load_graph(policy.model.name)
         self.plan = make_plan(self.graph, policy)
+        pending = sorted({c.kind for c in self.plan.conversions if c.kind != "plain->plain"})
+        if pending:
+            raise RunError(f"policy {policy.name!r} needs conversions {pending}, which the runtime cannot perform "
+                           "yet (only plain->plain); see `hsi plan` for the plan")
         self.creds = certs or load_credentials(certs_dir(policy), policy.runtime_principal)
         self.progress = progress or (lambda what, done, total: None)
         self.deadline = policy.transport.deadlines

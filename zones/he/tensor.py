@@ -60,8 +60,8 @@ def from_stored(t: StoredTensor, ring_dim: int, key_tag: str) -> CipherTensor:
     for n in lengths:
         try:
             ct = fhe.DeserializeCiphertextString(t.data[pos:pos + n], fhe.BINARY)
-        except RuntimeError as e:
-            raise CiphertextError(f"ciphertext {len(cts)} does not deserialise: {e}") from None
+        except Exception as e:  # OpenFHE/cereal raise various types for malformed input
+            raise CiphertextError(f"ciphertext {len(cts)} does not deserialise: {type(e).__name__}: {e}") from None
         if ct.GetCryptoContext().GetRingDimension() != ring_dim:
             raise CiphertextError(f"ciphertext {len(cts)} has ring dimension "
                                   f"{ct.GetCryptoContext().GetRingDimension()}, not {ring_dim}")
