@@ -34,7 +34,7 @@ def generate_keys(ctx: Context, rotations: list[int]) -> KeyPair:
 
 def encrypt_matrix(ctx: Context, public: fhe.PublicKey, packing: Packing, x: np.ndarray) -> list[list[fhe.Ciphertext]]:
     """Ciphertexts [token block][feature chunk] of a (tokens, features) matrix."""
-    return [[ctx.cc.Encrypt(public, ctx.cc.MakeCKKSPackedPlaintext(v.tolist())) for v in row]
+    return [[ctx.cc.Encrypt(public, ctx.cc.MakeCKKSPackedPlaintext(v)) for v in row]
             for row in packing.pack(np.asarray(x, dtype=np.float64))]
 
 
@@ -47,6 +47,6 @@ def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: Packing, block
         for ct in row:
             pt = ctx.cc.Decrypt(ct, secret)
             pt.SetLength(packing.slots)
-            out.append(np.array(pt.GetRealPackedValue()))
+            out.append(np.array(pt.GetCKKSPackedValue()))
         vectors.append(out)
     return packing.unpack(vectors, tokens, features)

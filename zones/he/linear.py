@@ -68,7 +68,7 @@ def rotation_indices(packing: Packing) -> list[int]:
     """Slot rotations (positive, left) every linear layer needs under this packing, whatever its shape."""
     width = packing.width
     g1 = baby_giant_split(width)
-    b = packing.tokens_per_ct
+    b = packing.stride
     steps = {b * k for k in range(1, g1)} | {b * g * g1 for g in range(1, width // g1)}
     return sorted(steps)
 
@@ -101,7 +101,7 @@ class EncryptedLinear:
         return int(self.weight.shape[1])
 
     def _encode(self) -> None:
-        width, b, g1 = self.packing.width, self.packing.tokens_per_ct, self.g1
+        width, b, g1 = self.packing.width, self.packing.stride, self.g1
         _, n_in = self.packing.grid(1, self.d_in)
         _, n_out = self.packing.grid(1, self.d_out)
         padded = np.zeros((n_out * width, n_in * width))
@@ -117,14 +117,13 @@ class EncryptedLinear:
                     g = k // g1
                     # pre-rotate by -g*g1 features so the giant-step rotation lands it in place
                     diag = np.roll(diag, g * g1)
-                    self._diags[(o, c, k)] = self.cc.MakeCKKSPackedPlaintext(np.repeat(diag, b).tolist())
+                    self._diags[(o, c, k)] = self.cc.MakeCKKSPackedPlaintext(np.repeat(diag, b))
         if self.bias is not None:
             padded_bias = np.zeros(n_out * width)
             padded_bias[: self.d_out] = self.bias
-            # added after the rescale, so encoded for level 1
-            self._bias = [self.cc.MakeCKKSPackedPlaintext(np.repeat(padded_bias[o * width:(o + 1) * width],
-                                                                     b).tolist(), 1, 1)
-                          for o in range(n_out)]
+            # added after the rescale, so encoded for level 1; to both the real and the imaginary token
+            self._bias = [self.cc.MakeCKKSPackedPlaintext(
+                np.repeat(padded_bias[o * width:(o + 1) * width], b) * (1 + 1j), 1, 1) for o in range(n_out)]
 
     @property
     def plaintexts(self) -> int:
@@ -133,7 +132,7 @@ class EncryptedLinear:
 
     def forward_block(self, chunks: list[fhe.Ciphertext], counts: OpCounts) -> list[fhe.Ciphertext]:
         """Apply the layer to one token block (its input feature chunks); returns its output chunks."""
-        cc, width, b, g1 = self.cc, self.packing.width, self.packing.tokens_per_ct, self.g1
+        cc, width, b, g1 = self.cc, self.packing.width, self.packing.stride, self.g1
         m = 2 * cc.GetRingDimension()
         baby: list[list[fhe.Ciphertext]] = []
         for ct in chunks:

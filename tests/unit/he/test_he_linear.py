@@ -48,12 +48,14 @@ def test_packing_round_trip() -> None:
     p = Packing(8192, 512)
     x = np.random.default_rng(0).normal(size=(37, 700))
     vectors = p.pack(x)
-    assert p.grid(37, 700) == (3, 2) and len(vectors) == 3 and len(vectors[0]) == 2
+    # 16 slot columns of 2 tokens (real, imaginary) each
+    assert p.stride == 16 and p.tokens_per_ct == 32
+    assert p.grid(37, 700) == (2, 2) and len(vectors) == 2 and len(vectors[0]) == 2
     assert np.array_equal(p.unpack(vectors, 37, 700), x)
-    # a rotation by tokens_per_ct shifts every token's features by one
-    v = vectors[0][0]
-    shifted = np.roll(v, -p.tokens_per_ct).reshape(512, 16).T
-    assert np.array_equal(shifted[:, :-1], x[:16, 1:512])
+    # a slot rotation by the stride shifts every token's features by one
+    shifted = np.roll(vectors[0][0], -p.stride).reshape(512, 16).T
+    assert np.array_equal(shifted.real[:, :-1], x[:16, 1:512])
+    assert np.array_equal(shifted.imag[:, :-1], x[16:32, 1:512])
     with pytest.raises(ValueError, match="must be a power of two"):
         Packing(8192, 384)
     assert Packing.from_meta(p.meta()) == p
@@ -66,7 +68,7 @@ def test_rotations_are_exactly_what_the_packing_needs() -> None:
     g1 = baby_giant_split(512)
     rots = rotation_indices(p)
     assert g1 == 32 and len(rots) == (g1 - 1) + (512 // g1 - 1)
-    assert all(r % p.tokens_per_ct == 0 for r in rots)
+    assert all(r % p.stride == 0 for r in rots)
 
 
 def test_insecure_parameters_refused() -> None:
