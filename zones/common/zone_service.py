@@ -109,9 +109,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             return self._channels[target]
 
     def close(self) -> None:
-        """Close outgoing channels."""
+        """Close outgoing channels and let the engine free what it holds."""
         for ch in self._channels.values():
             ch.close()
+        close = getattr(self.engine, "close", None)
+        if close:
+            close()
 
     # -- RPCs ----------------------------------------------------------------------------------------------------
 

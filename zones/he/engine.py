@@ -67,9 +67,14 @@ class HeEngine:
         if cc.GetCyclotomicOrder() != 2 * p.ring_dim or cc.GetMultiplicativeDepth() != p.depth:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"public material has depth {cc.GetMultiplicativeDepth()}, the policy says {p.depth}")
+        # OpenFHE keeps evaluation keys in process-global maps: one key per zone process, so the
+        # previous key's material goes before the new arrives (a re-install after a key rotation).
+        fhe.ClearEvalMultKeys()
+        cc.ClearEvalAutomorphismKeys()
         try:
             fhe.DeserializeEvalMultKeyString(parts["mult_keys"], fhe.BINARY)
-            fhe.DeserializeEvalAutomorphismKeyString(parts["rotation_keys"], fhe.BINARY)
+            if parts["rotation_keys"]:
+                fhe.DeserializeEvalAutomorphismKeyString(parts["rotation_keys"], fhe.BINARY)
         except RuntimeError as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"evaluation keys do not deserialise: {e}") from None
         with self._lock:
@@ -159,6 +164,13 @@ class HeEngine:
 
     def release(self, session: str) -> None:
         """The HE zone keeps no per-session state beyond the tensors the service holds."""
+
+    def close(self) -> None:
+        """Drop the cached plaintexts and OpenFHE's global contexts and keys (zone shutdown)."""
+        with self._lock:
+            self._layers.clear()
+            self._cc = None
+        fhe.ReleaseAllContexts()
 
 
 def _aligned_add(cc: fhe.CryptoContext, x: fhe.Ciphertext, y: fhe.Ciphertext) -> fhe.Ciphertext:
