@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow lint protos protos-check bench clean
+.PHONY: setup demo test test-slow lint protos bench bench-he clean
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,9 @@ protos: setup
 
 bench: setup
 	$(PY) bench/e2e.py --json bench/results/e2e.json
+
+bench-he: setup
+	$(PY) bench/he_linear.py --json bench/results/he_linear.json
 
 clean:
 	rm -rf .hsi/run
