@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.planner import Plan, PlanError
-from orchestrator.policy import PolicyError, load_policy, policy_json_schema
+from orchestrator.policy import HeZone, PolicyError, TeeZone, load_policy, policy_json_schema
 
 err = Console(stderr=True)
 out = Console()
@@ -190,6 +190,91 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _run(args, "generate")
 
 
+def _tee_zone(policy: Any, zone: str | None) -> str:
+    tees = [n for n, z in policy.zones.items() if z.kind == "tee"]
+    if zone:
+        return zone
+    if len(tees) != 1:
+        raise SystemExit(f"policy has tee zones {tees}; name one with --zone")
+    return tees[0]
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Key-service operations against a policy's tee zone."""
+    from orchestrator.keyclient import KeyClient
+
+    policy = load_policy(args.policy)
+    zone = _tee_zone(policy, args.zone)
+    tee = policy.zones[zone]
+    assert isinstance(tee, TeeZone)
+    principal = args.principal or f"{tee.party}/admin"
+    client = KeyClient(policy, zone, principal)
+    try:
+        if args.sub == "attest":
+            q = client.attest(pin=not args.no_verify)
+            out.print(f"measurement:  {q.measurement.hex()}\nplatform_key: {client.platform_key.hex()}\n"
+                      f"enclave key:  {q.enclave_public_key.hex()}\nsimulated:    {q.simulated}\n"
+                      + ("quote verified against the policy's pins" if not args.no_verify else
+                         "NOT verified (--no-verify): pin these values in the policy after checking them"))
+        elif args.sub == "create":
+            he = next((h for h in policy.zones.values() if isinstance(h, HeZone) and h.key == args.key), None)
+            ckks = he.ckks if he else None
+            r = client.create(args.key, args.ring_dim or (ckks.ring_dim if ckks else 16384),
+                              ckks.scale_bits if ckks else 35, ckks.first_mod_bits if ckks else 60,
+                              ckks.depth if ckks else 1)
+            out.print(f"created key {r.key} in {zone} ({tee.party}); public key sha256 {r.public_key_sha256.hex()}")
+        elif args.sub == "list":
+            for k in client.list():
+                out.print(f"{k.key} v{k.version} {'destroyed' if k.destroyed else 'active'} {k.params_json} "
+                          f"pk {k.public_key_sha256[:16]}")
+        elif args.sub in ("rotate", "destroy"):
+            k = getattr(client, args.sub)(args.key)
+            out.print(f"{args.sub}: {k.key} now v{k.version}{' (destroyed)' if k.destroyed else ''}")
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify or show a key-service audit log file."""
+    from zones.tee.audit import read_log, verify_records
+
+    try:
+        records = read_log(Path(args.log))
+    except ValueError as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 1
+    if args.sub == "show":
+        for r in records:
+            out.print(f"{r.index:5d} {r.time:.3f} {r.decision:5s} {r.principal} {r.operation} {r.key} "
+                      f"{r.session} {r.reason}", highlight=False)
+        return 0
+    problems = verify_records(records)
+    if problems:
+        for p in problems:
+            print(f"audit: {p}", file=sys.stderr)
+        return 1
+    out.print(f"{args.log}: {len(records)} records, chain intact")
+    return 0
+
+
+def cmd_tee_init_token(args: argparse.Namespace) -> int:
+    """Create a SoftHSM2 token for a dev deployment, with a random PIN in a 0600 file."""
+    import secrets
+
+    from zones.tee.hsm import init_softhsm_token
+
+    d = Path(args.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    pin_file = d / "user.pin"
+    if not pin_file.exists():
+        pin_file.write_text(secrets.token_hex(16))
+        pin_file.chmod(0o600)
+    conf = init_softhsm_token(d, args.label, pin_file.read_text().strip(), secrets.token_hex(16))
+    err.print(f"SoftHSM2 token {args.label!r} ready: SOFTHSM2_CONF={conf}, PIN in {pin_file}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the end-to-end benchmark (bench/e2e.py) with the given arguments."""
     import subprocess
@@ -261,6 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--party", required=True)
     s.set_defaults(func=cmd_zone_serve)
 
+    keys = sub.add_parser("keys", help="key service of a tee zone").add_subparsers(dest="sub", required=True)
+    for name, helptext in (("attest", "fetch and verify an attestation quote"), ("create", "create a CKKS key"),
+                           ("list", "list keys"), ("rotate", "rotate a key"), ("destroy", "destroy a key")):
+        s = keys.add_parser(name, help=helptext)
+        s.add_argument("--policy", required=True)
+        s.add_argument("--zone", help="tee zone (default: the policy's only one)")
+        s.add_argument("--principal", help="principal whose certificate to use (default: <tee party>/admin)")
+        if name in ("create", "rotate", "destroy"):
+            s.add_argument("--key", required=True)
+        if name == "create":
+            s.add_argument("--ring-dim", type=int)
+        if name == "attest":
+            s.add_argument("--no-verify", action="store_true", help="print the quote without checking the pins")
+        s.set_defaults(func=cmd_keys)
+
+    audit = sub.add_parser("audit", help="key-service audit log").add_subparsers(dest="sub", required=True)
+    for name in ("verify", "show"):
+        s = audit.add_parser(name, help=f"{name} a hash-chained audit log")
+        s.add_argument("--log", required=True)
+        s.set_defaults(func=cmd_audit)
+
+    tee = sub.add_parser("tee", help="simulated enclave set-up").add_subparsers(dest="sub", required=True)
+    s = tee.add_parser("init-token", help="create a SoftHSM2 token for a dev deployment")
+    s.add_argument("--dir", default=".hsi/softhsm")
+    s.add_argument("--label", default="hsi-tee")
+    s.set_defaults(func=cmd_tee_init_token)
+
     s = sub.add_parser("bench", help="run bench/e2e.py (arguments after -- go to it)")
     s.add_argument("bench_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
@@ -274,16 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hsi` console script."""
+    from orchestrator.keyclient import KeyServiceError
     from orchestrator.launcher import LaunchError
     from orchestrator.models.registry import ModelNotFound
     from orchestrator.runtime import RunError
     from zones.common.certs import CertError
     from zones.common.engine import ZoneError
+    from zones.tee.attestation import AttestationError
+    from zones.tee.hsm import HsmError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (PolicyError, PlanError, RunError, LaunchError, ModelNotFound, CertError, ZoneError) as e:
+    except (PolicyError, PlanError, RunError, LaunchError, ModelNotFound, CertError, ZoneError, KeyServiceError,
+            AttestationError, HsmError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

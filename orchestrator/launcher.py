@@ -34,6 +34,9 @@ def principals(policy: Policy) -> dict[str, list[str]]:
     for zone in policy.zones:
         for party in policy.zone_parties(zone):
             out[policy.principal(party, zone)] = [policy.parties[party].address]
+    for g in policy.keys:  # operators and zones named in key grants
+        party = g.principal.partition("/")[0]
+        out.setdefault(g.principal, [policy.parties[party].address])
     return out
 
 
@@ -100,8 +103,9 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     if live:
         return live
     survivors = _survivors(policy)
-    import zones.he.engine
-    import zones.plain.engine  # noqa: F401
+    import zones.he.engine  # registers the engines this build has
+    import zones.plain.engine
+    import zones.tee.engine  # noqa: F401
 
     missing = sorted({z.kind for z in policy.zones.values() if ZoneKind(z.kind) not in ENGINES})
     if missing:

@@ -120,6 +120,8 @@ class HsmSettings(_Strict):
     module: str = Field("/usr/lib/softhsm/libsofthsm2.so", description="PKCS#11 module path")
     token_label: str = "hsi-tee"
     pin_env: str = Field("HSI_HSM_PIN", description="environment variable holding the user PIN")
+    pin_file: str | None = Field(None, description="file holding the user PIN, used when pin_env is unset")
+    softhsm_conf: str | None = Field(None, description="SOFTHSM2_CONF for SoftHSM2 tokens (dev deployments)")
 
 
 class TeeZone(_Strict):
@@ -129,6 +131,8 @@ class TeeZone(_Strict):
     party: str
     port: int = Field(ge=1, le=65535)
     measurement: str | None = Field(None, description="expected enclave measurement (hex SHA-256) pinned by clients")
+    platform_key: str | None = Field(None, description="the platform's Ed25519 public key (hex) pinned by clients")
+    audit_log: str = Field(".hsi/tee/audit.log", description="hash-chained audit log of the key service")
     hsm: HsmSettings = HsmSettings()
     key_dir: str = Field(".hsi/tee/keys", description="directory of sealed keys")
 
@@ -153,7 +157,8 @@ class PrivacyConstraint(_Strict):
     reason: str | None = None
 
 
-Operation = Literal["get_public_material", "decrypt_to_share", "encrypt_share", "reencrypt", "rotate", "destroy"]
+Operation = Literal["create", "list", "get_public_material", "decrypt_to_share", "encrypt_share", "reencrypt",
+                    "rotate", "destroy", "audit"]
 
 
 class KeyGrant(_Strict):

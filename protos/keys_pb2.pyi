@@ -7,6 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KeyRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("key", "version", "params_json", "public_key_sha256", "created", "destroyed")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DESTROYED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    params_json: str
+    public_key_sha256: str
+    created: float
+    destroyed: bool
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., params_json: _Optional[str] = ..., public_key_sha256: _Optional[str] = ..., created: _Optional[float] = ..., destroyed: _Optional[bool] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListKeysReply(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
 class AttestRequest(_message.Message):
     __slots__ = ("nonce",)
     NONCE_FIELD_NUMBER: _ClassVar[int]
@@ -14,20 +46,22 @@ class AttestRequest(_message.Message):
     def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
 
 class AttestReply(_message.Message):
-    __slots__ = ("measurement", "enclave_public_key", "nonce", "unix_time", "signature", "simulated")
+    __slots__ = ("measurement", "enclave_public_key", "nonce", "unix_time", "signature", "simulated", "platform_public_key")
     MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
     ENCLAVE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     measurement: bytes
     enclave_public_key: bytes
     nonce: bytes
     unix_time: int
     signature: bytes
     simulated: bool
-    def __init__(self, measurement: _Optional[bytes] = ..., enclave_public_key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., unix_time: _Optional[int] = ..., signature: _Optional[bytes] = ..., simulated: _Optional[bool] = ...) -> None: ...
+    platform_public_key: bytes
+    def __init__(self, measurement: _Optional[bytes] = ..., enclave_public_key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., unix_time: _Optional[int] = ..., signature: _Optional[bytes] = ..., simulated: _Optional[bool] = ..., platform_public_key: _Optional[bytes] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("key", "ring_dim", "scale_bits", "first_mod_bits", "depth", "security")

@@ -65,6 +65,21 @@ class KeyServiceStub:
                 request_serializer=protos_dot_keys__pb2.ReencryptRequest.SerializeToString,
                 response_deserializer=protos_dot_keys__pb2.ReencryptReply.FromString,
                 _registered_method=True)
+        self.Rotate = channel.unary_unary(
+                '/hsi.v1.KeyService/Rotate',
+                request_serializer=protos_dot_keys__pb2.KeyRequest.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.Destroy = channel.unary_unary(
+                '/hsi.v1.KeyService/Destroy',
+                request_serializer=protos_dot_keys__pb2.KeyRequest.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/hsi.v1.KeyService/ListKeys',
+                request_serializer=protos_dot_keys__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.ListKeysReply.FromString,
+                _registered_method=True)
         self.Audit = channel.unary_unary(
                 '/hsi.v1.KeyService/Audit',
                 request_serializer=protos_dot_keys__pb2.AuditRequest.SerializeToString,
@@ -111,6 +126,24 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rotate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Destroy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Audit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -149,6 +182,21 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.Reencrypt,
                     request_deserializer=protos_dot_keys__pb2.ReencryptRequest.FromString,
                     response_serializer=protos_dot_keys__pb2.ReencryptReply.SerializeToString,
+            ),
+            'Rotate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rotate,
+                    request_deserializer=protos_dot_keys__pb2.KeyRequest.FromString,
+                    response_serializer=protos_dot_keys__pb2.KeyInfo.SerializeToString,
+            ),
+            'Destroy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Destroy,
+                    request_deserializer=protos_dot_keys__pb2.KeyRequest.FromString,
+                    response_serializer=protos_dot_keys__pb2.KeyInfo.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=protos_dot_keys__pb2.ListKeysRequest.FromString,
+                    response_serializer=protos_dot_keys__pb2.ListKeysReply.SerializeToString,
             ),
             'Audit': grpc.unary_unary_rpc_method_handler(
                     servicer.Audit,
@@ -318,6 +366,87 @@ class KeyService:
             '/hsi.v1.KeyService/Reencrypt',
             protos_dot_keys__pb2.ReencryptRequest.SerializeToString,
             protos_dot_keys__pb2.ReencryptReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rotate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsi.v1.KeyService/Rotate',
+            protos_dot_keys__pb2.KeyRequest.SerializeToString,
+            protos_dot_keys__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Destroy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsi.v1.KeyService/Destroy',
+            protos_dot_keys__pb2.KeyRequest.SerializeToString,
+            protos_dot_keys__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsi.v1.KeyService/ListKeys',
+            protos_dot_keys__pb2.ListKeysRequest.SerializeToString,
+            protos_dot_keys__pb2.ListKeysReply.FromString,
             options,
             channel_credentials,
             insecure,

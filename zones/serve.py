@@ -35,13 +35,26 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     creds = load_credentials(certs_dir(policy), policy.principal(party, zone))
     servicer = ZoneServicer(policy, zone, party, creds)
 
+    allow = zone_allow_table(policy, servicer.plan, zone)
+    enclave = None
+    if policy.zones[zone].kind == "tee":
+        from protos import keys_pb2_grpc
+        from zones.tee.enclave import Enclave
+        from zones.tee.service import KEY_SERVICE, KeyServiceServicer, key_service_allow_table
+
+        enclave = Enclave(policy, zone)
+        allow |= key_service_allow_table()
+
     def register(server: grpc.Server) -> list[str]:
         zone_pb2_grpc.add_ZoneServicer_to_server(servicer, server)
-        return [ZONE_SERVICE]
+        if enclave is None:
+            return [ZONE_SERVICE]
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServiceServicer(enclave, policy.transport.chunk_bytes),
+                                                       server)
+        return [ZONE_SERVICE, KEY_SERVICE]
 
     options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)
-    server, _, _ = build_server(creds, endpoints[party], zone_allow_table(policy, servicer.plan, zone), register,
-                                   options)
+    server, _, _ = build_server(creds, endpoints[party], allow, register, options)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,3 +66,5 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     stop.wait()
     server.stop(grace=2).wait()
     servicer.close()
+    if enclave is not None:
+        enclave.close()

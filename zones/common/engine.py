@@ -87,8 +87,9 @@ def register_engine(kind: ZoneKind) -> Callable[[EngineFactory], EngineFactory]:
 
 def engine_for(kind: ZoneKind, policy: Policy, zone: str, party: str) -> ZoneEngine:
     """A new engine for a zone; ZoneError when this build has none for the kind."""
-    import zones.he.engine
-    import zones.plain.engine  # noqa: F401
+    import zones.he.engine  # registers the engines
+    import zones.plain.engine
+    import zones.tee.engine  # noqa: F401
 
     if kind not in ENGINES:
         raise ZoneError(grpc.StatusCode.UNIMPLEMENTED,

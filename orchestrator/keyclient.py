@@ -1,0 +1,92 @@
+"""Client of a tee zone's KeyService: attest first, then use keys by handle."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grpc
+
+from orchestrator.policy import Policy, TeeZone
+from protos import keys_pb2 as kpb
+from protos import keys_pb2_grpc
+from zones.common.certs import load_credentials
+from zones.common.server import secure_channel
+from zones.common.stream import receive
+from zones.he.material import unbundle
+from zones.serve import certs_dir
+from zones.tee.attestation import NONCE_BYTES, AttestationError, Quote, QuoteVerifier
+
+
+class KeyServiceError(RuntimeError):
+    """A refused or failed key-service call; the message carries the status and the service's reason."""
+
+
+class KeyClient:
+    """Talks to the key service of `zone` as `principal` (from its certificate)."""
+
+    def __init__(self, policy: Policy, zone: str, principal: str) -> None:
+        z = policy.zones.get(zone)
+        if not isinstance(z, TeeZone):
+            raise KeyServiceError(f"policy {policy.name!r} has no tee zone {zone!r}")
+        self.policy, self.zone, self.spec = policy, zone, z
+        creds = load_credentials(certs_dir(policy), principal)
+        self._channel = secure_channel(creds, policy.zone_endpoints(zone)[z.party], policy.transport.max_message_bytes)
+        self.stub = keys_pb2_grpc.KeyServiceStub(self._channel)
+        self.timeout = policy.transport.deadlines.rpc_s
+        self.attested = False
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise KeyServiceError(f"{method} refused: {e.code().name}: {e.details()}") from None
+
+    def attest(self, pin: bool = True) -> Quote:
+        """Fetch a quote for a fresh nonce and, when `pin`, verify it against the policy's pinned values."""
+        nonce = os.urandom(NONCE_BYTES)
+        r = self._call("Attest", kpb.AttestRequest(nonce=nonce))
+        quote = Quote(r.measurement, r.enclave_public_key, r.nonce, r.unix_time, r.signature, r.simulated)
+        if pin:
+            if not self.spec.measurement or not self.spec.platform_key:
+                raise AttestationError(f"zone {self.zone!r} pins no measurement/platform_key in the policy; "
+                                       "run `hsi keys attest` and pin the values it prints")
+            QuoteVerifier(bytes.fromhex(self.spec.measurement), bytes.fromhex(self.spec.platform_key)).verify(
+                quote, nonce)
+            self.attested = True
+        self.platform_key = bytes(r.platform_public_key)
+        return quote
+
+    def create(self, key: str, ring_dim: int, scale_bits: int, first_mod_bits: int, depth: int) -> Any:
+        """Create a key in the enclave."""
+        return self._call("CreateKey", kpb.CreateKeyRequest(key=key, ring_dim=ring_dim, scale_bits=scale_bits,
+                                                            first_mod_bits=first_mod_bits, depth=depth))
+
+    def public_material(self, key: str, rotations: list[int]) -> tuple[bytes, dict[str, str]]:
+        """(bundle, meta) of a key's public material, after attesting the enclave."""
+        if not self.attested:
+            self.attest()
+        stream = self.stub.GetPublicMaterial(kpb.PublicMaterialRequest(key=key, rotations=rotations),
+                                             timeout=self.timeout * 4)
+        try:
+            got = receive(stream, self.policy.transport.max_tensor_bytes, self.policy.transport.chunk_bytes)
+        except grpc.RpcError as e:
+            raise KeyServiceError(f"GetPublicMaterial refused: {e.code().name}: {e.details()}") from None
+        unbundle(got.data, dict(got.header.meta))  # validates the layout
+        return got.data, dict(got.header.meta)
+
+    def rotate(self, key: str) -> Any:
+        """Rotate a key."""
+        return self._call("Rotate", kpb.KeyRequest(key=key))
+
+    def destroy(self, key: str) -> Any:
+        """Destroy a key."""
+        return self._call("Destroy", kpb.KeyRequest(key=key))
+
+    def list(self) -> list[Any]:
+        """Metadata of every key."""
+        return list(self._call("ListKeys", kpb.ListKeysRequest()).keys)

@@ -1,0 +1,157 @@
+"""The enclave's key store: CKKS key pairs whose secret keys exist only sealed on disk or in enclave memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import openfhe as fhe
+
+from orchestrator.policy import CkksParams
+from zones.he.crypto import KeyPair, generate_keys
+from zones.he.material import serialize_public
+from zones.he.params import Context, make_context
+from zones.tee.hsm import Hsm
+
+
+class KeyStoreError(LookupError):
+    """A key that does not exist, already exists or cannot be opened; the message names it."""
+
+
+@dataclass(frozen=True)
+class KeyMeta:
+    """What is known about a key without opening it."""
+
+    key: str
+    version: int
+    params_json: str
+    public_key_sha256: str
+    created: float
+    destroyed: bool = False
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    """Creates, opens (unseals), rotates and destroys CKKS keys; sealed under the HSM's KEK."""
+
+    def __init__(self, hsm: Hsm, directory: Path, measurement: bytes) -> None:
+        self.hsm, self.dir, self.measurement = hsm, directory, measurement
+        directory.mkdir(parents=True, exist_ok=True)
+        self._open: dict[str, tuple[Context, KeyPair]] = {}
+        self._lock = threading.RLock()
+
+    def _meta_path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise KeyStoreError(f"invalid key handle {key!r}")
+        return self.dir / f"{key}.json"
+
+    def _sealed_path(self, key: str, version: int) -> Path:
+        return self.dir / f"{key}.v{version}.sealed"
+
+    def aad(self, key: str, version: int) -> bytes:
+        """Associated data of a sealed key: its id, version and the enclave measurement."""
+        return b"hsi-sealed-key-v1\0" + key.encode() + b"\0" + str(version).encode() + b"\0" + self.measurement
+
+    def meta(self, key: str) -> KeyMeta:
+        """The key's metadata; KeyStoreError when there is no such key."""
+        path = self._meta_path(key)
+        if not path.is_file():
+            raise KeyStoreError(f"no key {key!r}")
+        return KeyMeta(**json.loads(path.read_text()))
+
+    def all(self) -> list[KeyMeta]:
+        """Every key, destroyed ones included."""
+        return [KeyMeta(**json.loads(p.read_text())) for p in sorted(self.dir.glob("*.json"))]
+
+    def _create_version(self, key: str, params: CkksParams, version: int) -> KeyMeta:
+        ctx = make_context(params)
+        keys = generate_keys(ctx, [])
+        public = serialize_public(ctx.cc, keys.public)
+        sealed = self.hsm.seal(fhe.Serialize(keys.secret, fhe.BINARY), self.aad(key, version))
+        _write_atomic(self._sealed_path(key, version), sealed)
+        _write_atomic(self.dir / f"{key}.v{version}.public", json.dumps(
+            {name: blob.hex() for name, blob in public.items() if name in ("context", "public_key")}).encode())
+        meta = KeyMeta(key, version, params.model_dump_json(), hashlib.sha256(public["public_key"]).hexdigest(),
+                       time.time())
+        _write_atomic(self._meta_path(key), json.dumps(asdict(meta)).encode())
+        self._open[key] = (ctx, keys)
+        return meta
+
+    def create(self, key: str, params: CkksParams) -> KeyMeta:
+        """A new key; its secret key is sealed to disk before this returns."""
+        with self._lock:
+            if self._meta_path(key).is_file() and not self.meta(key).destroyed:
+                raise KeyStoreError(f"key {key!r} already exists")
+            return self._create_version(key, params, 1)
+
+    def open(self, key: str) -> tuple[Context, KeyPair]:
+        """The key's context and key pair, unsealing the secret key inside the enclave on first use."""
+        with self._lock:
+            if key in self._open:
+                return self._open[key]
+            meta = self.meta(key)
+            if meta.destroyed:
+                raise KeyStoreError(f"key {key!r} was destroyed")
+            public = json.loads((self.dir / f"{key}.v{meta.version}.public").read_text())
+            secret = self.hsm.unseal(self._sealed_path(key, meta.version).read_bytes(), self.aad(key, meta.version))
+            cc = fhe.DeserializeCryptoContextString(bytes.fromhex(public["context"]), fhe.BINARY)
+            for feature in (fhe.PKESchemeFeature.PKE, fhe.PKESchemeFeature.KEYSWITCH,
+                            fhe.PKESchemeFeature.LEVELEDSHE):
+                cc.Enable(feature)
+            pk = fhe.DeserializePublicKeyString(bytes.fromhex(public["public_key"]), fhe.BINARY)
+            sk = fhe.DeserializePrivateKeyString(secret, fhe.BINARY)
+            cc.EvalMultKeyGen(sk)
+            opened = (Context(cc, CkksParams.model_validate_json(meta.params_json)), KeyPair(pk, sk))
+            self._open[key] = opened
+            return opened
+
+    def public_material(self, key: str, rotations: list[int]) -> dict[str, bytes]:
+        """Context, public key, relinearisation keys and rotation keys for exactly `rotations`."""
+        with self._lock:
+            ctx, keys = self.open(key)
+            tag = keys.public.GetKeyTag()
+            try:
+                ctx.cc.ClearEvalAutomorphismKeys()  # only what this caller asked for goes out
+            except RuntimeError:
+                pass
+            if rotations:
+                ctx.cc.EvalRotateKeyGen(keys.secret, sorted(set(rotations)))
+            out = serialize_public(ctx.cc, keys.public)
+            assert keys.public.GetKeyTag() == tag
+            return out
+
+    def rotate(self, key: str) -> KeyMeta:
+        """Replace the key by a new version with the same parameters; the old sealed key is deleted."""
+        with self._lock:
+            old = self.meta(key)
+            if old.destroyed:
+                raise KeyStoreError(f"key {key!r} was destroyed")
+            self._open.pop(key, None)
+            meta = self._create_version(key, CkksParams.model_validate_json(old.params_json), old.version + 1)
+            self._sealed_path(key, old.version).unlink(missing_ok=True)
+            (self.dir / f"{key}.v{old.version}.public").unlink(missing_ok=True)
+            return meta
+
+    def destroy(self, key: str) -> KeyMeta:
+        """Delete the sealed secret key; the metadata stays, marked destroyed."""
+        with self._lock:
+            meta = self.meta(key)
+            self._open.pop(key, None)
+            self._sealed_path(key, meta.version).unlink(missing_ok=True)
+            gone = KeyMeta(**{**asdict(meta), "destroyed": True})
+            _write_atomic(self._meta_path(key), json.dumps(asdict(gone)).encode())
+            return gone
