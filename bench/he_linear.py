@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.policy import CkksParams  # noqa: E402
-from zones.he.crypto import decrypt_matrix, encrypt_matrix, generate_keys  # noqa: E402
+from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys  # noqa: E402
+from zones.common.ckks.packing import Packing  # noqa: E402
+from zones.common.ckks.params import make_context  # noqa: E402
 from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices  # noqa: E402
-from zones.he.packing import Packing  # noqa: E402
-from zones.he.params import make_context  # noqa: E402
 
 SHAPES = [(384, 384), (384, 1536), (1536, 384), (576, 576), (576, 192), (576, 1536), (1536, 576)]
 

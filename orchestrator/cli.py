@@ -390,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.launcher import LaunchError
     from orchestrator.models.registry import ModelNotFound
     from orchestrator.runtime import RunError
+    from zones.common.attestation import AttestationError
     from zones.common.certs import CertError
     from zones.common.engine import ZoneError
-    from zones.tee.attestation import AttestationError
     from zones.tee.hsm import HsmError
 
     args = build_parser().parse_args(argv)

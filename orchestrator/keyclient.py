@@ -10,12 +10,12 @@ import grpc
 from orchestrator.policy import Policy, TeeZone
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc
+from zones.common.attestation import NONCE_BYTES, AttestationError, Quote, QuoteVerifier
 from zones.common.certs import load_credentials
+from zones.common.material import unbundle
 from zones.common.server import secure_channel
 from zones.common.stream import receive
-from zones.he.material import unbundle
 from zones.serve import certs_dir
-from zones.tee.attestation import NONCE_BYTES, AttestationError, Quote, QuoteVerifier
 
 
 class KeyServiceError(RuntimeError):

@@ -24,14 +24,15 @@ from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from tests.conftest import ROOT, policy_on_free_ports
 from zones.common.certs import load_credentials
+from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix, generate_keys
+from zones.common.ckks.material import serialize_public
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import Context, make_context
+from zones.common.ckks.tensor import CipherTensor, from_stored
 from zones.common.engine import StoredTensor
+from zones.common.material import bundle
 from zones.common.server import secure_channel
 from zones.common.stream import frames, receive
-from zones.he.crypto import KeyPair, decrypt_matrix, encrypt_matrix, generate_keys
-from zones.he.material import bundle, serialize_public
-from zones.he.packing import Packing
-from zones.he.params import Context, make_context
-from zones.he.tensor import CipherTensor, from_stored
 from zones.plain.executor import PlainExecutor, SessionState, StepContext
 
 POLICY = Path(__file__).parent / "policies" / "he-block0-minilm.yaml"

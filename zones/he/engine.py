@@ -12,12 +12,12 @@ from orchestrator.ir import Graph, OpType, ZoneKind
 from orchestrator.models.registry import load_model
 from orchestrator.planner import Stage
 from orchestrator.policy import HeZone, Policy
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import HeParamsError, make_context
+from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
+from zones.common.material import MaterialError, unbundle
 from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices
-from zones.he.material import MaterialError, unbundle
-from zones.he.packing import Packing
-from zones.he.params import HeParamsError, make_context
-from zones.he.tensor import CipherTensor, CiphertextError, from_stored
 
 SUPPORTED = {OpType.LINEAR, OpType.ADD}
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openfhe as fhe
 
-from zones.he.packing import Packing
+from zones.common.ckks.packing import Packing
 
 
 @dataclass

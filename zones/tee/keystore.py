@@ -13,9 +13,9 @@ from pathlib import Path
 import openfhe as fhe
 
 from orchestrator.policy import CkksParams
-from zones.he.crypto import KeyPair, generate_keys
-from zones.he.material import serialize_public
-from zones.he.params import Context, make_context
+from zones.common.ckks.crypto import KeyPair, generate_keys
+from zones.common.ckks.material import serialize_public
+from zones.common.ckks.params import Context, make_context
 from zones.tee.hsm import Hsm
 
 

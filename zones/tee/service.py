@@ -11,12 +11,12 @@ from orchestrator.policy import CkksParams
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
+from zones.common.attestation import NONCE_BYTES
 from zones.common.auth import ANY, peer_principal
+from zones.common.ckks.params import HeParamsError
+from zones.common.material import bundle
 from zones.common.stream import frames
-from zones.he.material import bundle
-from zones.he.params import HeParamsError
 from zones.tee.access import Denied
-from zones.tee.attestation import NONCE_BYTES
 from zones.tee.enclave import Enclave
 from zones.tee.hsm import SealError
 from zones.tee.keystore import KeyMeta, KeyStoreError

@@ -10,10 +10,10 @@ import torch
 
 from orchestrator.models.registry import load_model
 from orchestrator.policy import CkksParams
-from zones.he.crypto import KeyPair, generate_keys
+from zones.common.ckks.crypto import KeyPair, generate_keys
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import Context, make_context
 from zones.he.linear import rotation_indices
-from zones.he.packing import Packing
-from zones.he.params import Context, make_context
 from zones.plain.executor import PlainExecutor, SessionState, StepContext
 
 CLINICAL = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney "

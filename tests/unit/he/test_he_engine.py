@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from orchestrator.policy import CkksParams, load_policy
+from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys
+from zones.common.ckks.material import serialize_public
+from zones.common.ckks.params import make_context
+from zones.common.ckks.tensor import CipherTensor
 from zones.common.engine import ZoneError
-from zones.he.crypto import decrypt_matrix, encrypt_matrix, generate_keys
+from zones.common.material import bundle
 from zones.he.engine import HeEngine
-from zones.he.material import bundle, serialize_public
-from zones.he.params import make_context
-from zones.he.tensor import CipherTensor
 
 POLICY = Path(__file__).resolve().parents[2] / "integration" / "policies" / "he-block0-minilm.yaml"
 

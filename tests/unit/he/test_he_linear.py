@@ -8,10 +8,10 @@ import pytest
 from orchestrator.models.registry import load_model
 from orchestrator.policy import CkksParams
 from tests.unit.he.conftest import Keys, capture
-from zones.he.crypto import decrypt_matrix, encrypt_matrix
+from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import HeParamsError, make_context
 from zones.he.linear import EncryptedLinear, OpCounts, baby_giant_split, rotation_indices
-from zones.he.packing import Packing
-from zones.he.params import HeParamsError, make_context
 
 # (model, linear op, the activation that feeds it) for every matrix shape of the two models
 CASES = [

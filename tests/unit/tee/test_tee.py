@@ -13,10 +13,10 @@ import pytest
 
 from orchestrator.policy import CkksParams, KeyGrant
 from tests.unit.tee.conftest import MODULE, PIN
-from zones.he.crypto import decrypt_matrix, encrypt_matrix
-from zones.he.packing import Packing
+from zones.common.attestation import AttestationError, Quote, QuoteVerifier, quote_body
+from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix
+from zones.common.ckks.packing import Packing
 from zones.tee.access import AccessControl, Denied
-from zones.tee.attestation import AttestationError, Quote, QuoteVerifier, quote_body
 from zones.tee.audit import AuditLog, read_log, verify_records
 from zones.tee.hsm import Hsm, HsmConfig, HsmError, SealError
 from zones.tee.keystore import KeyStore, KeyStoreError

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import openfhe as fhe
 
-from zones.he.packing import Packing
-from zones.he.params import Context
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import Context
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import openfhe as fhe
 
 from protos import tensor_pb2 as pb
+from zones.common.ckks.packing import Packing
 from zones.common.engine import StoredTensor
-from zones.he.packing import Packing
 
 
 class CiphertextError(ValueError):

@@ -1,8 +1,7 @@
-"""Public key material as one byte bundle: serialised context, public key, relinearisation and rotation keys."""
+"""Public key material as one byte bundle (context, public key, relinearisation and rotation keys): the
+format the key holder sends and an HE zone installs."""
 
 from __future__ import annotations
-
-import openfhe as fhe
 
 PARTS = ("context", "public_key", "mult_keys", "rotation_keys")
 
@@ -33,18 +32,3 @@ def unbundle(data: bytes, meta: dict[str, str]) -> dict[str, bytes]:
         out[name] = data[pos:pos + n]
         pos += n
     return out
-
-
-def serialize_public(cc: fhe.CryptoContext, public: fhe.PublicKey) -> dict[str, bytes]:
-    """Serialise the context, a public key and the evaluation keys of its secret key (key-holder side)."""
-    tag = public.GetKeyTag()
-    try:
-        rotation_keys = fhe.SerializeEvalAutomorphismKeyString(fhe.BINARY, tag)
-    except RuntimeError:  # OpenFHE raises when the key has no rotation keys at all
-        rotation_keys = b""
-    return {
-        "context": fhe.Serialize(cc, fhe.BINARY),
-        "public_key": fhe.Serialize(public, fhe.BINARY),
-        "mult_keys": fhe.SerializeEvalMultKeyString(fhe.BINARY, tag),
-        "rotation_keys": rotation_keys,
-    }
