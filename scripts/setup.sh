@@ -75,3 +75,7 @@ fi
 if [ ! -f "$ROOT/.hsi/certs/ca.pem" ]; then
     "$VENV/bin/hsi" certs init --out "$ROOT/.hsi/certs"
 fi
+
+if [ ! -f "$ROOT/.hsi/softhsm/user.pin" ]; then
+    "$VENV/bin/hsi" tee init-token --dir "$ROOT/.hsi/softhsm"
+fi

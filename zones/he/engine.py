@@ -29,7 +29,7 @@ class HeEngine:
     def __init__(self, policy: Policy, zone: str, party: str) -> None:
         z = policy.zones[zone]
         assert isinstance(z, HeZone)
-        self.policy, self.zone, self.spec = policy, zone, z
+        self.policy, self.zone, self.party, self.spec = policy, zone, party, z
         try:
             # Validates the parameters (security level) before any key material arrives.
             make_context(z.ckks)
@@ -82,6 +82,25 @@ class HeEngine:
             self._layers.clear()  # plaintexts are bound to the context
         return self._key_tag, len(self.rotations())
 
+    def fetch_material(self) -> None:
+        """Take the public material from the policy's TEE key service, after verifying its attestation."""
+        from orchestrator.keyclient import KeyClient, KeyServiceError
+        from zones.common.attestation import AttestationError
+
+        tees = [n for n, z in self.policy.zones.items() if z.kind == "tee"]
+        if not tees:
+            return
+        client = KeyClient(self.policy, tees[0], self.policy.principal(self.party, self.zone))
+        try:
+            data, meta = client.public_material(self.spec.key, self.rotations())
+        except (KeyServiceError, AttestationError) as e:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"zone {self.zone!r} could not get public material for key {self.spec.key!r} from "
+                            f"tee zone {tees[0]!r}: {e}") from None
+        finally:
+            client.close()
+        self.install(data, meta)
+
     def _context(self) -> fhe.CryptoContext:
         if self._cc is None:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -90,7 +109,9 @@ class HeEngine:
         return self._cc
 
     def load_stage(self, stage: Stage, graph: Graph) -> None:
-        """Encode the weight plaintexts of the stage's linear ops (once)."""
+        """Encode the weight plaintexts of the stage's linear ops (once); fetch public material first if needed."""
+        if self._cc is None:
+            self.fetch_material()
         cc = self._context()
         self._graph = graph
         weights = None

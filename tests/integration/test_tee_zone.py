@@ -1,0 +1,191 @@
+"""The tee zone as a process: attestation, key custody in SoftHSM2, grants, audit, restart; the HE zone takes
+its public material from it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from orchestrator.keyclient import KeyClient, KeyServiceError
+from orchestrator.launcher import ensure_certs
+from orchestrator.models.registry import load_graph
+from orchestrator.planner import make_plan
+from orchestrator.policy import Policy, load_policy
+from protos import keys_pb2 as kpb
+from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tests.conftest import ROOT, policy_on_free_ports
+from zones.common.attestation import AttestationError
+from zones.common.certs import issue, load_credentials
+from zones.common.server import secure_channel
+from zones.tee.audit import read_log, verify_records
+from zones.tee.hsm import Hsm, HsmConfig, init_softhsm_token
+from zones.tee.measurement import measurement
+
+TEMPLATE = Path(__file__).parent / "policies" / "tee-he-minilm.yaml"
+
+
+class TeeDeployment:
+    def __init__(self, path: Path, workdir: Path) -> None:
+        self.path, self.workdir = path, workdir
+        self.policy: Policy = load_policy(path)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, zone: str, party: str) -> None:
+        log = open(self.workdir / f"{zone}.log", "ab")
+        self.procs[zone] = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(self.path), "--zone", zone,
+             "--party", party], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        target = self.policy.zone_endpoints(zone)[party]
+        creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), "client/runtime")
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(secure_channel(creds, target))
+        end = time.monotonic() + 120
+        while True:
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                return
+            except grpc.RpcError:
+                if self.procs[zone].poll() is not None or time.monotonic() > end:
+                    raise RuntimeError((self.workdir / f"{zone}.log").read_text()) from None
+                time.sleep(0.3)
+
+    def stop(self, zone: str, sig: int = signal.SIGTERM) -> None:
+        p = self.procs.pop(zone)
+        p.send_signal(sig)
+        p.wait(30)
+
+    def client(self, principal: str) -> KeyClient:
+        return KeyClient(self.policy, "t", principal)
+
+
+@pytest.fixture(scope="module")
+def tee(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeeDeployment]:
+    work = tmp_path_factory.mktemp("tee")
+    pin_file = work / "user.pin"
+    pin_file.write_text("it-pin-1234")
+    conf = init_softhsm_token(work / "softhsm", "hsi-it", "it-pin-1234", "it-so-5678")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    h = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", "it-pin-1234"))
+    platform = h.platform_public_key()  # created in the token on first use; an operator pins it
+    h.close()
+    text = TEMPLATE.read_text()
+    for k, v in {"PIN_FILE": pin_file, "SOFTHSM_CONF": conf, "KEY_DIR": work / "keys",
+                 "AUDIT_LOG": work / "audit.log", "MEASUREMENT": measurement().hex(),
+                 "PLATFORM_KEY": platform.hex()}.items():
+        text = text.replace(k, str(v))
+    src = work / "tee-he-minilm.yaml"
+    src.write_text(text)
+    path = policy_on_free_ports(src, tmp_path_factory.mktemp("tee-policy"))
+    d = TeeDeployment(path, work)
+    ensure_certs(d.policy)
+    issue(Path(os.environ["HSI_CERTS_DIR"]), "mallory/x", ["127.0.0.1"])
+    d.start("t", "keyholder")
+    d.start("h", "owner")
+    try:
+        yield d
+    finally:
+        for z in list(d.procs):
+            d.stop(z)
+
+
+def test_attestation_and_key_creation(tee: TeeDeployment) -> None:
+    admin = tee.client("keyholder/admin")
+    q = admin.attest()
+    assert q.measurement == measurement() and q.simulated
+    r = admin.create("ckks-main", 16384, 35, 60, 1)
+    assert len(r.public_key_sha256) == 32
+    with pytest.raises(KeyServiceError, match="ALREADY_EXISTS"):
+        admin.create("ckks-main", 16384, 35, 60, 1)
+    assert [k.key for k in admin.list()] == ["ckks-main"]
+    admin.close()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "keys", "attest", "--policy", str(tee.path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert measurement().hex() in proc.stdout and "verified against the policy's pins" in proc.stdout
+
+
+def test_wrong_pins_refused(tee: TeeDeployment) -> None:
+    bad = tee.policy.model_copy(deep=True)
+    bad.zones["t"] = bad.zones["t"].model_copy(update={"measurement": "00" * 32})
+    client = KeyClient(bad, "t", "keyholder/admin")
+    with pytest.raises(AttestationError, match="differs from the pinned"):
+        client.attest()
+    client.close()
+
+
+def test_unauthorised_principals_refused_and_audited(tee: TeeDeployment) -> None:
+    for principal in ("mallory/x", "client/runtime"):
+        c = tee.client(principal)
+        c.attested = True  # skip attestation: the refusal must come from the grants
+        with pytest.raises(KeyServiceError, match="PERMISSION_DENIED.*has no grant for get_public_material"):
+            c.public_material("ckks-main", [16])
+        c.close()
+    owner = tee.client("owner/h")
+    with pytest.raises(KeyServiceError, match="PERMISSION_DENIED.*no grant for destroy"):
+        owner.destroy("ckks-main")
+    owner.close()
+    log = read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
+    denied = [(r.principal, r.operation) for r in log if r.decision == "deny"]
+    assert ("mallory/x", "get_public_material") in denied and ("client/runtime", "get_public_material") in denied
+    assert ("owner/h", "destroy") in denied
+    assert verify_records(log) == []
+
+
+def test_he_zone_takes_public_material_from_key_service(tee: TeeDeployment) -> None:
+    plan = make_plan(load_graph("minilm-l6"), tee.policy)
+    target = tee.policy.zone_endpoints("h")["owner"]
+    runtime = zone_pb2_grpc.ZoneStub(secure_channel(load_credentials(Path(os.environ["HSI_CERTS_DIR"]),
+                                                                     "client/runtime"), target))
+    stage = next(s for s in plan.stages if s.zone == "h")
+    reply = runtime.LoadStage(zone_pb2.LoadStageRequest(plan_digest=plan.digest, stage=stage.index), timeout=300)
+    assert list(reply.ops) == stage.ops
+    log = read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
+    fetched = [r for r in log if r.principal == "owner/h" and r.operation == "get_public_material"]
+    assert [r.decision for r in fetched] == ["allow"]
+
+
+def test_grant_past_its_limit(tee: TeeDeployment) -> None:
+    owner = tee.client("owner/h")
+    used = len([r for r in read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
+                if r.principal == "owner/h" and r.operation == "get_public_material" and r.decision == "allow"])
+    for _ in range(3 - used):
+        owner.public_material("ckks-main", [16])
+    with pytest.raises(KeyServiceError, match="RESOURCE_EXHAUSTED.*allows 3 calls"):
+        owner.public_material("ckks-main", [16])
+    owner.close()
+
+
+def test_restart_keeps_keys_and_audit_chain(tee: TeeDeployment) -> None:
+    before = read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
+    tee.stop("t", signal.SIGKILL)
+    tee.start("t", "keyholder")
+    admin = tee.client("keyholder/admin")
+    keys = admin.list()
+    assert [(k.key, k.destroyed) for k in keys] == [("ckks-main", False)]
+    # the sealed key still opens in the restarted enclave: rotation unseals and replaces it
+    assert admin.rotate("ckks-main").version == 2
+    admin.close()
+    after = read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
+    assert after[: len(before)] == before and verify_records(after) == []
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "audit", "verify", "--log",
+                           tee.policy.zones["t"].audit_log], capture_output=True, text=True, cwd=ROOT,  # type: ignore[union-attr]
+                          timeout=60)
+    assert proc.returncode == 0 and "chain intact" in proc.stdout
+
+
+def test_key_service_needs_a_certificate(tee: TeeDeployment) -> None:
+    ca = (Path(os.environ["HSI_CERTS_DIR"]) / "ca.pem").read_bytes()
+    target = tee.policy.zone_endpoints("t")["keyholder"]
+    stub = keys_pb2_grpc.KeyServiceStub(grpc.secure_channel(target, grpc.ssl_channel_credentials(ca)))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Attest(kpb.AttestRequest(nonce=b"n" * 32), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
