@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,32 @@ def policy_on_free_ports(src: Path, dst_dir: Path, **overrides: object) -> Path:
     out = dst_dir / src.name
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
+
+
+# Every SoftHSM2 token the tests use. SoftHSM2 reads SOFTHSM2_CONF once per process (at the first
+# C_Initialize), so all tokens live in one directory created before any test loads the library.
+SOFTHSM_TOKENS = {"hsi-test": "1234-test", "hsi-it": "it-pin-1234"}
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    """The test session's SoftHSM2 configuration and token PINs."""
+
+    conf: Path
+    pins: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    """One SoftHSM2 token directory for the whole test session, with every test token initialised."""
+    from zones.tee.hsm import init_softhsm_token
+
+    d = tmp_path_factory.mktemp("softhsm")
+    conf = d
+    for label, pin in SOFTHSM_TOKENS.items():
+        conf = init_softhsm_token(d, label, pin, "so-" + pin)
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    return SoftHsm(conf, dict(SOFTHSM_TOKENS))
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,12 @@ from orchestrator.planner import make_plan
 from orchestrator.policy import Policy, load_policy
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import ROOT, policy_on_free_ports
+from tests.conftest import ROOT, SoftHsm, policy_on_free_ports
 from zones.common.attestation import AttestationError
 from zones.common.certs import issue, load_credentials
 from zones.common.server import secure_channel
 from zones.tee.audit import read_log, verify_records
-from zones.tee.hsm import Hsm, HsmConfig, init_softhsm_token
+from zones.tee.hsm import Hsm, HsmConfig
 from zones.tee.measurement import measurement
 
 TEMPLATE = Path(__file__).parent / "policies" / "tee-he-minilm.yaml"
@@ -68,13 +68,12 @@ class TeeDeployment:
 
 
 @pytest.fixture(scope="module")
-def tee(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeeDeployment]:
+def tee(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeeDeployment]:
     work = tmp_path_factory.mktemp("tee")
     pin_file = work / "user.pin"
-    pin_file.write_text("it-pin-1234")
-    conf = init_softhsm_token(work / "softhsm", "hsi-it", "it-pin-1234", "it-so-5678")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    h = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", "it-pin-1234"))
+    pin_file.write_text(softhsm.pins["hsi-it"])
+    conf = softhsm.conf
+    h = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
     platform = h.platform_public_key()  # created in the token on first use; an operator pins it
     h.close()
     text = TEMPLATE.read_text()

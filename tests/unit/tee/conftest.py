@@ -1,24 +1,22 @@
-"""A fresh SoftHSM2 token per test session."""
+"""The session's SoftHSM2 token for the enclave's unit tests."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from zones.tee.hsm import Hsm, HsmConfig, init_softhsm_token
+from tests.conftest import SOFTHSM_TOKENS, SoftHsm
+from zones.tee.hsm import Hsm, HsmConfig
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-PIN = "1234-test"
+PIN = SOFTHSM_TOKENS["hsi-test"]
 
 
 @pytest.fixture(scope="session")
-def token_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    conf = init_softhsm_token(tmp_path_factory.mktemp("softhsm"), "hsi-test", PIN, "5678-so")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    return conf
+def token_conf(softhsm: SoftHsm) -> Path:
+    return softhsm.conf
 
 
 @pytest.fixture()

@@ -1,0 +1,35 @@
+"""Import CrypTen 0.4.1 on a current PyTorch.
+
+CrypTen's ONNX converter imports `torch.onnx._internal.registration`, which recent
+PyTorch removed. hsi never converts ONNX models, so a placeholder module stands in
+for it; anything that touches the placeholder fails loudly instead of silently.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+_MODULE = "torch.onnx._internal.registration"
+
+
+class _Unavailable:
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("CrypTen's ONNX converter is not available with this PyTorch (hsi does not use it)")
+
+
+def import_crypten() -> Any:
+    """The `crypten` module, importable on this PyTorch."""
+    if _MODULE not in sys.modules:
+        import torch.onnx  # noqa: F401  (the parent package must exist first)
+
+        try:
+            __import__(_MODULE)
+        except ImportError:
+            placeholder = types.ModuleType(_MODULE)
+            placeholder.registry = _Unavailable()  # type: ignore[attr-defined]
+            sys.modules[_MODULE] = placeholder
+    import crypten
+
+    return crypten
