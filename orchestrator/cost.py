@@ -12,8 +12,10 @@ from orchestrator.ir import Op, OpType, ZoneKind
 # Plain PyTorch on 2 cores: sustained float32 matmul throughput and per-op overhead.
 PLAIN_FLOPS_PER_S = 2.0e10
 PLAIN_OP_OVERHEAD_S = 2e-5
-# HE (OpenFHE CKKS, N=2^14, depth 1): 0.26 s for 16 tokens x 384x384 (DESIGN.md §6).
-HE_S_PER_MAC_16TOK = 0.26 / (384 * 384)
+# HE (OpenFHE CKKS, N=2^14, depth 1, complex packing: 32 tokens per ciphertext): 0.252 s for a
+# 384x384 linear over 32 tokens (bench/he_linear.py).
+HE_TOKENS_PER_CT = 32
+HE_S_PER_MAC_BLOCK = 0.252 / (384 * 384)
 HE_CT_BYTES = 512 * 1024
 HE_SLOTS = 8192
 # MPC (CrypTen, 2 parties, loopback): softmax 12x16x16 ~0.36 s, LayerNorm 16x384 ~0.08 s,
@@ -64,8 +66,8 @@ def op_seconds(op: Op, kind: ZoneKind, d_in: int, tokens: int, past: int = 0) ->
         s = PLAIN_OP_OVERHEAD_S + 2 * m / PLAIN_FLOPS_PER_S
         return s * (TEE_SLOWDOWN if kind == ZoneKind.TEE else 1.0)
     if kind == ZoneKind.HE:
-        blocks = max(1, -(-tokens // 16))
-        return HE_S_PER_MAC_16TOK * (m // max(tokens, 1)) * blocks if m else 1e-3 * max(1, n // HE_SLOTS)
+        blocks = max(1, -(-tokens // HE_TOKENS_PER_CT))
+        return HE_S_PER_MAC_BLOCK * (m // max(tokens, 1)) * blocks if m else 1e-3 * max(1, n // HE_SLOTS)
     if m:
         return MPC_S_PER_MAC * m
     return MPC_S_PER_ELEMENT.get(op.type, MPC_DEFAULT_S_PER_ELEMENT) * n

@@ -62,9 +62,6 @@ ELIGIBLE_KINDS: dict[OpType, frozenset[ZoneKind]] = {
     OpType.SAMPLE: _NONLINEAR,
 }
 
-# Op types whose outputs are integers (token ids) rather than activations.
-INTEGER_OUTPUTS = frozenset({OpType.SAMPLE})
-
 
 @dataclass(frozen=True)
 class Op:

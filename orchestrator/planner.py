@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator import cost
 from orchestrator.conversions import conversion
-from orchestrator.ir import ELIGIBLE_KINDS, INTEGER_OUTPUTS, Graph, Op, ZoneKind
+from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, ZoneKind
 from orchestrator.policy import MpcZone, Policy, TeeZone
 
 
@@ -291,7 +291,3 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
         warnings=placement_warnings + _warnings(policy),
     )
 
-
-def integer_tensor(graph: Graph, name: str) -> bool:
-    """True when `name` holds token ids rather than activations."""
-    return name in graph.inputs or graph.op(name).type in INTEGER_OUTPUTS
