@@ -60,3 +60,8 @@ def rmsnorm(x: Any, weight: Any, eps: float, scale: float) -> Any:
     """RMSNorm over the last dimension with a public weight tensor."""
     ms = (x * x).mean(-1, keepdim=True)
     return x * inv_sqrt_scaled(ms + eps, scale) * weight
+
+
+def silu_mul(gate: Any, up: Any) -> Any:
+    """SiLU(gate) · up, with CrypTen's sigmoid (exact enough for |gate| well below 256, where its exp holds)."""
+    return gate * gate.sigmoid() * up

@@ -10,7 +10,7 @@ import torch
 from orchestrator.models.registry import load_model
 from tests.unit.he.conftest import capture
 from zones.mpc.compat import import_crypten
-from zones.mpc.functions import gelu, gelu_tail_coefficients, layernorm, rmsnorm
+from zones.mpc.functions import gelu, gelu_tail_coefficients, layernorm, rmsnorm, silu_mul
 from zones.mpc.local import run_parties
 
 
@@ -43,6 +43,10 @@ def _errors(cases: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, float]:
         out[name] = float((got - want).abs().max() / want.abs().max())
     x, w, eps, scale = cases["rmsnorm"]
     want = w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + float(eps))
+    gate, up = cases["silu_mul"]
+    want_silu = torch.nn.functional.silu(gate) * up
+    out["silu_mul"] = float(((silu_mul(share(gate), share(up)).get_plain_text() - want_silu).abs().max()
+                             / want_silu.abs().max()))
     out["rmsnorm"] = float((rmsnorm(share(x), w, float(eps), float(scale)).get_plain_text() - want).abs().max()
                             / want.abs().max())
     return out
@@ -53,7 +57,8 @@ def test_functions_on_real_activations() -> None:
     acts = capture("minilm-l6", ["encoder.layer.0.intermediate.dense", "embeddings",
                                  "encoder.layer.0.output.residual"])
     smol = load_model("smollm2-135m").weights()
-    s_acts = capture("smollm2-135m", ["model.layers.2.self_attn.residual"])
+    s_acts = capture("smollm2-135m", ["model.layers.2.self_attn.residual", "model.layers.2.mlp.gate_proj",
+                                      "model.layers.2.mlp.up_proj"])
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).float()
@@ -72,6 +77,7 @@ def test_functions_on_real_activations() -> None:
         "layernorm_out": (out_res, mini["encoder.layer.0.output.LayerNorm.weight"],
                           mini["encoder.layer.0.output.LayerNorm.bias"], torch.tensor(1e-12),
                           scale_for(out_res, False)),
+        "silu_mul": (t(s_acts["model.layers.2.mlp.gate_proj"]), t(s_acts["model.layers.2.mlp.up_proj"])),
         "rmsnorm": (s_res, smol["model.layers.2.post_attention_layernorm.weight"], torch.tensor(1e-5),
                     scale_for(s_res, True)),
     }
@@ -81,4 +87,5 @@ def test_functions_on_real_activations() -> None:
     assert worst["gelu"] <= 5e-3  # absolute; GELU outputs reach 25
     assert worst["layernorm_emb"] <= 2e-2 and worst["layernorm_out"] <= 2e-2  # relative to the output range
     assert worst["rmsnorm"] <= 2e-2
+    assert worst["silu_mul"] <= 2e-2  # relative to the output range
     assert all(math.isfinite(v) for v in worst.values())
