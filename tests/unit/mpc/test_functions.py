@@ -45,8 +45,8 @@ def _errors(cases: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, float]:
     want = w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + float(eps))
     gate, up = cases["silu_mul"]
     want_silu = torch.nn.functional.silu(gate) * up
-    out["silu_mul"] = float(((silu_mul(share(gate), share(up)).get_plain_text() - want_silu).abs().max()
-                             / want_silu.abs().max()))
+    out["silu_mul"] = float((silu_mul(share(gate), share(up)).get_plain_text() - want_silu).abs().max()
+                             / want_silu.abs().max())
     out["rmsnorm"] = float((rmsnorm(share(x), w, float(eps), float(scale)).get_plain_text() - want).abs().max()
                             / want.abs().max())
     return out
