@@ -64,27 +64,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def running(policy: Policy) -> dict[str, int] | None:
-    """The live zone processes of a policy started by `up`, or None when it is not up."""
-    f = _state_file(policy)
-    if not f.is_file():
-        return None
-    state = json.loads(f.read_text())
-    pids = {k: int(v) for k, v in state["pids"].items()}
-    if state.get("policy_digest") != policy.digest() or not all(_alive(p) for p in pids.values()):
-        return None
-    return pids
-
-
-def _survivors(policy: Policy) -> dict[str, int]:
-    """Zone processes of an earlier `up` that still run: a restart starts only the others."""
+def _recorded(policy: Policy) -> dict[str, int]:
+    """The zone processes `up` recorded for this exact policy (none if the policy changed since)."""
     f = _state_file(policy)
     if not f.is_file():
         return {}
     state = json.loads(f.read_text())
     if state.get("policy_digest") != policy.digest():
         return {}
-    return {k: int(v) for k, v in state["pids"].items() if _alive(int(v))}
+    return {k: int(v) for k, v in state["pids"].items()}
+
+
+def running(policy: Policy) -> dict[str, int] | None:
+    """The live zone processes of a policy started by `up`, or None when it is not (fully) up."""
+    pids = _recorded(policy)
+    return pids if pids and all(_alive(p) for p in pids.values()) else None
+
+
+def _survivors(policy: Policy) -> dict[str, int]:
+    """Zone processes of an earlier `up` that still run: a restart starts only the others."""
+    return {k: p for k, p in _recorded(policy).items() if _alive(p)}
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:

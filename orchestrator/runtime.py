@@ -78,6 +78,7 @@ class Runtime:
         self.policy = policy
         self.graph = load_graph(policy.model.name)
         self.plan = make_plan(self.graph, policy)
+        self._producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
         pending = sorted({c.kind for c in self.plan.conversions if c.kind != "plain->plain"})
         if pending:
             raise RunError(f"policy {policy.name!r} needs conversions {pending}, which the runtime cannot perform "
@@ -192,7 +193,7 @@ class Runtime:
 
     def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics) -> dict[str, torch.Tensor]:
         where: dict[str, set[str]] = defaultdict(set)
-        producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
+        producer = self._producer
         for c in self.plan.conversions:
             if c.from_zone == CLIENT:
                 stage = self.plan.stages[c.to_stage]  # type: ignore[index]

@@ -12,14 +12,11 @@ from orchestrator.ir import Graph, ZoneKind
 from orchestrator.planner import Stage
 from orchestrator.policy import Policy
 from protos import tensor_pb2 as pb
+from zones.common.status import StatusError
 
 
-class ZoneError(Exception):
+class ZoneError(StatusError):
     """A request the zone refuses, with the gRPC status it answers with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

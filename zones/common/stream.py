@@ -9,14 +9,11 @@ from dataclasses import dataclass
 import grpc
 
 from protos import tensor_pb2 as pb
+from zones.common.status import StatusError
 
 
-class StreamError(Exception):
+class StreamError(StatusError):
     """A rejected stream, with the gRPC status code that describes it."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

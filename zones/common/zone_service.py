@@ -20,7 +20,8 @@ from zones.common.auth import peer_principal
 from zones.common.certs import Credentials
 from zones.common.engine import KeyedEngine, RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
 from zones.common.server import secure_channel
-from zones.common.stream import StreamError, frames, receive
+from zones.common.status import StatusError
+from zones.common.stream import frames, receive
 
 ZONE_SERVICE = "hsi.v1.Zone"
 
@@ -130,10 +131,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     def PushTensor(self, request_iterator: Iterator[pb.TensorFrame], context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Receive one tensor; record its encoding and source."""
         with _Errors(context):
-            try:
-                got = receive(request_iterator, self._max_tensor, self._chunk)
-            except StreamError as e:
-                raise ZoneError(e.code, str(e)) from None
+            got = receive(request_iterator, self._max_tensor, self._chunk)
             h = got.header
             principal = peer_principal(context) or ""
             cert_party = principal.partition("/")[0]
@@ -238,10 +236,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Install the key holder's public material (never a secret key)."""
         with _Errors(context):
             engine = self._keyed()
-            try:
-                got = receive(request_iterator, self._max_tensor, self._chunk)
-            except StreamError as e:
-                raise ZoneError(e.code, str(e)) from None
+            got = receive(request_iterator, self._max_tensor, self._chunk)
             key_tag, rotations = engine.install(got.data, dict(got.header.meta))
             with self._lock:
                 self._loaded.clear()  # stages must be re-encoded under the new context
@@ -264,7 +259,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
 
 class _Errors:
-    """Turn ZoneError into the matching gRPC status; unexpected errors become INTERNAL with their text."""
+    """Turn a StatusError (zone or stream) into its gRPC status; unexpected errors become INTERNAL with their text."""
 
     def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
@@ -275,7 +270,7 @@ class _Errors:
     def __exit__(self, et: Any, e: Any, tb: Any) -> Literal[False]:
         if e is None:
             return False
-        if isinstance(e, ZoneError):
+        if isinstance(e, StatusError):
             self.context.abort(e.code, str(e))
         if isinstance(e, Exception) and not _is_abort(e):
             self.context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
