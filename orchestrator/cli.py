@@ -118,7 +118,7 @@ def cmd_zone_serve(args: argparse.Namespace) -> int:
     from zones.serve import serve_zone
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve_zone(load_policy(args.policy), args.zone, args.party)
+    serve_zone(load_policy(args.policy), args.zone, args.party, dealer=args.dealer)
     return 0
 
 
@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", required=True)
     s.add_argument("--zone", required=True)
     s.add_argument("--party", required=True)
+    s.add_argument("--dealer", action="store_true", help="run the MPC zone's dealer (Beaver triples) at this party")
     s.set_defaults(func=cmd_zone_serve)
 
     keys = sub.add_parser("keys", help="key service of a tee zone").add_subparsers(dest="sub", required=True)

@@ -31,9 +31,8 @@ def state_dir() -> Path:
 def principals(policy: Policy) -> dict[str, list[str]]:
     """Every principal of a policy (each zone process and the runtime) -> the hosts its certificate names."""
     out = {policy.runtime_principal: [policy.parties[policy.client].address]}
-    for zone in policy.zones:
-        for party in policy.zone_parties(zone):
-            out[policy.principal(party, zone)] = [policy.parties[party].address]
+    for proc in policy.processes():
+        out[policy.principal(proc.party, proc.zone)] = [policy.parties[proc.party].address]
     for g in policy.keys:  # operators and zones named in key grants
         party = g.principal.partition("/")[0]
         out.setdefault(g.principal, [policy.parties[party].address])
@@ -103,6 +102,7 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         return live
     survivors = _survivors(policy)
     import zones.he.engine  # registers the engines this build has
+    import zones.mpc.engine
     import zones.plain.engine
     import zones.tee.engine  # noqa: F401
 
@@ -114,17 +114,16 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     sdir.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
-    for zone in policy.zones:
-        for party in policy.zone_parties(zone):
-            key = f"{zone}@{party}"
-            logs[key] = sdir / f"{policy.name}.{zone}.{party}.log"
-            if key in survivors:
-                continue
-            with open(logs[key], "ab") as log:
-                procs[key] = subprocess.Popen(
-                    [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(policy_path),
-                     "--zone", zone, "--party", party],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    for proc in policy.processes():
+        key = proc.key
+        logs[key] = sdir / f"{policy.name}.{key.replace('@', '.').replace('+', '.')}.log"
+        if key in survivors:
+            continue
+        with open(logs[key], "ab") as log:
+            procs[key] = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(policy_path),
+                 "--zone", proc.zone, "--party", proc.party] + (["--dealer"] if proc.dealer else []),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     rt = Runtime(policy)
     try:
         deadline = timeout or policy.transport.deadlines.startup_s

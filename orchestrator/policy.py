@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -105,6 +105,8 @@ class MpcZone(_Strict):
     rendezvous_port: int = Field(ge=1, le=65535, description="torch.distributed TCP rendezvous port at rank 0")
     fixed_point_bits: int = Field(16, ge=8, le=32)
     allow_insecure_dealer: bool = Field(False, description="permit the dealer at a compute party (tests only)")
+    calibration: str | None = Field(None, description="MPC calibration file (`hsi calibrate`); default: the one "
+                                                      "shipped for a packaged model")
 
     @field_validator("parties")
     @classmethod
@@ -195,6 +197,20 @@ class Transport(_Strict):
     deadlines: Deadlines = Deadlines()
 
 
+class ZoneProcess(NamedTuple):
+    """One process of a zone: which party runs it, where it listens, whether it is an MPC dealer."""
+
+    zone: str
+    party: str
+    address: str
+    dealer: bool = False
+
+    @property
+    def key(self) -> str:
+        """`zone@party` (`zone@party+dealer` for a dealer), as logs and the launcher name it."""
+        return f"{self.zone}@{self.party}" + ("+dealer" if self.dealer else "")
+
+
 class Policy(_Strict):
     """A whole deployment: who runs what, where each op runs, and what each party may see."""
 
@@ -243,6 +259,21 @@ class Policy(_Strict):
         if isinstance(z, MpcZone):
             return {p: f"{self.parties[p].address}:{m.port}" for p, m in z.parties.items()}
         return {z.party: f"{self.parties[z.party].address}:{z.port}"}
+
+    def processes(self) -> list[ZoneProcess]:
+        """Every zone process of the deployment: one per zone party, plus each MPC zone's dealer."""
+        out = [ZoneProcess(z, p, a) for z in self.zones for p, a in self.zone_endpoints(z).items()]
+        for name, z in self.zones.items():
+            if isinstance(z, MpcZone):
+                out.append(ZoneProcess(name, *self.dealer_endpoint(name), dealer=True))
+        return out
+
+    def dealer_endpoint(self, zone: str) -> tuple[str, str]:
+        """(party, host:port) of the dealer process of an MPC zone."""
+        z = self.zones[zone]
+        if not isinstance(z, MpcZone):
+            raise ValueError(f"zone {zone!r} is not an MPC zone and has no dealer")
+        return z.dealer, f"{self.parties[z.dealer].address}:{z.dealer_port}"
 
     def digest(self) -> str:
         """SHA-256 of the policy's canonical JSON: zones refuse a runtime holding another policy."""

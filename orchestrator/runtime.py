@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,16 +15,19 @@ import torch
 
 from orchestrator.models.registry import load_graph, load_tokenizer
 from orchestrator.planner import CLIENT, Plan, Stage, make_plan
-from orchestrator.policy import Policy
+from orchestrator.policy import MpcZone, Policy
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.certs import Credentials, load_credentials
 from zones.common.codec import decode_tensor, encode_tensor
+from zones.common.engine import StoredTensor, ZoneError
 from zones.common.server import secure_channel
+from zones.common.shares import combine, split
 from zones.common.stream import StreamError, frames, receive
 from zones.serve import certs_dir
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
+SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain"})
 
 
 class RunError(RuntimeError):
@@ -36,12 +40,18 @@ class Metrics:
 
     time_by_zone: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_by_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mpc_rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mpc_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def to_dict(self, wall_s: float) -> dict[str, Any]:
         """The `metrics` block of a run's JSON result."""
-        return {"wall_s": round(wall_s, 4),
-                "time_by_zone": {k: round(v, 4) for k, v in sorted(self.time_by_zone.items())},
-                "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
+        out: dict[str, Any] = {"wall_s": round(wall_s, 4),
+                               "time_by_zone": {k: round(v, 4) for k, v in sorted(self.time_by_zone.items())},
+                               "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
+        if self.mpc_rounds:
+            out["mpc"] = {z: {"rounds": self.mpc_rounds[z], "bytes": self.mpc_bytes[z]}
+                          for z in sorted(self.mpc_rounds)}
+        return out
 
 
 @dataclass
@@ -65,7 +75,10 @@ def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Poli
         viewer = f"{r['party']} (enclave {r['zone']})" if zone.kind == "tee" else r["party"]
         view = plan.privacy.get(viewer)
         field_name = {"plain": "activations", "ckks": "ciphertexts", "share": "shares", "sealed": "activations"}
-        listed = getattr(view, field_name[r["encoding"]]) if view else []
+        kind = field_name[r["encoding"]]
+        if kind == "shares" and zone.kind != "mpc":
+            kind = "activations"  # a non-MPC zone combines the shares it receives
+        listed = getattr(view, kind) if view else []
         if r["name"] not in listed:
             out.append(f"{viewer} received {r['name']!r} as {r['encoding']}, which the privacy report does not list")
     return out
@@ -79,15 +92,15 @@ class Runtime:
         self.graph = load_graph(policy.model.name)
         self.plan = make_plan(self.graph, policy)
         self._producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
-        pending = sorted({c.kind for c in self.plan.conversions if c.kind != "plain->plain"})
+        pending = sorted({c.kind for c in self.plan.conversions if c.kind not in SUPPORTED_CONVERSIONS})
         if pending:
             raise RunError(f"policy {policy.name!r} needs conversions {pending}, which the runtime cannot perform "
-                           "yet (only plain->plain); see `hsi plan` for the plan")
+                           f"yet (it performs {', '.join(sorted(SUPPORTED_CONVERSIONS))}); see `hsi plan`")
         self.creds = certs or load_credentials(certs_dir(policy), policy.runtime_principal)
         self.progress = progress or (lambda what, done, total: None)
         self.deadline = policy.transport.deadlines
         self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[tuple[str, str], zone_pb2_grpc.ZoneStub] = {}
+        self._stubs: dict[str, zone_pb2_grpc.ZoneStub] = {}
         self._loaded = False
         self._tokenizer: Any = None
 
@@ -100,24 +113,40 @@ class Runtime:
             self._tokenizer = load_tokenizer(self.policy.model.name)
         return self._tokenizer
 
-    def _stub(self, zone: str, party: str | None = None) -> zone_pb2_grpc.ZoneStub:
-        endpoints = self.policy.zone_endpoints(zone)
-        party = party or next(iter(endpoints))
-        key = (zone, party)
-        if key not in self._stubs:
-            target = endpoints[party]
-            if target not in self._channels:
-                self._channels[target] = secure_channel(self.creds, target, self.policy.transport.max_message_bytes)
-            self._stubs[key] = zone_pb2_grpc.ZoneStub(self._channels[target])
-        return self._stubs[key]
+    def _channel(self, target: str) -> grpc.Channel:
+        if target not in self._channels:
+            self._channels[target] = secure_channel(self.creds, target, self.policy.transport.max_message_bytes)
+        return self._channels[target]
+
+    def _stub(self, zone: str, party: str | None = None, dealer: bool = False) -> zone_pb2_grpc.ZoneStub:
+        if dealer:
+            target = self.policy.dealer_endpoint(zone)[1]
+        else:
+            endpoints = self.policy.zone_endpoints(zone)
+            target = endpoints[party or next(iter(endpoints))]
+        if target not in self._stubs:
+            self._stubs[target] = zone_pb2_grpc.ZoneStub(self._channel(target))
+        return self._stubs[target]
 
     def _call(self, zone: str, method: str, request: Any, timeout: float, party: str | None = None) -> Any:
         try:
             return getattr(self._stub(zone, party), method)(request, timeout=timeout)
         except grpc.RpcError as e:
             where = self.policy.zone_endpoints(zone)
+            if party:
+                where = {party: where[party]}
             raise RunError(f"zone {zone!r} ({', '.join(f'{p} at {a}' for p, a in where.items())}) failed {method}: "
                            f"{e.code().name}: {e.details()}") from None
+
+    def _healthy(self, target: str, timeout: float = 2.0) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            health_pb2_grpc.HealthStub(self._channel(target)).Check(health_pb2.HealthCheckRequest(service=""),
+                                                                    timeout=timeout)
+            return True
+        except grpc.RpcError:
+            return False
 
     def close(self) -> None:
         """Close every channel."""
@@ -131,24 +160,21 @@ class Runtime:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         end = time.monotonic() + timeout
-        pending = {(z, p) for z in self.policy.zones for p in self.policy.zone_parties(z)}
-        last: dict[tuple[str, str], str] = {}
+        pending = {proc.key: proc.address for proc in self.policy.processes()}
+        last: dict[str, str] = {}
         while pending and time.monotonic() < end:
-            for zone, party in sorted(pending):
-                target = self.policy.zone_endpoints(zone)[party]
-                if target not in self._channels:
-                    self._channels[target] = secure_channel(self.creds, target)
+            for key, target in sorted(pending.items()):
                 try:
-                    health_pb2_grpc.HealthStub(self._channels[target]).Check(
+                    health_pb2_grpc.HealthStub(self._channel(target)).Check(
                         health_pb2.HealthCheckRequest(service=""), timeout=2)
-                    pending.discard((zone, party))
+                    del pending[key]
                 except grpc.RpcError as e:
-                    last[(zone, party)] = f"{e.code().name}: {e.details()}"
+                    last[key] = f"{e.code().name}: {e.details()}"
             if pending:
                 time.sleep(0.3)
         if pending:
             raise RunError(f"zones not healthy within {timeout:.0f} s: " + "; ".join(
-                f"{z}@{p}: {last.get((z, p), 'no answer')}" for z, p in sorted(pending)))
+                f"{k}: {last.get(k, 'no answer')}" for k in sorted(pending)))
 
     def load(self) -> None:
         """Ask every zone to load its stages (once per runtime)."""
@@ -156,40 +182,120 @@ class Runtime:
             return
         for s in self.plan.stages:
             self.progress(f"load stage {s.index} in {s.zone}", s.index, len(self.plan.stages))
+            request = zone_pb2.LoadStageRequest(plan_digest=self.plan.digest, stage=s.index)
             for party in s.parties:
-                self._call(s.zone, "LoadStage", zone_pb2.LoadStageRequest(plan_digest=self.plan.digest, stage=s.index),
-                           self.deadline.stage_s, party)
+                self._call(s.zone, "LoadStage", request, self.deadline.stage_s, party)
+            if s.kind == "mpc":
+                try:
+                    self._stub(s.zone, dealer=True).LoadStage(request, timeout=self.deadline.stage_s)
+                except grpc.RpcError as e:
+                    raise RunError(f"the dealer of zone {s.zone!r} at {self.policy.dealer_endpoint(s.zone)[1]} failed "
+                                   f"LoadStage: {e.code().name}: {e.details()}") from None
         self._loaded = True
 
     # -- one step through the plan -------------------------------------------------------------------------------
 
     def _push(self, session: str, stage: Stage, name: str, tensor: torch.Tensor, m: Metrics) -> None:
-        dtype, shape, data = encode_tensor(tensor)
-        header = pb.TensorHeader(session=session, name=name, encoding=pb.PLAIN, source_party=self.policy.client,
-                                 dtype=dtype, shape=shape)
-        for party in stage.parties:
+        """Send a client tensor to a stage's zone: as it is, or secret-shared to the parties of an MPC zone."""
+        zone = self.policy.zones[stage.zone]
+        if isinstance(zone, MpcZone):
+            sent = split(tensor, len(stage.parties), zone.fixed_point_bits)
+        else:
+            dtype, shape, data = encode_tensor(tensor)
+            sent = [StoredTensor(pb.PLAIN, dtype, tuple(shape), data)] * len(stage.parties)
+        for party, t in zip(stage.parties, sent, strict=True):
+            header = pb.TensorHeader(session=session, name=name, encoding=t.encoding,  # type: ignore[arg-type]
+                                     source_party=self.policy.client, dtype=t.dtype, shape=list(t.shape),
+                                     meta=t.meta)
             try:
-                self._stub(stage.zone, party).PushTensor(frames(header, data, self.policy.transport.chunk_bytes),
+                self._stub(stage.zone, party).PushTensor(frames(header, t.data, self.policy.transport.chunk_bytes),
                                                          timeout=self.deadline.rpc_s)
             except grpc.RpcError as e:
                 raise RunError(f"zone {stage.zone!r} refused input {name!r}: {e.code().name}: {e.details()}") from None
-            m.bytes_by_link[f"{self.policy.runtime_principal}->{self.policy.principal(party, stage.zone)}"] += len(data)
+            link = f"{self.policy.runtime_principal}->{self.policy.principal(party, stage.zone)}"
+            m.bytes_by_link[link] += len(t.data)
 
-    def _pull(self, session: str, stage: Stage, name: str, m: Metrics) -> torch.Tensor:
-        party = stage.parties[0]
+    def _pull_one(self, session: str, stage: Stage, party: str, name: str, m: Metrics) -> Any:
         stream = self._stub(stage.zone, party).PullTensor(zone_pb2.PullTensorRequest(session=session, name=name),
                                                            timeout=self.deadline.rpc_s)
         try:
             got = receive(stream, self.policy.transport.max_tensor_bytes, self.policy.transport.chunk_bytes)
         except grpc.RpcError as e:
-            raise RunError(f"zone {stage.zone!r} failed PullTensor of {name!r}: "
+            raise RunError(f"zone {stage.zone!r} at {party} failed PullTensor of {name!r}: "
                            f"{e.code().name}: {e.details()}") from None
         except StreamError as e:
-            raise RunError(f"zone {stage.zone!r} sent a bad stream for {name!r}: {e}") from None
+            raise RunError(f"zone {stage.zone!r} at {party} sent a bad stream for {name!r}: {e}") from None
+        m.bytes_by_link[f"{self.policy.principal(party, stage.zone)}->{self.policy.runtime_principal}"] += len(got.data)
+        return got
+
+    def _pull(self, session: str, stage: Stage, name: str, m: Metrics) -> torch.Tensor:
+        """An output of the plan: plaintext from a zone, or every party's share from an MPC zone, combined."""
+        if stage.kind == "mpc":
+            shares = []
+            for party in stage.parties:
+                got = self._pull_one(session, stage, party, name, m)
+                h = got.header
+                shares.append(StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta)))
+            try:
+                return combine(name, shares)
+            except ZoneError as e:
+                raise RunError(f"the shares of output {name!r} from zone {stage.zone!r} do not combine: {e}") from None
+        got = self._pull_one(session, stage, stage.parties[0], name, m)
         if got.header.encoding != pb.PLAIN:
             raise RunError(f"output {name!r} arrived as {pb.Encoding.Name(got.header.encoding)}, not plaintext")
-        m.bytes_by_link[f"{self.policy.principal(party, stage.zone)}->{self.policy.runtime_principal}"] += len(got.data)
         return decode_tensor(got.header.dtype, list(got.header.shape), got.data)
+
+    def _move(self, session: str, t: str, src: Stage, dst: Stage, m: Metrics) -> None:
+        """Move tensor `t` from the zone that produced it to `dst`'s zone, zone to zone."""
+        senders = src.parties if src.kind == "mpc" else src.parties[:1]  # every party sends its own share
+        # A plaintext tensor enters an MPC zone in one call that shares it to every party.
+        receivers = [""] if dst.kind == "mpc" and src.kind != "mpc" else dst.parties
+        for sender in senders:
+            for receiver in receivers:
+                reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
+                    session=session, name=t, to_zone=dst.zone, to_party=receiver), self.deadline.rpc_s, sender)
+                to = ", ".join(dst.parties) if not receiver else receiver
+                link = f"{self.policy.principal(sender, src.zone)}->{dst.zone}@{to}"
+                m.bytes_by_link[link] += reply.bytes
+
+    def _run_stage(self, session: str, s: Stage, offset: int, m: Metrics) -> None:
+        """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep)."""
+        request = zone_pb2.RunStageRequest(session=session, plan_digest=self.plan.digest, stage=s.index,
+                                           position_offset=offset)
+        calls: list[tuple[str, str, bool]] = [(p, self.policy.zone_endpoints(s.zone)[p], False) for p in s.parties]
+        if s.kind == "mpc":
+            dealer, address = self.policy.dealer_endpoint(s.zone)
+            calls.append((dealer, address, True))
+        if len(calls) == 1:
+            reply = self._call(s.zone, "RunStage", request, self.deadline.stage_s, s.parties[0])
+            m.time_by_zone[s.zone] += reply.seconds
+            return
+        with ThreadPoolExecutor(len(calls)) as pool:
+            futures = {pool.submit(self._stub(s.zone, p, dealer).RunStage, request, timeout=self.deadline.stage_s):
+                       (p, a, dealer) for p, a, dealer in calls}
+            replies, errors = [], {}
+            for f, who in futures.items():
+                try:
+                    replies.append(f.result())
+                except grpc.RpcError as e:
+                    errors[who] = e
+        if errors:
+            raise RunError(self._lockstep_failure(s, errors))
+        m.time_by_zone[s.zone] += max(r.seconds for r in replies)
+        m.mpc_rounds[s.zone] += max(r.mpc_rounds for r in replies)
+        m.mpc_bytes[s.zone] += sum(r.mpc_bytes for r in replies)
+
+    def _lockstep_failure(self, s: Stage, errors: dict[tuple[str, str, bool], Any]) -> str:
+        """Name the process that broke a lockstep stage: one that is down or stalled, else every error."""
+        def name(who: tuple[str, str, bool]) -> str:
+            return f"{'dealer' if who[2] else 'party'} {who[0]} ({who[1]})"
+
+        culprits = [who for who in errors if not self._healthy(who[1])]
+        detail = "; ".join(f"{name(w)}: {e.code().name}: {e.details()}" for w, e in errors.items())
+        if culprits:
+            return (f"MPC stage {s.index} of zone {s.zone!r} failed: {', '.join(name(w) for w in culprits)} "
+                    f"did not answer (down or stalled); the other parties freed the session. Errors: {detail}")
+        return f"stage {s.index} of zone {s.zone!r} failed: {detail}"
 
     def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics) -> dict[str, torch.Tensor]:
         where: dict[str, set[str]] = defaultdict(set)
@@ -204,20 +310,10 @@ class Runtime:
         for s in self.plan.stages:
             self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
             for t in s.inputs:
-                if s.zone in where[t]:
-                    continue
-                src = producer[t]
-                for party in s.parties:
-                    reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
-                        session=session, name=t, to_zone=s.zone, to_party=party), self.deadline.rpc_s)
-                    link = f"{self.policy.principal(src.parties[0], src.zone)}->{self.policy.principal(party, s.zone)}"
-                    m.bytes_by_link[link] += reply.bytes
-                where[t].add(s.zone)
-            for party in s.parties:
-                reply = self._call(s.zone, "RunStage", zone_pb2.RunStageRequest(
-                    session=session, plan_digest=self.plan.digest, stage=s.index, position_offset=offset),
-                    self.deadline.stage_s, party)
-                m.time_by_zone[s.zone] += reply.seconds
+                if s.zone not in where[t]:
+                    self._move(session, t, producer[t], s, m)
+                    where[t].add(s.zone)
+            self._run_stage(session, s, offset, m)
             for t in s.ops:
                 where[t].add(s.zone)
         self.progress("done", total, total)
@@ -236,13 +332,13 @@ class Runtime:
         return out
 
     def _release(self, session: str) -> None:
-        for zone in self.policy.zones:
-            for party in self.policy.zone_parties(zone):
-                try:
-                    self._stub(zone, party).Release(zone_pb2.ReleaseRequest(session=session),
-                                                    timeout=self.deadline.rpc_s)
-                except grpc.RpcError:
-                    pass  # a dead zone holds nothing worth freeing; the run's own error names it
+        # Dealers last: an MPC dealer's session ends when the parties leave it.
+        for proc in sorted(self.policy.processes(), key=lambda p: p.dealer):
+            try:
+                zone_pb2_grpc.ZoneStub(self._channel(proc.address)).Release(
+                    zone_pb2.ReleaseRequest(session=session), timeout=self.deadline.rpc_s)
+            except grpc.RpcError:
+                pass  # a dead zone holds nothing worth freeing; the run's own error names it
 
     def _privacy(self, receipts: list[dict[str, Any]]) -> dict[str, Any]:
         return {"report": {p: vars(v) for p, v in self.plan.privacy.items()}, "observed": receipts,

@@ -76,12 +76,16 @@ class RunStageRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ...) -> None: ...
 
 class RunStageReply(_message.Message):
-    __slots__ = ("outputs", "seconds")
+    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MPC_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    MPC_BYTES_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     seconds: float
-    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    mpc_rounds: int
+    mpc_bytes: int
+    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("session", "name", "to_zone", "to_party")

@@ -25,15 +25,27 @@ def certs_dir(policy: Policy) -> Path:
 
 
 def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | None = None,
-               stop: threading.Event | None = None) -> None:
-    """Serve the zone until `stop` is set or the process is signalled."""
+               stop: threading.Event | None = None, dealer: bool = False) -> None:
+    """Serve the zone (or, with `dealer`, an MPC zone's dealer) until `stop` is set or the process is signalled."""
     if zone not in policy.zones:
         raise SystemExit(f"policy {policy.name!r} has no zone {zone!r}")
     endpoints = policy.zone_endpoints(zone)
-    if party not in endpoints:
+    engine = None
+    if dealer:
+        if policy.zones[zone].kind != "mpc":
+            raise SystemExit(f"zone {zone!r} is not an MPC zone and has no dealer")
+        dealer_party, address = policy.dealer_endpoint(zone)
+        if party != dealer_party:
+            raise SystemExit(f"the dealer of zone {zone!r} runs at party {dealer_party!r}, not {party!r}")
+        endpoints = {party: address}
+    elif party not in endpoints:
         raise SystemExit(f"zone {zone!r} runs at {sorted(endpoints)}, not at party {party!r}")
     creds = load_credentials(certs_dir(policy), policy.principal(party, zone))
-    servicer = ZoneServicer(policy, zone, party, creds)
+    if dealer:
+        from zones.mpc.engine import MpcDealer
+
+        engine = MpcDealer(policy, zone, party)
+    servicer = ZoneServicer(policy, zone, party, creds, engine)
 
     allow = zone_allow_table(policy, servicer.plan, zone)
     enclave = None
@@ -60,7 +72,8 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     server.start()
-    log.info("zone %s (%s) of policy %s serving at %s", zone, party, policy.name, endpoints[party])
+    log.info("zone %s (%s%s) of policy %s serving at %s", zone, party, ", dealer" if dealer else "", policy.name,
+             endpoints[party])
     if ready:
         ready.set()
     stop.wait()

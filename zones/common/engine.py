@@ -85,6 +85,7 @@ def register_engine(kind: ZoneKind) -> Callable[[EngineFactory], EngineFactory]:
 def engine_for(kind: ZoneKind, policy: Policy, zone: str, party: str) -> ZoneEngine:
     """A new engine for a zone; ZoneError when this build has none for the kind."""
     import zones.he.engine  # registers the engines
+    import zones.mpc.engine
     import zones.plain.engine
     import zones.tee.engine  # noqa: F401
 

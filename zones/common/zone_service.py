@@ -13,13 +13,15 @@ import grpc
 from orchestrator.ir import Graph, ZoneKind
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import CLIENT, Plan, make_plan
-from orchestrator.policy import Policy
+from orchestrator.policy import MpcZone, Policy
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.auth import peer_principal
 from zones.common.certs import Credentials
+from zones.common.codec import CodecError, decode_tensor
 from zones.common.engine import KeyedEngine, RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
 from zones.common.server import secure_channel
+from zones.common.shares import ShareAssembler, split
 from zones.common.status import StatusError
 from zones.common.stream import frames, receive
 
@@ -30,6 +32,7 @@ ZONE_SERVICE = "hsi.v1.Zone"
 class _Session:
     tensors: dict[str, StoredTensor] = field(default_factory=dict)
     receipts: list[zone_pb2.Receipt] = field(default_factory=list)
+    shares: ShareAssembler = field(default_factory=ShareAssembler)
 
 
 def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozenset[str]]:
@@ -65,7 +68,8 @@ def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozens
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     """One zone process: holds tensors per session and runs the stages the plan assigns to it."""
 
-    def __init__(self, policy: Policy, zone: str, party: str, creds: Credentials) -> None:
+    def __init__(self, policy: Policy, zone: str, party: str, creds: Credentials,
+                 engine: ZoneEngine | None = None) -> None:
         self.policy = policy
         self.zone = zone
         self.party = party
@@ -73,7 +77,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.kind = ZoneKind(policy.zones[zone].kind)
         self.graph: Graph = load_graph(policy.model.name)
         self.plan: Plan = make_plan(self.graph, policy)
-        self.engine: ZoneEngine = engine_for(self.kind, policy, zone, party)
+        self.engine: ZoneEngine = engine or engine_for(self.kind, policy, zone, party)
+        self._takes_tensors = getattr(self.engine, "takes_tensors", True)  # an MPC dealer holds none
         self._sessions: dict[str, _Session] = {}
         self._loaded: set[int] = set()
         self._lock = threading.Lock()
@@ -145,8 +150,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                                        source_party=h.source_party, source_principal=principal, zone=self.zone,
                                        party=self.party, bytes=len(got.data))
             with self._lock:
-                session.tensors[h.name] = stored
                 session.receipts.append(receipt)
+                if stored.encoding == pb.SHARE and self.kind != ZoneKind.MPC:
+                    # mpc -> here: this zone's party may see the tensor; it keeps it once every share came
+                    whole = session.shares.add(h.name, stored)
+                    if whole is not None:
+                        session.tensors[h.name] = whole
+                else:
+                    session.tensors[h.name] = stored
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
 
     def _header(self, sid: str, name: str, t: StoredTensor) -> pb.TensorHeader:
@@ -174,11 +185,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             if stage.index not in self._loaded:
                 raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
             session = self._session(request.session)
-            missing = [t for t in stage.inputs if t not in session.tensors]
+            missing = [t for t in stage.inputs if t not in session.tensors and self._takes_tensors]
             if missing:
                 raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold")
-            inputs = {t: session.tensors[t] for t in stage.inputs}
+            inputs = {t: session.tensors[t] for t in stage.inputs if self._takes_tensors}
             longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
             if request.position_offset + longest > self.policy.model.max_tokens:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -189,7 +200,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             seconds = time.perf_counter() - start
             with self._lock:
                 session.tensors.update(outputs)
-            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds)
+            traffic = getattr(self.engine, "stage_traffic", None)
+            rounds, sent = traffic(request.session) if traffic else (0, 0)
+            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent)
 
     def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Send a held tensor to another zone of the policy, zone to zone."""
@@ -203,21 +216,44 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
                                 f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
             endpoints = self.policy.zone_endpoints(request.to_zone)
+            start = time.perf_counter()
+            if self.policy.zones[request.to_zone].kind == "mpc" and t.encoding == pb.PLAIN:
+                if request.to_party:
+                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "a plaintext tensor goes to an MPC zone as one share per party; leave to_party "
+                                    "empty")
+                sent = self._share_out(request.session, request.name, t, request.to_zone)
+                return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
             party = request.to_party or next(iter(endpoints))
             if party not in endpoints:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"zone {request.to_zone!r} has no process at party {party!r}")
-            stub = zone_pb2_grpc.ZoneStub(self._channel(endpoints[party]))
-            start = time.perf_counter()
-            try:
-                stub.PushTensor(frames(self._header(request.session, request.name, t), t.data, self._chunk),
-                                timeout=self.policy.transport.deadlines.rpc_s)
-            except grpc.RpcError as e:
-                code = e.code() if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED else grpc.StatusCode.UNAVAILABLE
-                raise ZoneError(code if code != grpc.StatusCode.UNKNOWN else grpc.StatusCode.UNAVAILABLE,
-                                f"zone {request.to_zone!r} at {endpoints[party]} refused {request.name!r}: "
-                                f"{e.details()}") from None
+            self._send(request.session, request.name, t, request.to_zone, party)
             return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
+
+    def _send(self, sid: str, name: str, t: StoredTensor, to_zone: str, party: str) -> None:
+        target = self.policy.zone_endpoints(to_zone)[party]
+        stub = zone_pb2_grpc.ZoneStub(self._channel(target))
+        try:
+            stub.PushTensor(frames(self._header(sid, name, t), t.data, self._chunk),
+                            timeout=self.policy.transport.deadlines.rpc_s)
+        except grpc.RpcError as e:
+            code = e.code() if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) \
+                else grpc.StatusCode.UNAVAILABLE
+            raise ZoneError(code, f"zone {to_zone!r} at {party} ({target}) refused {name!r}: {e.details()}") from None
+
+    def _share_out(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> int:
+        """Secret-share a plaintext tensor to the parties of an MPC zone: share i to party i."""
+        mpc = self.policy.zones[to_zone]
+        assert isinstance(mpc, MpcZone)
+        try:
+            value = decode_tensor(t.dtype, list(t.shape), t.data)
+            shares = split(value, len(mpc.parties), mpc.fixed_point_bits)
+        except (CodecError, ValueError) as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} cannot be shared: {e}") from None
+        for party, share in zip(mpc.parties, shares, strict=True):
+            self._send(sid, name, share, to_zone, party)
+        return sum(len(s.data) for s in shares)
 
     def _keyed(self) -> KeyedEngine:
         if not hasattr(self.engine, "install"):

@@ -1,8 +1,8 @@
 """Nonlinear functions on CrypTen shares, accurate over the ranges the packaged models really produce.
 
 CrypTen's own `erf` is wrong beyond |x| ~ 2 and its `exp` ((1 + x/256)^256) breaks past |x| ~ 256, so
-GELU is built piecewise from comparisons and a polynomial; inverse square roots take a public,
-per-op scale that brings the variance into the range where CrypTen's Newton iteration converges.
+GELU is built piecewise from comparisons and a polynomial; inverse square roots run Newton's iteration
+with a public per-op scale, start and count chosen by calibration (orchestrator/calibration.py).
 """
 
 from __future__ import annotations
@@ -43,23 +43,44 @@ def gelu(x: Any) -> Any:
     return relu - tail * inside
 
 
-def inv_sqrt_scaled(v: Any, scale: float) -> Any:
-    """1/sqrt(v) as sqrt(scale)·inv_sqrt(scale·v), `scale` chosen (public) so scale·v lies in ~[0.05, 20]."""
-    return (v * scale).inv_sqrt() * math.sqrt(scale)
+def inv_sqrt(v: Any, c: dict[str, Any]) -> Any:
+    """1/sqrt(v) for v in the op's calibrated range: Newton from a public start on the scaled input.
+
+    `c` is the op's calibration entry: the input is multiplied by `inv_sqrt_scale` so its range is centred
+    on 1, and `inv_sqrt_iters` iterations of y <- y (3 - v y^2) / 2 run from `inv_sqrt_start`. (v*y)*y keeps
+    every intermediate near 1, where fixed point is most precise.
+    """
+    scale = float(c["inv_sqrt_scale"])
+    u = v * scale
+    y: Any = None
+    for _ in range(int(c["inv_sqrt_iters"])):
+        if y is None:  # the first iteration from a public start is one multiplication
+            s0 = float(c["inv_sqrt_start"])
+            y = (u * (-s0 * s0) + 3) * (s0 / 2)
+        else:
+            y = y * ((u * y * y).neg() + 3) * 0.5
+    return y * math.sqrt(scale)
 
 
-def layernorm(x: Any, weight: Any, bias: Any, eps: float, scale: float) -> Any:
-    """LayerNorm over the last dimension with public weight and bias tensors."""
+def layernorm(x: Any, weight: Any, bias: Any, eps: float, c: dict[str, Any]) -> Any:
+    """LayerNorm over the last dimension; weight and bias may be shared or public."""
     mu = x.mean(-1, keepdim=True)
-    c = x - mu
-    var = (c * c).mean(-1, keepdim=True)
-    return c * inv_sqrt_scaled(var + eps, scale) * weight + bias
+    xc = x - mu
+    var = (xc * xc).mean(-1, keepdim=True)
+    return xc * inv_sqrt(var + eps, c) * weight + bias
 
 
-def rmsnorm(x: Any, weight: Any, eps: float, scale: float) -> Any:
-    """RMSNorm over the last dimension with a public weight tensor."""
-    ms = (x * x).mean(-1, keepdim=True)
-    return x * inv_sqrt_scaled(ms + eps, scale) * weight
+def rmsnorm(x: Any, weight: Any, eps: float, c: dict[str, Any]) -> Any:
+    """RMSNorm over the last dimension; the weight may be shared or public.
+
+    The input is scaled down before squaring: SmolLM2's residual stream reaches mean squares of 1e6,
+    whose squares in 16-bit fixed point would crowd the 64-bit ring.
+    """
+    a = math.sqrt(float(c["inv_sqrt_scale"]))
+    y = x * a
+    ms = (y * y).mean(-1, keepdim=True)  # scale * mean(x^2)
+    unit = {**c, "inv_sqrt_scale": 1.0}
+    return y * inv_sqrt(ms + eps * a * a, unit) * weight
 
 
 def silu_mul(gate: Any, up: Any) -> Any:

@@ -1,0 +1,236 @@
+"""The MPC zone's engines: a compute party and the dealer, each driving one CrypTen worker per session.
+
+All parties of a zone run the same stage in lockstep: the runtime calls RunStage on every compute party
+and the dealer at once; the first call of a session starts a worker that joins the others through the
+rendezvous at rank 0. A session ends with Release, or when a peer dies or stalls past the stage deadline;
+either way the worker goes and the zone serves the next session with a fresh one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from orchestrator.calibration import CalibrationError, load_calibration
+from orchestrator.ir import Graph, ZoneKind
+from orchestrator.planner import Stage
+from orchestrator.policy import MpcZone, Policy
+from protos import tensor_pb2 as pb
+from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
+from zones.common.shares import ring_of, share_index, share_meta
+from zones.mpc.worker import DEALER, PARTY, WorkerSpec, interface_for, worker_main
+
+log = logging.getLogger("hsi.mpc")
+_CTX = multiprocessing.get_context("spawn")  # a forked child deadlocks on PyTorch's OpenMP pool
+
+
+class _Worker:
+    """A spawned CrypTen worker and the pipe to it."""
+
+    def __init__(self) -> None:
+        self.conn, child = _CTX.Pipe()
+        self.process = _CTX.Process(target=worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.last_used = time.monotonic()
+
+    def request(self, message: tuple[Any, ...], timeout: float, what: str) -> tuple[Any, ...]:
+        """Send a message and wait for the worker's answer; ZoneError when it fails, dies or overruns."""
+        self.last_used = time.monotonic()
+        try:
+            if message:
+                self.conn.send(message)
+            ready = self.conn.poll(timeout)
+            reply = self.conn.recv() if ready else None
+        except (EOFError, OSError, BrokenPipeError):
+            reply = ("error", f"the worker process exited (code {self.process.exitcode})")
+        self.last_used = time.monotonic()
+        if reply is None:
+            self.kill()
+            raise ZoneError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} gave no answer within {timeout:.0f} s")
+        if reply[0] == "error":
+            self.kill()
+            raise ZoneError(grpc.StatusCode.ABORTED, f"{what} failed: {reply[1]}")
+        return reply
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the worker to leave the session cleanly; kill it if it does not."""
+        if self.process.is_alive():
+            try:
+                self.conn.send(("close",))
+                if self.conn.poll(timeout):
+                    self.conn.recv()
+            except (EOFError, OSError):
+                pass
+        self.process.join(timeout=2)
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop the worker now."""
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.conn.close()
+
+
+class _Base:
+    """What a compute party and the dealer share: one session at a time, a warm spare worker."""
+
+    role = PARTY
+
+    def __init__(self, policy: Policy, zone: str, party: str) -> None:
+        z = policy.zones[zone]
+        if not isinstance(z, MpcZone):
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"zone {zone!r} is not an MPC zone")
+        self.policy, self.zone, self.party, self.cfg = policy, zone, party, z
+        names = list(z.parties)
+        self.rank = len(names) if self.role == DEALER else names.index(party)
+        first = names[0]
+        self.rendezvous = f"tcp://{policy.parties[first].address}:{z.rendezvous_port}"
+        self.interface = interface_for(policy.parties[party].address)
+        self.timeout = policy.transport.deadlines.stage_s
+        self.owner_rank = names.index(policy.model.owner) if policy.model.owner in names else None
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Worker] = {}
+        self._spare: _Worker | None = _Worker()
+        self._traffic: dict[str, tuple[int, int]] = {}
+
+    def _calibration(self) -> dict[str, Any]:
+        return {}
+
+    def _who(self, session: str) -> str:
+        role = "dealer" if self.role == DEALER else f"party {self.rank}"
+        return f"MPC zone {self.zone!r} {role} ({self.party}) in session {session[:12]}"
+
+    def _worker(self, session: str) -> _Worker:
+        """The session's worker, started and joined on the session's first call."""
+        with self._lock:
+            w = self._sessions.get(session)
+            if w is not None:
+                if not w.process.is_alive():
+                    raise ZoneError(grpc.StatusCode.ABORTED, f"{self._who(session)}: the session's worker is gone "
+                                                             f"(exit code {w.process.exitcode}); start a new session")
+                return w
+            self._reap_idle()
+            if self._sessions:
+                other = next(iter(self._sessions))
+                raise ZoneError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"MPC zone {self.zone!r} at {self.party} is serving session {other[:12]}; the parties "
+                                "run one session at a time, retry when it is released")
+            w = self._spare if self._spare is not None and self._spare.process.is_alive() else _Worker()
+            self._spare = _Worker()
+            self._sessions[session] = w
+        spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), self.rendezvous,  # type: ignore[arg-type]
+                          self.interface, self.cfg.fixed_point_bits, self.timeout, self.policy.model.name,
+                          self.owner_rank, self._calibration())
+        try:
+            w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers")
+        except ZoneError:
+            with self._lock:
+                self._sessions.pop(session, None)
+            raise
+        return w
+
+    def _reap_idle(self) -> None:
+        # A session whose runtime vanished without Release must not block the zone forever.
+        now = time.monotonic()
+        for sid, w in list(self._sessions.items()):
+            if not w.process.is_alive() or now - w.last_used > self.timeout:
+                log.warning("%s: reclaiming an idle or dead session", self._who(sid))
+                w.kill()
+                del self._sessions[sid]
+
+    def load_stage(self, stage: Stage, graph: Graph) -> None:
+        """Nothing to prepare ahead: weights are shared per session, inside the worker."""
+
+    def release(self, session: str) -> None:
+        """End the session's worker."""
+        with self._lock:
+            w = self._sessions.pop(session, None)
+            self._traffic.pop(session, None)
+        if w is not None:
+            w.close()
+
+    def close(self) -> None:
+        """Stop every worker (zone shutdown)."""
+        with self._lock:
+            workers = list(self._sessions.values()) + ([self._spare] if self._spare else [])
+            self._sessions.clear()
+            self._spare = None
+        for w in workers:
+            w.kill()
+
+
+@register_engine(ZoneKind.MPC)
+class MpcEngine(_Base):
+    """A compute party: runs stages on its shares in lockstep with the other parties."""
+
+    role = PARTY
+
+    def __init__(self, policy: Policy, zone: str, party: str) -> None:
+        super().__init__(policy, zone, party)
+        from orchestrator.models.registry import load_graph
+
+        self._graph = load_graph(policy.model.name)
+        try:
+            self._cal = load_calibration(policy.model.name, self._graph, self.cfg.calibration)
+        except CalibrationError as e:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
+
+    def _calibration(self) -> dict[str, Any]:
+        return self._cal
+
+    def stage_traffic(self, session: str) -> tuple[int, int]:
+        """(communication rounds, bytes this party sent) of the session's last stage."""
+        with self._lock:
+            return self._traffic.get(session, (0, 0))
+
+    def _input(self, name: str, t: StoredTensor) -> np.ndarray:
+        index, count, precision = share_index(name, t)
+        if index != self.rank or count != len(self.cfg.parties) or precision != self.cfg.fixed_point_bits:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"share {name!r} is share {index} of {count} at {precision} bits; party {self.rank} of "
+                            f"zone {self.zone!r} takes share {self.rank} of {len(self.cfg.parties)} at "
+                            f"{self.cfg.fixed_point_bits} bits")
+        return ring_of(t).copy()
+
+    def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
+        """Run the stage on this party's shares; its outputs are this party's shares."""
+        arrays = {n: self._input(n, t) for n, t in inputs.items()}
+        w = self._worker(ctx.session)
+        _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs), self.timeout,
+                                    f"{self._who(ctx.session)} stage {stage.index}")
+        with self._lock:
+            self._traffic[ctx.session] = (int(figures["rounds"]), int(figures["bytes"]))
+        parties, bits = len(self.cfg.parties), self.cfg.fixed_point_bits
+        return {n: StoredTensor(pb.SHARE, "int64", tuple(a.shape), a.astype("<i8").tobytes(),
+                                share_meta(self.rank, parties, bits, n in figures["integer"]))
+                for n, a in out.items()}
+
+
+class MpcDealer(_Base):
+    """The dealer: a trusted third party that hands out Beaver triples for a session and sees no shares."""
+
+    role = DEALER
+    takes_tensors = False
+
+    def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
+        """Make sure the session's dealer has joined and is serving; it produces no tensors."""
+        w = self._worker(ctx.session)
+        if not w.process.is_alive():
+            raise ZoneError(grpc.StatusCode.ABORTED, f"{self._who(ctx.session)}: the dealer's worker is gone")
+        return {}
+
+    def release(self, session: str) -> None:
+        """The dealer's worker ends when rank 0 leaves; wait for that, then make sure."""
+        with self._lock:
+            w = self._sessions.pop(session, None)
+        if w is not None:
+            w.process.join(timeout=10)
+            w.kill()

@@ -1,0 +1,189 @@
+"""One party's CrypTen process for one session: joins the parties' group, runs stages on shares, exits.
+
+A zone process runs its MPC computation in a worker process rather than in itself: a collective op blocked
+on a dead or stalled peer cannot be cancelled, only killed, and the zone must keep serving new sessions.
+The worker talks to its own zone process over a pipe (same party, same trust domain); between parties
+only CrypTen's protocol messages travel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+DEALER = "dealer"
+PARTY = "party"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to join a session: its rank, where the rendezvous is, and the model's facts."""
+
+    session: str
+    role: Literal["party", "dealer"]
+    rank: int                 # compute parties 0..parties-1; the dealer is rank `parties`
+    parties: int
+    rendezvous: str           # tcp://host:port of rank 0's store
+    interface: str | None     # network interface holding this party's address (GLOO_SOCKET_IFNAME)
+    precision_bits: int
+    timeout_s: float
+    model: str
+    owner_rank: int | None    # the compute party holding the model's weights
+    calibration: dict[str, Any]
+
+
+def interface_for(address: str) -> str | None:
+    """The name of the local network interface that holds `address` (an IPv4 address or host name)."""
+    try:
+        ip = socket.gethostbyname(address)
+    except OSError:
+        return None
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            if socket.inet_ntoa(packed[20:24]) == ip:
+                return name
+    finally:
+        probe.close()
+    return None
+
+
+def _join(spec: WorkerSpec) -> Any:
+    from zones.mpc.compat import import_crypten, set_collective_timeout
+
+    os.environ.update(WORLD_SIZE=str(spec.parties), RANK=str(spec.rank), RENDEZVOUS=spec.rendezvous,
+                      DISTRIBUTED_BACKEND="gloo")
+    if spec.interface:
+        os.environ["GLOO_SOCKET_IFNAME"] = spec.interface
+    crypten = import_crypten()
+    set_collective_timeout(spec.timeout_s)
+    crypten.cfg.mpc.provider = "TTP"
+    crypten.cfg.encoder.precision_bits = spec.precision_bits
+    crypten.cfg.communicator.verbose = True  # count rounds and bytes
+    crypten.init()
+    return crypten
+
+
+class _Party:
+    """The compute party's side of a session: shared weights, KV caches, stage execution."""
+
+    def __init__(self, spec: WorkerSpec, crypten: Any) -> None:
+        from orchestrator.models.registry import load_graph
+        from zones.mpc.kernels import MpcState
+
+        self.spec = spec
+        self.crypten = crypten
+        self.graph = load_graph(spec.model)
+        self.state = MpcState()
+        self._owner_weights: dict[str, Any] | None = None
+
+    def _weights(self) -> dict[str, Any]:
+        if self._owner_weights is None:
+            from orchestrator.models.registry import load_model
+
+            self._owner_weights = load_model(self.spec.model).weights()
+        return self._owner_weights
+
+    def _shared_weight(self, op: Any, index: int) -> Any:
+        import torch
+
+        from zones.mpc.kernels import prepare_weight, shared_weight_shape
+
+        name = op.weights[index]
+        key = f"{op.name}#{index}"  # tied weights are shared once per use: their layouts differ
+        if key not in self.state.weights:
+            if self.spec.owner_rank is None:
+                raise RuntimeError(f"op {op.name!r} needs weights, but the model owner is no party of this zone")
+            width_in = self.graph.op(op.inputs[0]).shape[-1] if op.inputs[0] not in self.graph.inputs else 0
+            shape = shared_weight_shape(op, index, int(width_in))
+            if self.spec.rank == self.spec.owner_rank:
+                value = prepare_weight(op, index, self._weights()[name])
+                if tuple(value.shape) != shape:
+                    raise RuntimeError(f"weight {name!r} has shape {list(value.shape)}, the graph implies {shape}")
+            else:
+                value = torch.zeros(shape)
+            self.state.weights[key] = self.crypten.cryptensor(value, src=self.spec.owner_rank,
+                                                              precision=self.spec.precision_bits)
+        return self.state.weights[key]
+
+    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int,
+            keep: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Run the named ops on shared inputs; the shares of the tensors in `keep`, and traffic figures."""
+        import torch
+
+        from orchestrator.ir import OpType
+        from zones.mpc.kernels import MPC_KERNELS, MpcStep
+
+        mpc = self.crypten.mpc
+        comm = self.crypten.communicator.get()
+        comm.reset_communication_stats()
+        start = time.perf_counter()
+        env = {n: mpc.MPCTensor.from_shares(torch.from_numpy(a), precision=self.spec.precision_bits)
+               for n, a in inputs.items()}
+        step = MpcStep(offset, self.spec.calibration)
+        integer = set()
+        for name in ops:
+            op = self.graph.op(name)
+            weights = [self._shared_weight(op, i) for i in range(len(op.weights))]
+            env[name] = MPC_KERNELS[op.type](op, [env[t] for t in op.inputs], weights, step, self.state)
+            if op.type == OpType.SAMPLE:
+                integer.add(name)
+        out = {n: env[n].share.numpy().astype("<i8") for n in keep}
+        stats = comm.get_communication_stats()
+        figures = {"rounds": float(stats["rounds"]), "bytes": float(stats["bytes"]),
+                   "seconds": time.perf_counter() - start, "integer": sorted(integer)}
+        return out, figures  # type: ignore[return-value]
+
+
+def worker_main(conn: Any) -> None:
+    """Entry point of a spawned worker: import CrypTen while idle, then serve one session from the pipe."""
+    from zones.mpc.compat import import_crypten
+
+    import_crypten()  # the slow part, done before a session needs this worker
+    try:
+        msg = conn.recv()
+    except EOFError:
+        return
+    if msg[0] != "start":
+        return
+    spec: WorkerSpec = msg[1]
+    try:
+        crypten = _join(spec)
+    except Exception as e:  # reported to the zone, which names the session and the cause
+        conn.send(("error", f"joining the parties failed: {type(e).__name__}: {e}"))
+        return
+    conn.send(("joined",))
+    try:
+        if spec.role == DEALER:
+            crypten.mpc.provider.TTPServer()  # serves triples until rank 0 says "terminate"
+            conn.send(("done",))
+            return
+        party = _Party(spec, crypten)
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "close":
+                break
+            _, ops, inputs, offset, keep = cmd
+            out, figures = party.run(ops, inputs, offset, keep)
+            conn.send(("ok", out, figures))
+        crypten.uninit()
+        conn.send(("done",))
+    except Exception as e:
+        # A failed collective leaves the parties out of step: the session is over for this worker.
+        detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+        try:
+            conn.send(("error", detail))
+        except OSError:
+            pass
