@@ -23,9 +23,9 @@ class ServerOptions:
     max_message_bytes: int = 8 << 20
     # Worker threads: streams of one session, plus transfers to other zones, run at once.
     max_workers: int = 16
-    # Keepalive pings detect dead peers on idle long-running calls.
-    keepalive_ms: int = 20_000
-    keepalive_timeout_ms: int = 10_000
+
+
+KEEPALIVE_MS = 20_000  # pings detect dead peers on long calls (an MPC stage may run for minutes)
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -33,10 +33,22 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Server options: the channel's, and acceptance of the clients' keepalive pings during long calls.
+
+    Without these a server answers a client's pings on a call that sends no data for minutes with
+    GOAWAY "too_many_pings", which kills the call.
+    """
+    return channel_options(max_message_bytes) + [
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 
@@ -54,7 +66,7 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.max_workers),
         interceptors=[AllowListInterceptor(allow)],
-        options=channel_options(options.max_message_bytes),
+        options=server_options(options.max_message_bytes),
     )
     names = register(server)
     health_servicer = health.HealthServicer()

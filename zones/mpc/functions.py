@@ -86,3 +86,31 @@ def rmsnorm(x: Any, weight: Any, eps: float, c: dict[str, Any]) -> Any:
 def silu_mul(gate: Any, up: Any) -> Any:
     """SiLU(gate) · up, with CrypTen's sigmoid (exact enough for |gate| well below 256, where its exp holds)."""
     return gate * gate.sigmoid() * up
+
+
+def argmax_index(x: Any) -> Any:
+    """The shared index of the largest element of a 1-D shared tensor (the first half wins ties).
+
+    A tournament over (value, index) pairs: log2(n) levels of one comparison and two multiplications
+    each. CrypTen's own argmax tests every element for equality with the maximum, which fixed-point
+    truncation errors make miss, so it can return a wrong index.
+    """
+    import torch
+
+    from zones.mpc.compat import import_crypten
+
+    crypten = import_crypten()
+    values = x
+    index: Any = torch.arange(x.size(0), dtype=torch.float32)
+    while values.size(0) > 1:
+        half = values.size(0) // 2
+        v1, v2 = values[:half], values[half:2 * half]
+        i1, i2 = index[:half], index[half:2 * half]
+        first = v1 >= v2
+        top_v = first * (v1 - v2) + v2
+        top_i = first * (i1 - i2) + i2  # shared first: a public index tensor cannot add a shared one
+        if values.size(0) % 2:
+            top_v = crypten.cat([top_v, values[-1:]])
+            top_i = crypten.cat([top_i, index[-1:] if not torch.is_tensor(index) else crypten.cryptensor(index[-1:])])
+        values, index = top_v, top_i
+    return index

@@ -89,14 +89,14 @@ def _calibration(op: Op, step: MpcStep) -> dict[str, Any]:
 
 @mpc_kernel(OpType.LINEAR)
 def _linear(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
-    out = x[0].matmul(w[0])  # w[0] is the shared, transposed weight (d_in, d_out)
+    out = w[0].apply(x[0])  # w[0]: the shared, transposed weight (d_in, d_out) with its session mask
     return out + w[1] if len(w) > 1 else out
 
 
 @mpc_kernel(OpType.LM_HEAD)
 def _lm_head(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
     h = x[0][-1:] if op.params.get("last_only") else x[0]
-    return h.matmul(w[0])
+    return w[0].apply(h)
 
 
 @mpc_kernel(OpType.ATTN_SCORES)
@@ -176,8 +176,8 @@ def _pool(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any
 
 @mpc_kernel(OpType.SAMPLE)
 def _sample(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
-    # Greedy: the index of the largest logit of the last position, still shared (ties broken at random).
-    return x[0][-1].argmax(dim=0, one_hot=False).reshape(1)
+    # Greedy: the index of the largest logit of the last position, still shared.
+    return fn.argmax_index(x[0][-1]).reshape(1)
 
 
 def shared_weight_shape(op: Op, index: int, hidden_in: int) -> tuple[int, ...]:

@@ -99,6 +99,8 @@ class _Party:
     def _shared_weight(self, op: Any, index: int) -> Any:
         import torch
 
+        from orchestrator.ir import OpType
+        from zones.mpc.fixed_weights import FixedWeight
         from zones.mpc.kernels import prepare_weight, shared_weight_shape
 
         name = op.weights[index]
@@ -114,9 +116,21 @@ class _Party:
                     raise RuntimeError(f"weight {name!r} has shape {list(value.shape)}, the graph implies {shape}")
             else:
                 value = torch.zeros(shape)
-            self.state.weights[key] = self.crypten.cryptensor(value, src=self.spec.owner_rank,
-                                                              precision=self.spec.precision_bits)
+            shared = self.crypten.cryptensor(value, src=self.spec.owner_rank, precision=self.spec.precision_bits)
+            if op.type in (OpType.LINEAR, OpType.LM_HEAD) and index == 0:
+                shared = FixedWeight(key, shared)
+            self.state.weights[key] = shared
         return self.state.weights[key]
+
+    def _at_precision(self, name: str, t: Any) -> np.ndarray:
+        """The party's share of `t` at the zone's fixed-point precision (comparisons yield precision 0)."""
+        scale, want = int(t._tensor.encoder.scale), 1 << self.spec.precision_bits
+        share = t.share
+        if scale != want:
+            if want % scale:
+                raise RuntimeError(f"{name!r} came out at scale {scale}, not a divisor of {want}")
+            share = share * (want // scale)  # exact in the ring: a share times a public integer
+        return share.numpy().astype("<i8")
 
     def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int,
             keep: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -140,7 +154,7 @@ class _Party:
             env[name] = MPC_KERNELS[op.type](op, [env[t] for t in op.inputs], weights, step, self.state)
             if op.type == OpType.SAMPLE:
                 integer.add(name)
-        out = {n: env[n].share.numpy().astype("<i8") for n in keep}
+        out = {n: self._at_precision(n, env[n]) for n in keep}
         stats = comm.get_communication_stats()
         figures = {"rounds": float(stats["rounds"]), "bytes": float(stats["bytes"]),
                    "seconds": time.perf_counter() - start, "integer": sorted(integer)}
@@ -167,7 +181,9 @@ def worker_main(conn: Any) -> None:
     conn.send(("joined",))
     try:
         if spec.role == DEALER:
-            crypten.mpc.provider.TTPServer()  # serves triples until rank 0 says "terminate"
+            from zones.mpc.fixed_weights import serve_dealer
+
+            serve_dealer()  # serves triples until rank 0 says "terminate"
             conn.send(("done",))
             return
         party = _Party(spec, crypten)

@@ -1,0 +1,137 @@
+"""MPC op benchmark: every MPC kernel on activations captured from the plain zone, 2 parties + dealer.
+
+Per op and size: wall time, communication rounds and bytes (CrypTen's statistics, summed over the compute
+parties), and the max abs error against the plain executor. Then the all-MPC end-to-end plans against
+plaintext (`--e2e`). Prints a table; `--json FILE` writes records with the keys op, shape, parties,
+seconds, rounds, bytes, max_abs_err.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.calibration import load_calibration  # noqa: E402
+from orchestrator.models.registry import load_graph, load_model  # noqa: E402
+from zones.common.engine import StoredTensor  # noqa: E402
+from zones.common.shares import combine, ring_of, share_meta, split  # noqa: E402
+from zones.mpc.kernels import MASKED_SCORE  # noqa: E402
+from zones.mpc.local import run_parties  # noqa: E402
+from zones.plain.executor import PlainExecutor, SessionState, StepContext  # noqa: E402
+
+TEXT = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; "
+        "started on metformin 500 mg twice daily.")
+# (model, op name) pairs: one of each op type, from the first block of each model
+OPS = {
+    "minilm-l6": ["encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.scores",
+                  "encoder.layer.0.attention.self.softmax", "encoder.layer.0.attention.self.context",
+                  "encoder.layer.0.attention.output.residual", "encoder.layer.0.attention.output.LayerNorm",
+                  "encoder.layer.0.intermediate.dense", "encoder.layer.0.intermediate.intermediate_act_fn",
+                  "encoder.layer.0.output.dense", "pool"],
+    "smollm2-135m": ["model.layers.1.input_layernorm", "model.layers.1.self_attn.q_proj",
+                     "model.layers.1.self_attn.rope_q", "model.layers.1.self_attn.scores",
+                     "model.layers.1.self_attn.softmax", "model.layers.1.mlp.act_fn", "model.layers.1.mlp.down_proj",
+                     "lm_head", "sample"],
+}
+PRECISION = 16
+
+
+def _run_op(model: str, op: str, shares: list[dict[str, np.ndarray]], calibration: dict[str, Any],
+            repeats: int) -> dict[str, Any]:
+    """At each party: run the op `repeats` times on its shares; the last run's shares and figures."""
+    from zones.mpc.compat import import_crypten
+    from zones.mpc.worker import WorkerSpec, _Party
+
+    crypten = import_crypten()
+    crypten.cfg.communicator.verbose = True
+    rank = crypten.communicator.get().get_rank()
+    spec = WorkerSpec("bench", "party", rank, 2, "", None, PRECISION, 600, model, 0, calibration)
+    party = _Party(spec, crypten)
+    for _ in range(repeats):  # the first run also shares the weights; report the last
+        party.state.kv.clear()
+        out, figures = party.run([op], shares[rank], 0, [op])
+    return {"share": out[op], "figures": figures}
+
+
+def bench_op(model: str, op_name: str, repeats: int = 2) -> dict[str, Any]:
+    """One op of a model on real activations: time, rounds, bytes and error against the plain executor."""
+    m = load_model(model)
+    text = TEXT
+    if m.graph.arch == "llama":
+        text = m.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                               add_generation_prompt=True)
+    ids = torch.tensor(m.tokenizer(text)["input_ids"])
+    op = m.graph.op(op_name)
+    env = PlainExecutor(m.graph.ops, m.weights()).run({"input_ids": ids}, StepContext(0), SessionState(),
+                                                       list(op.inputs) + [op_name])
+    want = env[op_name]
+    for name in op.inputs:  # causal-masked logits: the MPC scores kernel writes MASKED_SCORE there
+        env[name] = env[name].clamp(min=MASKED_SCORE) if env[name].is_floating_point() else env[name]
+    per_party: list[dict[str, np.ndarray]] = [{}, {}]
+    for name in op.inputs:
+        for rank, s in enumerate(split(env[name], 2, PRECISION)):
+            per_party[rank][name] = ring_of(s)
+    calibration = load_calibration(model, m.graph)
+    results = run_parties(_run_op, (model, op_name, per_party, calibration, repeats), parties=2, ttp=True)
+    integer = op.type.value == "sample"
+    got = combine(op_name, [StoredTensor(3, "int64", tuple(r["share"].shape), r["share"].astype("<i8").tobytes(),
+                                         share_meta(i, 2, PRECISION, integer)) for i, r in enumerate(results)])
+    err = float((got.double() - want.double()).abs().max())
+    figures = [r["figures"] for r in results]
+    return {"op": op.type.value, "name": op_name, "model": model, "shape": [list(env[t].shape) for t in op.inputs],
+            "parties": 2, "seconds": round(max(f["seconds"] for f in figures), 4),
+            "rounds": int(max(f["rounds"] for f in figures)), "bytes": int(sum(f["bytes"] for f in figures)),
+            "max_abs_err": err}
+
+
+def print_table(records: list[dict[str, Any]]) -> None:
+    """One line per op."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="MPC ops (2 parties + dealer, loopback, 16-bit fixed point)")
+    for col in ("model", "op", "name", "input shapes", "s", "rounds", "MB", "max abs err"):
+        t.add_column(col)
+    for r in records:
+        t.add_row(r["model"], r["op"], r["name"].split(".")[-1], str(r["shape"]), f"{r['seconds']:.3f}",
+                  str(r["rounds"]), f"{r['bytes'] / 1e6:.2f}", f"{r['max_abs_err']:.2e}")
+    Console().print(t)
+
+
+def main() -> int:
+    """Run the benchmark."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="*", default=list(OPS))
+    ap.add_argument("--ops", nargs="*", help="only these op names")
+    ap.add_argument("--e2e", action="store_true", help="also run the all-mpc plans end to end (bench/e2e.py)")
+    ap.add_argument("--json", type=Path, help="write the records to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    records = [bench_op(model, op) for model in args.models for op in args.ops or OPS[model]
+               if op in {o.name for o in load_graph(model).ops}]
+    print_table(records)
+    if args.e2e:
+        from bench.e2e import bench_plan
+        from bench.e2e import print_table as print_e2e
+
+        e2e = [r for model in args.models
+               for r in bench_plan("all-mpc-minilm" if model == "minilm-l6" else "all-mpc-smollm2", 8, "loopback")]
+        print_e2e(e2e)
+        records += [{"op": "e2e", **r} for r in e2e]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
