@@ -67,7 +67,7 @@ def serve_dealer() -> None:
     import_crypten()
     from crypten.mpc.provider.ttp_provider import TTPServer
 
-    class _Dealer(TTPServer):  # type: ignore[misc]
+    class _Dealer(TTPServer):
         def __init__(self) -> None:
             self.masks: dict[str, torch.Tensor] = {}
             super().__init__()  # serves requests until "terminate"
