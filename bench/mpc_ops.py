@@ -14,18 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.calibration import load_calibration  # noqa: E402
 from orchestrator.models.registry import load_graph, load_model  # noqa: E402
-from zones.common.engine import StoredTensor  # noqa: E402
-from zones.common.shares import combine, ring_of, share_meta, split  # noqa: E402
 from zones.mpc.kernels import MASKED_SCORE  # noqa: E402
-from zones.mpc.local import run_parties  # noqa: E402
+from zones.mpc.local import run_ops  # noqa: E402
 from zones.plain.executor import PlainExecutor, SessionState, StepContext  # noqa: E402
 
 TEXT = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; "
@@ -42,25 +38,6 @@ OPS = {
                      "model.layers.1.self_attn.softmax", "model.layers.1.mlp.act_fn", "model.layers.1.mlp.down_proj",
                      "lm_head", "sample"],
 }
-PRECISION = 16
-
-
-def _run_op(model: str, op: str, shares: list[dict[str, np.ndarray]], calibration: dict[str, Any],
-            repeats: int) -> dict[str, Any]:
-    """At each party: run the op `repeats` times on its shares; the last run's shares and figures."""
-    from zones.mpc.compat import import_crypten
-    from zones.mpc.worker import WorkerSpec, _Party
-
-    crypten = import_crypten()
-    crypten.cfg.communicator.verbose = True
-    rank = crypten.communicator.get().get_rank()
-    spec = WorkerSpec("bench", "party", rank, 2, "", None, PRECISION, 600, model, 0, calibration)
-    party = _Party(spec, crypten)
-    for _ in range(repeats):  # the first run also shares the weights; report the last
-        party.state.kv.clear()
-        out, figures = party.run([op], shares[rank], 0, [op])
-    return {"share": out[op], "figures": figures}
-
 
 def bench_op(model: str, op_name: str, repeats: int = 2) -> dict[str, Any]:
     """One op of a model on real activations: time, rounds, bytes and error against the plain executor."""
@@ -73,24 +50,13 @@ def bench_op(model: str, op_name: str, repeats: int = 2) -> dict[str, Any]:
     op = m.graph.op(op_name)
     env = PlainExecutor(m.graph.ops, m.weights()).run({"input_ids": ids}, StepContext(0), SessionState(),
                                                        list(op.inputs) + [op_name])
-    want = env[op_name]
-    for name in op.inputs:  # causal-masked logits: the MPC scores kernel writes MASKED_SCORE there
-        env[name] = env[name].clamp(min=MASKED_SCORE) if env[name].is_floating_point() else env[name]
-    per_party: list[dict[str, np.ndarray]] = [{}, {}]
-    for name in op.inputs:
-        for rank, s in enumerate(split(env[name], 2, PRECISION)):
-            per_party[rank][name] = ring_of(s)
-    calibration = load_calibration(model, m.graph)
-    results = run_parties(_run_op, (model, op_name, per_party, calibration, repeats), parties=2, ttp=True)
-    integer = op.type.value == "sample"
-    got = combine(op_name, [StoredTensor(3, "int64", tuple(r["share"].shape), r["share"].astype("<i8").tobytes(),
-                                         share_meta(i, 2, PRECISION, integer)) for i, r in enumerate(results)])
-    err = float((got.double() - want.double()).abs().max())
-    figures = [r["figures"] for r in results]
+    # causal-masked logits: the MPC scores kernel writes MASKED_SCORE where the plain one writes the lowest float
+    inputs = {n: env[n].clamp(min=MASKED_SCORE) if op.type.value == "softmax" else env[n] for n in op.inputs}
+    (got, figures), = run_ops(model, [([op_name], inputs, 0)], repeats=repeats)
+    err = float((got.double() - env[op_name].double()).abs().max())
     return {"op": op.type.value, "name": op_name, "model": model, "shape": [list(env[t].shape) for t in op.inputs],
-            "parties": 2, "seconds": round(max(f["seconds"] for f in figures), 4),
-            "rounds": int(max(f["rounds"] for f in figures)), "bytes": int(sum(f["bytes"] for f in figures)),
-            "max_abs_err": err}
+            "parties": 2, "seconds": round(figures["seconds"], 4), "rounds": int(figures["rounds"]),
+            "bytes": int(figures["bytes"]), "max_abs_err": err}
 
 
 def print_table(records: list[dict[str, Any]]) -> None:

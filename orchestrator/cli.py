@@ -51,6 +51,20 @@ def _summary(names: list[str], show: int = 3) -> str:
     return f"{len(names)}: {head}" + (", ..." if len(names) > show else "")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure a model's MPC calibration constants on the public corpus and write them (the model owner runs it)."""
+    from orchestrator.calibration import calibrate, packaged_path
+
+    data = calibrate(args.model)
+    path = Path(args.out) if args.out else packaged_path(args.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    iters = [e["inv_sqrt_iters"] for e in data["ops"].values() if "inv_sqrt_iters" in e]
+    out.print(f"wrote {path}: {len(data['ops'])} ops, inverse square roots need {min(iters)}-{max(iters)} "
+              "Newton iterations")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the plan of a policy."""
     from orchestrator import api
@@ -373,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".hsi/softhsm")
     s.add_argument("--label", default="hsi-tee")
     s.set_defaults(func=cmd_tee_init_token)
+
+    s = sub.add_parser("calibrate", help="measure a model's MPC calibration constants (model owner)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", help="output file (default: the file shipped for a packaged model)")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("bench", help="run bench/e2e.py (arguments after -- go to it)")
     s.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -69,3 +69,62 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
                 if p.is_alive():
                     p.kill()
     return [out[r] for r in range(parties)]
+
+
+def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]], calibration: dict[str, Any],
+              precision: int, repeats: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """At each party: run every job (ops, per-rank input shares, position offset) in one session."""
+    from zones.mpc.compat import import_crypten
+    from zones.mpc.worker import WorkerSpec, _Party
+
+    crypten = import_crypten()
+    crypten.cfg.communicator.verbose = True
+    rank = crypten.communicator.get().get_rank()
+    parties = crypten.communicator.get().get_world_size()
+    party = _Party(WorkerSpec("local", "party", rank, parties, "", None, precision, 600, model, 0, calibration),
+                   crypten)
+    results = []
+    for ops, shares, offset in jobs:
+        for _ in range(repeats):  # the first run also shares the weights
+            party.state.kv.clear()
+            out, figures = party.run(ops, shares[rank], offset, ops[-1:])
+        results.append((out, figures))
+    return results
+
+
+def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parties: int = 2, precision: int = 16,
+            repeats: int = 1) -> list[tuple[Any, dict[str, Any]]]:
+    """Run each job (ops, plaintext inputs, position offset) of a model in MPC, the owner at rank 0.
+
+    The inputs are secret-shared here, the parties run in spawned processes with a dealer, and each job's
+    last op output is reconstructed. Returns, per job, (output tensor, figures of the party that took
+    longest: seconds, rounds, and bytes summed over the parties).
+    """
+    from orchestrator.calibration import load_calibration
+    from orchestrator.models.registry import load_graph
+    from zones.common.engine import StoredTensor
+    from zones.common.shares import combine, ring_of, share_meta, split
+
+    graph = load_graph(model)
+    shared_jobs = []
+    for ops, inputs, offset in jobs:
+        per_rank: list[dict[str, Any]] = [{} for _ in range(parties)]
+        for name, value in inputs.items():
+            for rank, s in enumerate(split(value, parties, precision)):
+                per_rank[rank][name] = ring_of(s)
+        shared_jobs.append((ops, per_rank, offset))
+    results = run_parties(_run_jobs, (model, shared_jobs, load_calibration(model, graph), precision, repeats),
+                          parties=parties, ttp=True)
+    out = []
+    for j, (ops, _, _) in enumerate(jobs):
+        name = ops[-1]
+        shares = []
+        for rank in range(parties):
+            arr, figures = results[rank][j][0][name], results[rank][j][1]
+            shares.append(StoredTensor(3, "int64", tuple(arr.shape), arr.astype("<i8").tobytes(),
+                                       share_meta(rank, parties, precision, name in figures["integer"])))
+        figs = [results[r][j][1] for r in range(parties)]
+        out.append((combine(name, shares), {"seconds": max(f["seconds"] for f in figs),
+                                            "rounds": max(f["rounds"] for f in figs),
+                                            "bytes": sum(f["bytes"] for f in figs)}))
+    return out
