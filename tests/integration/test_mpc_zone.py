@@ -1,0 +1,171 @@
+"""The all-MPC MiniLM across real zone processes: accuracy, what each party received, bad shares, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from orchestrator.launcher import down, running, up
+from orchestrator.reference import reference_embedding
+from orchestrator.runtime import RunError
+from protos import tensor_pb2 as pb
+from protos import zone_pb2, zone_pb2_grpc
+from tests.conftest import POLICIES, policy_on_free_ports
+from tests.integration.conftest import Deployment
+from zones.common.certs import load_credentials
+from zones.common.server import secure_channel
+from zones.common.shares import split
+from zones.common.stream import frames
+
+STAGE_S = 45.0  # a party that stalls fails the session within this
+
+
+@pytest.fixture(scope="module")
+def all_mpc(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    transport = {"tls": {"certs_dir": ".hsi/certs"}, "deadlines": {"rpc_s": 15, "stage_s": STAGE_S}}
+    path = policy_on_free_ports(POLICIES / "all-mpc-minilm.yaml", tmp_path_factory.mktemp("policy"),
+                                transport=transport)
+    up(path)
+    try:
+        yield Deployment(path)
+    finally:
+        down(path)
+
+
+def _cosine(got: list[float], text: str) -> float:
+    want = reference_embedding("minilm-l6", text)
+    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
+
+
+def _embed(dep: Deployment, texts: list[str]) -> list[tuple[float, dict]]:  # type: ignore[type-arg]
+    rt = dep.runtime()
+    try:
+        out = []
+        for text in texts:
+            r = rt.embed(text)
+            out.append((_cosine(r.output["embedding"], text), r.to_dict()))
+        return out
+    finally:
+        rt.close()
+
+
+def test_all_mpc_embeddings_match_plaintext_and_parties_hold_only_shares(all_mpc: Deployment) -> None:
+    texts = ["Hi there.",
+             "Wire transfer of $9,800 to a new beneficiary flagged by the fraud model.",
+             "MRI shows a 4 mm non-obstructing stone in the left kidney; no hydronephrosis."]
+    for text, (cosine, run) in zip(texts, _embed(all_mpc, texts), strict=True):
+        print(f"all-mpc cosine {cosine:.6f}, {run['metrics']['mpc']['mpc']}, {run['metrics']['wall_s']} s: {text}")
+        assert cosine >= 0.99
+        privacy = run["privacy"]
+        assert privacy["mismatches"] == []
+        for r in privacy["observed"]:
+            if r["zone"] == "mpc":  # the parties get shares only, from the client's embedding zone
+                assert (r["encoding"], r["source_party"]) == ("share", "client"), r
+            else:
+                assert r["party"] == "client", r
+        assert {r["party"] for r in privacy["observed"] if r["zone"] == "mpc"} == {"owner", "keyholder"}
+        assert run["metrics"]["mpc"]["mpc"]["rounds"] > 0
+
+
+@pytest.mark.slow
+def test_all_mpc_ten_varied_sentences(all_mpc: Deployment) -> None:
+    texts = [
+        "The patient reports chest pain radiating to the left arm since this morning.",
+        "Please cancel my subscription and refund the last payment.",
+        "Sunny with a light breeze.",
+        "Hemoglobin A1c 8.9%, up from 7.2% three months ago; metformin dose increased.",
+        "The central bank held rates steady and signalled two cuts next year.",
+        "Where is the nearest pharmacy that is open on Sunday?",
+        "Suspicious login from an unrecognised device in another country was blocked.",
+        "I loved the film, although the ending felt rushed.",
+        "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive, HER2 negative.",
+        "Quarterly dividend of $0.24 per share payable to holders of record on June 1.",
+    ]
+    cosines = [c for c, _ in _embed(all_mpc, texts)]
+    print("all-mpc cosines:", [f"{c:.5f}" for c in cosines])
+    assert min(cosines) >= 0.99
+
+
+def test_shares_that_are_not_this_partys_are_refused(all_mpc: Deployment) -> None:
+    policy = all_mpc.policy
+    creds = load_credentials(all_mpc.certs, policy.principal("client", "embed-client"))
+    owner = policy.zone_endpoints("mpc")["owner"]
+    ch = secure_channel(creds, owner)
+    rt = all_mpc.runtime()
+    try:
+        rt.load()
+        stub = zone_pb2_grpc.ZoneStub(ch)
+        _, keyholders = split(torch.randn(4, 384), 2, 16)  # share 1 sent to party 0
+        header = pb.TensorHeader(session="bad-share", name="embeddings", encoding=pb.SHARE, source_party="client",
+                                 dtype="int64", shape=list(keyholders.shape), meta=keyholders.meta)
+        stub.PushTensor(frames(header, keyholders.data, 1 << 20), timeout=10)
+        run = zone_pb2_grpc.ZoneStub(rt._channel(owner))
+        with pytest.raises(grpc.RpcError) as e:
+            run.RunStage(zone_pb2.RunStageRequest(session="bad-share", plan_digest=rt.plan.digest, stage=1),
+                         timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "takes share 0 of 2" in e.value.details()
+    finally:
+        rt.close()
+        ch.close()
+
+
+def _fault_during_run(dep: Deployment, sig: signal.Signals) -> tuple[str, float]:
+    pids = running(dep.policy)
+    assert pids is not None
+    rt = dep.runtime()
+    rt.load()
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            rt.embed("Follow-up visit: blood pressure well controlled on amlodipine, continue current dose.")
+            result["error"] = None
+        except RunError as e:
+            result["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    start = time.monotonic()
+    t.start()
+    time.sleep(4)  # the MPC stage is under way
+    os.killpg(pids["mpc@keyholder"], sig)  # the whole process group: the zone and its worker
+    t.join(timeout=STAGE_S + 60)
+    rt.close()
+    assert not t.is_alive(), "the run did not end"
+    assert result["error"], "the run succeeded although a party was gone"
+    return str(result["error"]), time.monotonic() - start
+
+
+def _recovers(dep: Deployment) -> None:
+    (cosine, _), = _embed(dep, ["Back in service."])
+    assert cosine >= 0.99
+
+
+def test_killed_party_fails_the_session_naming_it_and_a_restart_recovers(all_mpc: Deployment) -> None:
+    error, seconds = _fault_during_run(all_mpc, signal.SIGKILL)
+    print(f"killed keyholder: failed after {seconds:.1f} s: {error[:300]}")
+    assert "keyholder" in error
+    assert seconds < STAGE_S
+    up(all_mpc.path)  # restarts only the dead party; the owner and the dealer freed the session
+    _recovers(all_mpc)
+
+
+def test_stalled_party_fails_the_session_within_its_deadline(all_mpc: Deployment) -> None:
+    pids = running(all_mpc.policy)
+    assert pids is not None
+    try:
+        error, seconds = _fault_during_run(all_mpc, signal.SIGSTOP)
+    finally:
+        os.killpg(pids["mpc@keyholder"], signal.SIGCONT)
+    print(f"stalled keyholder: failed after {seconds:.1f} s: {error[:300]}")
+    assert "keyholder" in error and "did not answer" in error
+    assert seconds < STAGE_S + 2 * all_mpc.policy.transport.deadlines.rpc_s
+    _recovers(all_mpc)
