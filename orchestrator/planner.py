@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator import cost
+from orchestrator.calibration import CalibrationError, load_calibration
 from orchestrator.conversions import conversion
 from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, ZoneKind
 from orchestrator.policy import MpcZone, Policy, TeeZone
@@ -72,6 +73,7 @@ class Plan:
     est_seconds: float
     est_bytes: int
     warnings: list[str]
+    calibration: dict[str, str] = field(default_factory=dict)  # MPC zone -> SHA-256 of its calibration
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-serialisable data."""
@@ -256,6 +258,29 @@ def _enforce(graph: Graph, policy: Policy, privacy: dict[str, PartyView]) -> Non
         raise PlanError("\n".join(problems))
 
 
+def _mpc_checks(graph: Graph, policy: Policy, stages: list[Stage]) -> dict[str, str]:
+    """Refuse MPC stages whose weights the owner cannot share; the digest of each MPC zone's calibration."""
+    problems, digests = [], {}
+    for s in stages:
+        z = policy.zones[s.zone]
+        if not isinstance(z, MpcZone):
+            continue
+        weighted = [name for name in s.ops if graph.op(name).weights]
+        if weighted and policy.model.owner not in z.parties:
+            problems.append(f"MPC zone {s.zone!r} runs op {weighted[0]!r}, which needs the model's weights, but the "
+                            f"model owner {policy.model.owner!r} is not one of its parties and cannot share them")
+        if s.zone not in digests:
+            try:
+                data = load_calibration(policy.model.name, graph, z.calibration)
+            except CalibrationError as e:
+                problems.append(str(e))
+                continue
+            digests[s.zone] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    if problems:
+        raise PlanError("\n".join(problems))
+    return digests
+
+
 def _warnings(policy: Policy) -> list[str]:
     out = []
     for name, z in policy.zones.items():
@@ -276,6 +301,7 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
     conversions = _conversions(graph, policy, stages, tokens)
     privacy = _privacy(graph, policy, stages, conversions)
     _enforce(graph, policy, privacy)
+    calibration = _mpc_checks(graph, policy, stages)
     return Plan(
         policy=policy.name,
         policy_digest=policy.digest(),
@@ -289,5 +315,6 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
         est_seconds=round(sum(s.est_seconds for s in stages), 6),
         est_bytes=sum(c.est_bytes for c in conversions),
         warnings=placement_warnings + _warnings(policy),
+        calibration=calibration,
     )
 

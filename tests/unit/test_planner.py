@@ -173,3 +173,20 @@ def test_smollm2_selective_privacy_report() -> None:
     assert "model.layers.1.mlp.residual" in owner  # the hidden state leaving block 1
     assert not [t for t in owner if t.startswith("model.layers.0.") or t.startswith("model.layers.1.self_attn")]
     assert plan.stages[-1].ops[-1] == "sample"
+
+
+def test_mpc_weights_need_the_owner_among_the_parties() -> None:
+    p = load_policy_text(HEADER.replace("parties: {owner: {port: 6003}, keyholder: {port: 6004}}",
+                                        "parties: {client: {port: 6003}, keyholder: {port: 6004}}")
+                         + 'placement:\n  - {match: "embeddings", zone: c}\n  - {match: "*", zone: m}\n', "p.yaml")
+    with pytest.raises(PlanError, match="model owner 'owner' is not one of its parties"):
+        make_plan(load_graph("minilm-l6"), p)
+
+
+def test_mpc_plan_pins_the_calibration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    body = 'placement:\n  - {match: "embeddings", zone: c}\n  - {match: "*", zone: m}\n'
+    plan = make_plan(load_graph("minilm-l6"), policy(body))
+    assert set(plan.calibration) == {"m"} and len(plan.calibration["m"]) == 64
+    missing = HEADER.replace("rendezvous_port: 6006", f"rendezvous_port: 6006\n    calibration: {tmp_path}/x.json")
+    with pytest.raises(PlanError, match="no MPC calibration"):
+        make_plan(load_graph("minilm-l6"), load_policy_text(missing + body, "p.yaml"))
