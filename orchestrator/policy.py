@@ -104,6 +104,8 @@ class MpcZone(_Strict):
     dealer_port: int = Field(ge=1, le=65535, description="gRPC port of the dealer process")
     rendezvous_port: int = Field(ge=1, le=65535, description="torch.distributed TCP rendezvous port at rank 0")
     fixed_point_bits: int = Field(16, ge=8, le=32)
+    peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "
+                                                         "stage gives the session up (a dead or stalled peer)")
     allow_insecure_dealer: bool = Field(False, description="permit the dealer at a compute party (tests only)")
     calibration: str | None = Field(None, description="MPC calibration file (`hsi calibrate`); default: the one "
                                                       "shipped for a packaged model")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,10 @@ from zones.serve import certs_dir
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain"})
+
+
+class _NotAnswering(Exception):
+    """Marks a process of a lockstep stage that failed its health probe while its peers had failed."""
 
 
 class RunError(RuntimeError):
@@ -264,21 +268,32 @@ class Runtime:
                                            position_offset=offset)
         calls: list[tuple[str, str, bool]] = [(p, self.policy.zone_endpoints(s.zone)[p], False) for p in s.parties]
         if s.kind == "mpc":
-            dealer, address = self.policy.dealer_endpoint(s.zone)
-            calls.append((dealer, address, True))
+            calls.append((*self.policy.dealer_endpoint(s.zone), True))
         if len(calls) == 1:
             reply = self._call(s.zone, "RunStage", request, self.deadline.stage_s, s.parties[0])
             m.time_by_zone[s.zone] += reply.seconds
             return
-        with ThreadPoolExecutor(len(calls)) as pool:
-            futures = {pool.submit(self._stub(s.zone, p, dealer).RunStage, request, timeout=self.deadline.stage_s):
-                       (p, a, dealer) for p, a, dealer in calls}
-            replies, errors = [], {}
-            for f, who in futures.items():
-                try:
-                    replies.append(f.result())
-                except grpc.RpcError as e:
-                    errors[who] = e
+        finished: queue.Queue[Any] = queue.Queue()
+        futures = {}
+        for who in calls:
+            f = self._stub(s.zone, who[0], who[2]).RunStage.future(request, timeout=self.deadline.stage_s)
+            futures[f] = who
+            f.add_done_callback(finished.put)
+        replies, errors = [], {}
+        pending = set(futures)
+        while pending:
+            f = finished.get()
+            pending.discard(f)
+            if f.exception() is None:
+                replies.append(f.result())
+                continue
+            errors[futures[f]] = f.exception()
+            # A peer failed, so the lockstep cannot finish: name who does not answer, stop waiting for the rest.
+            for other in pending:
+                if not self._healthy(futures[other][1]):
+                    errors[futures[other]] = _NotAnswering()
+                other.cancel()
+            pending = set()
         if errors:
             raise RunError(self._lockstep_failure(s, errors))
         m.time_by_zone[s.zone] += max(r.seconds for r in replies)
@@ -290,8 +305,9 @@ class Runtime:
         def name(who: tuple[str, str, bool]) -> str:
             return f"{'dealer' if who[2] else 'party'} {who[0]} ({who[1]})"
 
-        culprits = [who for who in errors if not self._healthy(who[1])]
-        detail = "; ".join(f"{name(w)}: {e.code().name}: {e.details()}" for w, e in errors.items())
+        culprits = [who for who, e in errors.items() if isinstance(e, _NotAnswering) or not self._healthy(who[1])]
+        detail = "; ".join(f"{name(w)}: {e.code().name}: {e.details()}" for w, e in errors.items()
+                           if not isinstance(e, _NotAnswering))
         if culprits:
             return (f"MPC stage {s.index} of zone {s.zone!r} failed: {', '.join(name(w) for w in culprits)} "
                     f"did not answer (down or stalled); the other parties freed the session. Errors: {detail}")

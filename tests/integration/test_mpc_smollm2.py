@@ -20,6 +20,7 @@ def all_mpc_smollm2(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # 4 prompts x 8 tokens at about a minute per token
 def test_all_mpc_greedy_tokens_match_plaintext(all_mpc_smollm2: Deployment) -> None:
     rt = all_mpc_smollm2.runtime()
     matches = []

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+import yaml
 
 from orchestrator.launcher import down, running, up
 from orchestrator.reference import reference_embedding
@@ -25,14 +26,20 @@ from zones.common.server import secure_channel
 from zones.common.shares import split
 from zones.common.stream import frames
 
-STAGE_S = 45.0  # a party that stalls fails the session within this
+PEER_TIMEOUT_S = 15.0  # a party waiting this long for a peer within a stage gives the session up
+RPC_S = 15.0
+# Far below the 600 s stage deadline: the 4 s before the fault, a peer's timeout, an RPC deadline (the fault
+# may strike a transfer rather than the stage), health probes.
+BOUND_S = 4 + PEER_TIMEOUT_S + RPC_S + 10
 
 
 @pytest.fixture(scope="module")
 def all_mpc(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    transport = {"tls": {"certs_dir": ".hsi/certs"}, "deadlines": {"rpc_s": 15, "stage_s": STAGE_S}}
-    path = policy_on_free_ports(POLICIES / "all-mpc-minilm.yaml", tmp_path_factory.mktemp("policy"),
-                                transport=transport)
+    path = policy_on_free_ports(POLICIES / "all-mpc-minilm.yaml", tmp_path_factory.mktemp("policy"))
+    data = yaml.safe_load(path.read_text())
+    data["zones"]["mpc"]["peer_timeout_s"] = PEER_TIMEOUT_S
+    data["transport"]["deadlines"]["rpc_s"] = RPC_S
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     up(path)
     try:
         yield Deployment(path)
@@ -58,9 +65,7 @@ def _embed(dep: Deployment, texts: list[str]) -> list[tuple[float, dict]]:  # ty
 
 
 def test_all_mpc_embeddings_match_plaintext_and_parties_hold_only_shares(all_mpc: Deployment) -> None:
-    texts = ["Hi there.",
-             "Wire transfer of $9,800 to a new beneficiary flagged by the fraud model.",
-             "MRI shows a 4 mm non-obstructing stone in the left kidney; no hydronephrosis."]
+    texts = ["Hi there.", "Wire transfer of $9,800 to a new beneficiary flagged by the fraud model."]
     for text, (cosine, run) in zip(texts, _embed(all_mpc, texts), strict=True):
         print(f"all-mpc cosine {cosine:.6f}, {run['metrics']['mpc']['mpc']}, {run['metrics']['wall_s']} s: {text}")
         assert cosine >= 0.99
@@ -76,6 +81,7 @@ def test_all_mpc_embeddings_match_plaintext_and_parties_hold_only_shares(all_mpc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_all_mpc_ten_varied_sentences(all_mpc: Deployment) -> None:
     texts = [
         "The patient reports chest pain radiating to the left arm since this morning.",
@@ -137,7 +143,7 @@ def _fault_during_run(dep: Deployment, sig: signal.Signals) -> tuple[str, float]
     t.start()
     time.sleep(4)  # the MPC stage is under way
     os.killpg(pids["mpc@keyholder"], sig)  # the whole process group: the zone and its worker
-    t.join(timeout=STAGE_S + 60)
+    t.join(timeout=PEER_TIMEOUT_S + 60)
     rt.close()
     assert not t.is_alive(), "the run did not end"
     assert result["error"], "the run succeeded although a party was gone"
@@ -153,7 +159,7 @@ def test_killed_party_fails_the_session_naming_it_and_a_restart_recovers(all_mpc
     error, seconds = _fault_during_run(all_mpc, signal.SIGKILL)
     print(f"killed keyholder: failed after {seconds:.1f} s: {error[:300]}")
     assert "keyholder" in error
-    assert seconds < STAGE_S
+    assert seconds < BOUND_S
     up(all_mpc.path)  # restarts only the dead party; the owner and the dealer freed the session
     _recovers(all_mpc)
 
@@ -167,5 +173,5 @@ def test_stalled_party_fails_the_session_within_its_deadline(all_mpc: Deployment
         os.killpg(pids["mpc@keyholder"], signal.SIGCONT)
     print(f"stalled keyholder: failed after {seconds:.1f} s: {error[:300]}")
     assert "keyholder" in error and "did not answer" in error
-    assert seconds < STAGE_S + 2 * all_mpc.policy.transport.deadlines.rpc_s
+    assert seconds < BOUND_S
     _recovers(all_mpc)

@@ -33,9 +33,9 @@ _CTX = multiprocessing.get_context("spawn")  # a forked child deadlocks on PyTor
 class _Worker:
     """A spawned CrypTen worker and the pipe to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: str | None = None) -> None:
         self.conn, child = _CTX.Pipe()
-        self.process = _CTX.Process(target=worker_main, args=(child,), daemon=True)
+        self.process = _CTX.Process(target=worker_main, args=(child, preload), daemon=True)
         self.process.start()
         child.close()
         self.last_used = time.monotonic()
@@ -95,10 +95,15 @@ class _Base:
         self.rendezvous = f"tcp://{policy.parties[first].address}:{z.rendezvous_port}"
         self.interface = interface_for(policy.parties[party].address)
         self.timeout = policy.transport.deadlines.stage_s
+        # Parties wait for each other only within a stage; the dealer idles between stages (while other
+        # zones compute), so only its waits may last as long as a stage.
+        self.peer_timeout = self.timeout if self.role == DEALER else min(z.peer_timeout_s, self.timeout)
         self.owner_rank = names.index(policy.model.owner) if policy.model.owner in names else None
         self._lock = threading.Lock()
         self._sessions: dict[str, _Worker] = {}
-        self._spare: _Worker | None = _Worker()
+        # the owner's workers load the model while they wait for a session
+        self._preload = policy.model.name if self.role == PARTY and self.rank == self.owner_rank else None
+        self._spare: _Worker | None = _Worker(self._preload)
         self._traffic: dict[str, tuple[int, int]] = {}
 
     def _calibration(self) -> dict[str, Any]:
@@ -110,24 +115,31 @@ class _Base:
 
     def _worker(self, session: str) -> _Worker:
         """The session's worker, started and joined on the session's first call."""
-        with self._lock:
-            w = self._sessions.get(session)
-            if w is not None:
-                if not w.process.is_alive():
-                    raise ZoneError(grpc.StatusCode.ABORTED, f"{self._who(session)}: the session's worker is gone "
-                                                             f"(exit code {w.process.exitcode}); start a new session")
-                return w
-            self._reap_idle()
-            if self._sessions:
+        end = time.monotonic() + self.peer_timeout
+        while True:
+            with self._lock:
+                w = self._sessions.get(session)
+                if w is not None:
+                    if not w.process.is_alive():
+                        raise ZoneError(grpc.StatusCode.ABORTED, f"{self._who(session)}: the session's worker is "
+                                        f"gone (exit code {w.process.exitcode}); start a new session")
+                    return w
+                self._reap_idle()
+                if not self._sessions:
+                    break
                 other = next(iter(self._sessions))
+            # A failed session may still be winding down (its worker notices the lost peer); wait for it a little.
+            if time.monotonic() > end:
                 raise ZoneError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"MPC zone {self.zone!r} at {self.party} is serving session {other[:12]}; the parties "
                                 "run one session at a time, retry when it is released")
-            w = self._spare if self._spare is not None and self._spare.process.is_alive() else _Worker()
-            self._spare = _Worker()
+            time.sleep(0.2)
+        with self._lock:
+            w = self._spare if self._spare is not None and self._spare.process.is_alive() else _Worker(self._preload)
+            self._spare = _Worker(self._preload)
             self._sessions[session] = w
         spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), self.rendezvous,  # type: ignore[arg-type]
-                          self.interface, self.cfg.fixed_point_bits, self.timeout, self.policy.model.name,
+                          self.interface, self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
                           self.owner_rank, self._calibration())
         try:
             w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers")
@@ -204,8 +216,13 @@ class MpcEngine(_Base):
         """Run the stage on this party's shares; its outputs are this party's shares."""
         arrays = {n: self._input(n, t) for n, t in inputs.items()}
         w = self._worker(ctx.session)
-        _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs), self.timeout,
-                                    f"{self._who(ctx.session)} stage {stage.index}")
+        try:
+            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs),
+                                        self.timeout, f"{self._who(ctx.session)} stage {stage.index}")
+        except ZoneError:
+            with self._lock:  # the session is over at this party; the zone is free for the next one
+                self._sessions.pop(ctx.session, None)
+            raise
         with self._lock:
             self._traffic[ctx.session] = (int(figures["rounds"]), int(figures["bytes"]))
         parties, bits = len(self.cfg.parties), self.cfg.fixed_point_bits

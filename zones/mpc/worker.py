@@ -161,11 +161,15 @@ class _Party:
         return out, figures  # type: ignore[return-value]
 
 
-def worker_main(conn: Any) -> None:
-    """Entry point of a spawned worker: import CrypTen while idle, then serve one session from the pipe."""
+def worker_main(conn: Any, preload: str | None = None) -> None:
+    """Entry point of a spawned worker: import CrypTen (and the owner's model) while idle, then serve one session."""
     from zones.mpc.compat import import_crypten
 
-    import_crypten()  # the slow part, done before a session needs this worker
+    import_crypten()  # the slow parts, done before a session needs this worker
+    if preload:
+        from orchestrator.models.registry import load_model
+
+        load_model(preload).weights()
     try:
         msg = conn.recv()
     except EOFError:
