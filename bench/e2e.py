@@ -6,7 +6,6 @@ Prints a table; `--json FILE` writes one flat record per (plan, input).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.records import write_records  # noqa: E402
 from orchestrator.launcher import zones_up  # noqa: E402
 from orchestrator.models.registry import load_model  # noqa: E402
 from orchestrator.policy import load_policy  # noqa: E402
@@ -121,9 +121,7 @@ def main() -> int:
     for plan in args.plans:
         records += bench_plan(plan, args.new_tokens, args.network)
     print_table(records)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
+    write_records(args.json, records)
     return 0
 
 

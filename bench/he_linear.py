@@ -21,6 +21,7 @@ import openfhe as fhe
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.records import write_records  # noqa: E402
 from orchestrator.policy import CkksParams  # noqa: E402
 from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys  # noqa: E402
 from zones.common.ckks.packing import Packing  # noqa: E402
@@ -104,9 +105,7 @@ def main() -> int:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     records = bench(args.ring_dims, shapes, args.tokens, args.reps, args.width)  # type: ignore[arg-type]
     print_table(records)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
+    write_records(args.json, records)
     return 0
 
 

@@ -9,7 +9,6 @@ seconds, rounds, bytes, max_abs_err.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.records import write_records  # noqa: E402
 from orchestrator.models.registry import load_graph, load_model  # noqa: E402
 from zones.mpc.kernels import MASKED_SCORE  # noqa: E402
 from zones.mpc.local import run_ops  # noqa: E402
@@ -93,9 +93,7 @@ def main() -> int:
                for r in bench_plan("all-mpc-minilm" if model == "minilm-l6" else "all-mpc-smollm2", 8, "loopback")]
         print_e2e(e2e)
         records += [{"op": "e2e", **r} for r in e2e]
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
+    write_records(args.json, records)
     return 0
 
 
