@@ -188,6 +188,7 @@ def worker_main(conn: Any, preload: str | None = None) -> None:
             from zones.mpc.fixed_weights import serve_dealer
 
             serve_dealer()  # serves triples until rank 0 says "terminate"
+            crypten.uninit()
             conn.send(("done",))
             return
         party = _Party(spec, crypten)
