@@ -51,6 +51,21 @@ def _summary(names: list[str], show: int = 3) -> str:
     return f"{len(names)}: {head}" + (", ..." if len(names) > show else "")
 
 
+def cmd_deploy_bundle(args: argparse.Namespace) -> int:
+    """Write one party's deployment bundle."""
+    from orchestrator.bundle import BundleError, make_bundle
+
+    try:
+        manifest = make_bundle(args.policy, args.party, args.out)
+    except BundleError as e:
+        err.print(f"error: {e}")
+        return 2
+    procs = ", ".join(f"{p['zone']}{' (dealer)' if p['dealer'] else ''}" for p in manifest["processes"])  # type: ignore[attr-defined]
+    out.print(f"bundle for {args.party} in {args.out}: principals {', '.join(manifest['principals'])}; "  # type: ignore[arg-type]
+              f"zones {procs or 'none'}; start with {args.out}/start.sh")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure a model's MPC calibration constants on the public corpus and write them (the model owner runs it)."""
     from orchestrator.calibration import calibrate, packaged_path
@@ -387,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".hsi/softhsm")
     s.add_argument("--label", default="hsi-tee")
     s.set_defaults(func=cmd_tee_init_token)
+
+    deploy = sub.add_parser("deploy", help="multi-party deployment").add_subparsers(dest="sub", required=True)
+    s = deploy.add_parser("bundle", help="write what one party needs to run its zones, and nothing else")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--party", required=True)
+    s.add_argument("--out", required=True, help="a new directory")
+    s.set_defaults(func=cmd_deploy_bundle)
 
     s = sub.add_parser("calibrate", help="measure a model's MPC calibration constants (model owner)")
     s.add_argument("--model", required=True)

@@ -1,0 +1,89 @@
+"""Deployment bundles: everything one party needs to run its part of a policy, and nothing it must not have.
+
+A bundle holds the CA certificate (never the CA key), the certificates and private keys of the party's own
+principals only, the public policy, the list of the party's zone processes, and a start script that runs
+them from the bundle. Two parties' bundles share no private key.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import yaml
+
+from orchestrator.launcher import ensure_certs, principals
+from orchestrator.policy import Policy, ZoneProcess, load_policy
+from zones.common.certs import CA_CERT, cert_stem
+from zones.serve import certs_dir
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be made: unknown party, missing certificate, non-empty target."""
+
+
+def party_principals(policy: Policy, party: str) -> list[str]:
+    """The principals whose private keys belong to `party` (its zone processes, runtime, operators)."""
+    return sorted(p for p in principals(policy) if p.partition("/")[0] == party)
+
+
+def party_processes(policy: Policy, party: str) -> list[ZoneProcess]:
+    """The zone processes `party` runs (an MPC dealer included)."""
+    return [p for p in policy.processes() if p.party == party]
+
+
+_START = """#!/usr/bin/env bash
+# Start the zone processes of party {party} for policy {name}; stop them all on exit or signal.
+set -euo pipefail
+cd "$(dirname "$0")"
+export HSI_CERTS_DIR="$PWD/certs" HSI_STATE_DIR="$PWD/run" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+HSI="${{HSI:-hsi}}"
+mkdir -p run
+pids=()
+trap 'kill "${{pids[@]}}" 2>/dev/null; wait' EXIT INT TERM
+{commands}
+wait -n
+"""
+
+
+def make_bundle(policy_path: str | Path, party: str, out: str | Path) -> dict[str, object]:
+    """Write party `party`'s bundle of the policy to `out`; a manifest of what it holds."""
+    policy = load_policy(policy_path)
+    if party not in policy.parties:
+        raise BundleError(f"policy {policy.name!r} has no party {party!r} (parties: {', '.join(policy.parties)})")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"{out} is not empty; a bundle goes to a new directory")
+    src = certs_dir(policy)
+    ensure_certs(policy, src)
+    certs = out / "certs"
+    certs.mkdir(parents=True)
+    shutil.copy(src / CA_CERT, certs / CA_CERT)
+    keys = []
+    for principal in party_principals(policy, party):
+        stem = cert_stem(principal)
+        for suffix in (".pem", ".key"):
+            if not (src / f"{stem}{suffix}").is_file():
+                raise BundleError(f"no certificate for {principal} in {src}")
+            shutil.copy(src / f"{stem}{suffix}", certs / f"{stem}{suffix}")
+        (certs / f"{stem}.key").chmod(0o600)
+        keys.append(principal)
+    data = yaml.safe_load(Path(policy_path).read_text())
+    data.setdefault("transport", {}).setdefault("tls", {})["certs_dir"] = "certs"
+    (out / "policy.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    procs = party_processes(policy, party)
+    commands = "\n".join(
+        f'"$HSI" zone serve --policy policy.yaml --zone {p.zone} --party {p.party}{" --dealer" if p.dealer else ""} '
+        f'> run/{p.key.replace("@", ".").replace("+", ".")}.log 2>&1 & pids+=($!)' for p in procs)
+    start = out / "start.sh"
+    start.write_text(_START.format(party=party, name=policy.name, commands=commands or "true"))
+    start.chmod(start.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    manifest: dict[str, object] = {
+        "policy": policy.name, "policy_digest": policy.digest(), "party": party, "principals": keys,
+        "processes": [{"zone": p.zone, "address": p.address, "dealer": p.dealer} for p in procs],
+        "runs_client": policy.client == party,
+    }
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
