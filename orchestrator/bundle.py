@@ -48,15 +48,18 @@ wait -n
 """
 
 
-def make_bundle(policy_path: str | Path, party: str, out: str | Path) -> dict[str, object]:
-    """Write party `party`'s bundle of the policy to `out`; a manifest of what it holds."""
+def make_bundle(policy_path: str | Path, party: str, out: str | Path, pki: Path | None = None) -> dict[str, object]:
+    """Write party `party`'s bundle of the policy to `out`; a manifest of what it holds.
+
+    Certificates come from `pki` (default: the policy's certificate directory), issued there if missing.
+    """
     policy = load_policy(policy_path)
     if party not in policy.parties:
         raise BundleError(f"policy {policy.name!r} has no party {party!r} (parties: {', '.join(policy.parties)})")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} is not empty; a bundle goes to a new directory")
-    src = certs_dir(policy)
+    src = pki or certs_dir(policy)
     ensure_certs(policy, src)
     certs = out / "certs"
     certs.mkdir(parents=True)
