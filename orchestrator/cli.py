@@ -66,6 +66,19 @@ def cmd_deploy_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_k8s(args: argparse.Namespace) -> int:
+    """Print (or write) one party's Kubernetes manifests."""
+    from orchestrator.k8s import render_yaml
+
+    text = render_yaml(args.policy, args.party, args.image)
+    if args.out:
+        Path(args.out).write_text(text)
+        err.print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure a model's MPC calibration constants on the public corpus and write them (the model owner runs it)."""
     from orchestrator.calibration import calibrate, packaged_path
@@ -409,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--party", required=True)
     s.add_argument("--out", required=True, help="a new directory")
     s.set_defaults(func=cmd_deploy_bundle)
+    s = deploy.add_parser("k8s", help="render one party's Kubernetes manifests")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--party", required=True)
+    s.add_argument("--image", default="hsi:latest", help="container image holding hsi (deploy/compose/Dockerfile)")
+    s.add_argument("--out", help="write to this file instead of standard output")
+    s.set_defaults(func=cmd_deploy_k8s)
 
     s = sub.add_parser("calibrate", help="measure a model's MPC calibration constants (model owner)")
     s.add_argument("--model", required=True)

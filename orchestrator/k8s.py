@@ -1,0 +1,104 @@
+"""Kubernetes manifests for one party: its zone processes as Deployments and Services, a NetworkPolicy per
+zone that admits only the policy's peers of that zone, its certificates as a Secret, the policy as a ConfigMap.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.bundle import party_principals, party_processes
+from orchestrator.launcher import ensure_certs
+from orchestrator.models.registry import load_graph
+from orchestrator.planner import make_plan
+from orchestrator.policy import MpcZone, Policy, ZoneProcess, load_policy
+from zones.common.certs import CA_CERT, cert_stem
+from zones.common.zone_service import zone_allow_table
+from zones.serve import certs_dir
+
+MOUNT = "/etc/hsi"
+
+
+def _name(*parts: str) -> str:
+    return "-".join(p.lower().replace("_", "-").replace(".", "-") for p in ("hsi", *parts))[:63]
+
+
+def zone_peers(policy: Policy, proc: ZoneProcess) -> set[str]:
+    """The parties whose processes call or connect to this zone process (its own party's runtime included)."""
+    plan = make_plan(load_graph(policy.model.name), policy)
+    peers = {p.partition("/")[0] for principals in zone_allow_table(policy, plan, proc.zone).values()
+             for p in principals}
+    z = policy.zones[proc.zone]
+    if isinstance(z, MpcZone):  # the lockstep: every compute party and the dealer connect to each other
+        peers |= set(z.parties) | {z.dealer}
+    return peers
+
+
+def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
+           pki: Path | None = None) -> list[dict[str, Any]]:
+    """The manifests of party `party` of the policy."""
+    policy = load_policy(policy_path)
+    if party not in policy.parties:
+        raise ValueError(f"policy {policy.name!r} has no party {party!r}")
+    src = pki or certs_dir(policy)
+    ensure_certs(policy, src)
+    files = {CA_CERT: (src / CA_CERT).read_bytes()}
+    for principal in party_principals(policy, party):
+        for suffix in (".pem", ".key"):
+            files[cert_stem(principal) + suffix] = (src / f"{cert_stem(principal)}{suffix}").read_bytes()
+    data = yaml.safe_load(Path(policy_path).read_text())
+    data.setdefault("transport", {}).setdefault("tls", {})["certs_dir"] = f"{MOUNT}/certs"
+    labels = {"app.kubernetes.io/part-of": "hsi", "hsi/policy": _name(policy.name)[4:], "hsi/party": _name(party)[4:]}
+    secret, config = _name(policy.name, party, "certs"), _name(policy.name, party, "policy")
+    out: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "labels": labels}, "type": "Opaque",
+         "data": {k: base64.b64encode(v).decode() for k, v in sorted(files.items())}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config, "labels": labels},
+         "data": {"policy.yaml": yaml.safe_dump(data, sort_keys=False)}},
+    ]
+    for proc in party_processes(policy, party):
+        name = _name(proc.zone, proc.party, *(["dealer"] if proc.dealer else []))
+        port = int(proc.address.rsplit(":", 1)[1])
+        sel = {**labels, "hsi/process": name[4:]}
+        ports = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+        z = policy.zones[proc.zone]
+        if isinstance(z, MpcZone) and not proc.dealer and next(iter(z.parties)) == proc.party:
+            ports.append({"name": "rendezvous", "containerPort": z.rendezvous_port, "protocol": "TCP"})
+        command = ["hsi", "zone", "serve", "--policy", f"{MOUNT}/policy/policy.yaml", "--zone", proc.zone,
+                   "--party", proc.party] + (["--dealer"] if proc.dealer else [])
+        out.append({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": sel},
+            "spec": {"replicas": 1, "selector": {"matchLabels": sel}, "template": {
+                "metadata": {"labels": sel},
+                "spec": {"containers": [{
+                    "name": "zone", "image": image, "command": command, "ports": ports,
+                    "env": [{"name": "HSI_CERTS_DIR", "value": f"{MOUNT}/certs"},
+                            {"name": "HF_HUB_OFFLINE", "value": "1"}],
+                    "readinessProbe": {"grpc": {"port": port}, "periodSeconds": 5},
+                    "volumeMounts": [{"name": "certs", "mountPath": f"{MOUNT}/certs", "readOnly": True},
+                                     {"name": "policy", "mountPath": f"{MOUNT}/policy", "readOnly": True}]}],
+                    "volumes": [{"name": "certs", "secret": {"secretName": secret, "defaultMode": 0o400}},
+                                {"name": "policy", "configMap": {"name": config}}]}}}})
+        out.append({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": sel},
+            "spec": {"selector": sel, "ports": [{"name": p["name"], "port": p["containerPort"],
+                                                 "targetPort": p["containerPort"], "protocol": "TCP"} for p in ports]}})
+        peers = sorted(zone_peers(policy, proc))
+        # gloo connects MPC peers on ephemeral ports: their rule admits every TCP port
+        peer_ports = None if isinstance(z, MpcZone) else [{"port": port, "protocol": "TCP"}]
+        rule: dict[str, Any] = {"from": [{"ipBlock": {"cidr": f"{policy.parties[p].address}/32"}} for p in peers]}
+        if peer_ports:
+            rule["ports"] = peer_ports
+        out.append({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "labels": sel},
+            "spec": {"podSelector": {"matchLabels": sel}, "policyTypes": ["Ingress"],
+                     "ingress": [rule] if peers else []}})
+    return out
+
+
+def render_yaml(policy_path: str | Path, party: str, image: str = "hsi:latest") -> str:
+    """The manifests as one multi-document YAML."""
+    return yaml.safe_dump_all(render(policy_path, party, image), sort_keys=False)

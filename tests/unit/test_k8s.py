@@ -1,0 +1,41 @@
+"""Kubernetes manifests rendered per party, validated offline against the API schemas."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from orchestrator.k8s import render
+from tests.conftest import POLICIES
+
+K8S_VERSION = "1.30.0"
+
+
+@pytest.mark.parametrize("policy,party", [("all-mpc-minilm.yaml", "owner"), ("all-mpc-minilm.yaml", "dealer"),
+                                          ("plain-smollm2.yaml", "client")])
+def test_rendered_manifests_are_valid_and_admit_only_peers(hsi_env: Path, policy: str, party: str) -> None:
+    docs = render(POLICIES / policy, party)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = [d["kind"] for d in docs]
+    assert kinds[:2] == ["Secret", "ConfigMap"] and kinds.count("Deployment") == kinds.count("NetworkPolicy") >= 1
+    secret = docs[0]["data"]
+    assert "ca.key" not in secret and "ca.pem" in secret
+    assert all(k == "ca.pem" or k.startswith(f"{party}__") for k in secret), sorted(secret)
+    assert b"PRIVATE KEY" in base64.b64decode(next(v for k, v in secret.items() if k.endswith(".key")))
+    for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        cidrs = {b["ipBlock"]["cidr"] for rule in np["spec"]["ingress"] for b in rule["from"]}
+        assert cidrs and all(c.endswith("/32") for c in cidrs)
+
+
+def test_mpc_party_admits_its_peers_and_the_dealer_on_every_port(hsi_env: Path) -> None:
+    docs = render(POLICIES / "all-mpc-minilm.yaml", "owner")
+    np, = (d for d in docs if d["kind"] == "NetworkPolicy")
+    rule, = np["spec"]["ingress"]
+    assert "ports" not in rule  # gloo uses ephemeral ports between the parties
+    dep, = (d for d in docs if d["kind"] == "Deployment")
+    ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert ports == {"grpc", "rendezvous"}  # rank 0 hosts the rendezvous
