@@ -66,9 +66,12 @@ def cmd_deploy_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deploy_k8s(args: argparse.Namespace) -> int:
-    """Print (or write) one party's Kubernetes manifests."""
-    from orchestrator.k8s import render_yaml
+def cmd_deploy_render(args: argparse.Namespace) -> int:
+    """Print (or write) one party's Kubernetes manifests or compose file."""
+    if args.sub == "k8s":
+        from orchestrator.k8s import render_yaml
+    else:
+        from orchestrator.compose import render_yaml
 
     text = render_yaml(args.policy, args.party, args.image)
     if args.out:
@@ -422,12 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--party", required=True)
     s.add_argument("--out", required=True, help="a new directory")
     s.set_defaults(func=cmd_deploy_bundle)
-    s = deploy.add_parser("k8s", help="render one party's Kubernetes manifests")
-    s.add_argument("--policy", required=True)
-    s.add_argument("--party", required=True)
-    s.add_argument("--image", default="hsi:latest", help="container image holding hsi (deploy/compose/Dockerfile)")
-    s.add_argument("--out", help="write to this file instead of standard output")
-    s.set_defaults(func=cmd_deploy_k8s)
+    for kind, helptext in (("k8s", "render one party's Kubernetes manifests"),
+                           ("compose", "render one party's docker compose file (run it beside its bundle)")):
+        s = deploy.add_parser(kind, help=helptext)
+        s.add_argument("--policy", required=True)
+        s.add_argument("--party", required=True)
+        s.add_argument("--image", default="hsi:latest", help="container image holding hsi (deploy/compose/Dockerfile)")
+        s.add_argument("--out", help="write to this file instead of standard output")
+        s.set_defaults(func=cmd_deploy_render)
 
     s = sub.add_parser("calibrate", help="measure a model's MPC calibration constants (model owner)")
     s.add_argument("--model", required=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from orchestrator.compose import render as render_compose
 from orchestrator.k8s import render
 from tests.conftest import POLICIES
 
@@ -39,3 +40,14 @@ def test_mpc_party_admits_its_peers_and_the_dealer_on_every_port(hsi_env: Path) 
     dep, = (d for d in docs if d["kind"] == "Deployment")
     ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert ports == {"grpc", "rendezvous"}  # rank 0 hosts the rendezvous
+
+
+def test_compose_file_runs_each_zone_process_of_the_party_from_its_bundle(hsi_env: Path) -> None:
+    doc = render_compose(POLICIES / "all-mpc-minilm.yaml", "keyholder")
+    assert list(doc["services"]) == ["mpc-keyholder"]
+    svc = doc["services"]["mpc-keyholder"]
+    assert svc["command"][-4:] == ["--zone", "mpc", "--party", "keyholder"] and svc["network_mode"] == "host"
+    assert "./bundle:/bundle:ro" in svc["volumes"]
+    dealer = render_compose(POLICIES / "all-mpc-minilm.yaml", "dealer")["services"]
+    assert [s["command"][-1] for s in dealer.values()] == ["--dealer"]
+    assert render_compose(POLICIES / "plain-minilm.yaml", "client")["services"].keys() == {"embed-client-client"}
