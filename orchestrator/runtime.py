@@ -258,8 +258,8 @@ class Runtime:
             for receiver in receivers:
                 reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
                     session=session, name=t, to_zone=dst.zone, to_party=receiver), self.deadline.rpc_s, sender)
-                to = ", ".join(dst.parties) if not receiver else receiver
-                link = f"{self.policy.principal(sender, src.zone)}->{dst.zone}@{to}"
+                to = "+".join(self.policy.principal(p, dst.zone) for p in ([receiver] if receiver else dst.parties))
+                link = f"{self.policy.principal(sender, src.zone)}->{to}"
                 m.bytes_by_link[link] += reply.bytes
 
     def _run_stage(self, session: str, s: Stage, offset: int, m: Metrics) -> None:
