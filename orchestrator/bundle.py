@@ -34,6 +34,30 @@ def party_processes(policy: Policy, party: str) -> list[ZoneProcess]:
     return [p for p in policy.processes() if p.party == party]
 
 
+def party_cert_files(policy: Policy, party: str, pki: Path | None = None) -> dict[str, Path]:
+    """File name -> path of what `party` may hold from the PKI: the CA certificate and its own principals' keys.
+
+    Missing certificates are issued first in `pki` (default: the policy's certificate directory).
+    """
+    src = pki or certs_dir(policy)
+    ensure_certs(policy, src)
+    files = {CA_CERT: src / CA_CERT}
+    for principal in party_principals(policy, party):
+        for suffix in (".pem", ".key"):
+            name = f"{cert_stem(principal)}{suffix}"
+            if not (src / name).is_file():
+                raise BundleError(f"no certificate for {principal} in {src}")
+            files[name] = src / name
+    return files
+
+
+def policy_text_with_certs_dir(policy_path: str | Path, directory: str) -> str:
+    """The policy file's YAML with its certificate directory pointing at `directory`."""
+    data = yaml.safe_load(Path(policy_path).read_text())
+    data.setdefault("transport", {}).setdefault("tls", {})["certs_dir"] = directory
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
 _START = """#!/usr/bin/env bash
 # Start the zone processes of party {party} for policy {name}; stop them all on exit or signal.
 set -euo pipefail
@@ -59,23 +83,14 @@ def make_bundle(policy_path: str | Path, party: str, out: str | Path, pki: Path 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} is not empty; a bundle goes to a new directory")
-    src = pki or certs_dir(policy)
-    ensure_certs(policy, src)
     certs = out / "certs"
     certs.mkdir(parents=True)
-    shutil.copy(src / CA_CERT, certs / CA_CERT)
-    keys = []
-    for principal in party_principals(policy, party):
-        stem = cert_stem(principal)
-        for suffix in (".pem", ".key"):
-            if not (src / f"{stem}{suffix}").is_file():
-                raise BundleError(f"no certificate for {principal} in {src}")
-            shutil.copy(src / f"{stem}{suffix}", certs / f"{stem}{suffix}")
-        (certs / f"{stem}.key").chmod(0o600)
-        keys.append(principal)
-    data = yaml.safe_load(Path(policy_path).read_text())
-    data.setdefault("transport", {}).setdefault("tls", {})["certs_dir"] = "certs"
-    (out / "policy.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for name, path in party_cert_files(policy, party, pki).items():
+        shutil.copy(path, certs / name)
+        if name.endswith(".key"):
+            (certs / name).chmod(0o600)
+    keys = party_principals(policy, party)
+    (out / "policy.yaml").write_text(policy_text_with_certs_dir(policy_path, "certs"))
     procs = party_processes(policy, party)
     commands = "\n".join(
         f'"$HSI" zone serve --policy policy.yaml --zone {p.zone} --party {p.party}{" --dealer" if p.dealer else ""} '

@@ -10,14 +10,11 @@ from typing import Any
 
 import yaml
 
-from orchestrator.bundle import party_principals, party_processes
-from orchestrator.launcher import ensure_certs
+from orchestrator.bundle import party_cert_files, party_processes, policy_text_with_certs_dir
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import make_plan
 from orchestrator.policy import MpcZone, Policy, ZoneProcess, load_policy
-from zones.common.certs import CA_CERT, cert_stem
 from zones.common.zone_service import zone_allow_table
-from zones.serve import certs_dir
 
 MOUNT = "/etc/hsi"
 
@@ -43,21 +40,15 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
     policy = load_policy(policy_path)
     if party not in policy.parties:
         raise ValueError(f"policy {policy.name!r} has no party {party!r}")
-    src = pki or certs_dir(policy)
-    ensure_certs(policy, src)
-    files = {CA_CERT: (src / CA_CERT).read_bytes()}
-    for principal in party_principals(policy, party):
-        for suffix in (".pem", ".key"):
-            files[cert_stem(principal) + suffix] = (src / f"{cert_stem(principal)}{suffix}").read_bytes()
-    data = yaml.safe_load(Path(policy_path).read_text())
-    data.setdefault("transport", {}).setdefault("tls", {})["certs_dir"] = f"{MOUNT}/certs"
+    files = {name: path.read_bytes() for name, path in party_cert_files(policy, party, pki).items()}
+    policy_text = policy_text_with_certs_dir(policy_path, f"{MOUNT}/certs")
     labels = {"app.kubernetes.io/part-of": "hsi", "hsi/policy": _name(policy.name)[4:], "hsi/party": _name(party)[4:]}
     secret, config = _name(policy.name, party, "certs"), _name(policy.name, party, "policy")
     out: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "labels": labels}, "type": "Opaque",
          "data": {k: base64.b64encode(v).decode() for k, v in sorted(files.items())}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config, "labels": labels},
-         "data": {"policy.yaml": yaml.safe_dump(data, sort_keys=False)}},
+         "data": {"policy.yaml": policy_text}},
     ]
     for proc in party_processes(policy, party):
         name = _name(proc.zone, proc.party, *(["dealer"] if proc.dealer else []))
