@@ -101,13 +101,16 @@ def calibrate(model: str, corpus: tuple[str, ...] = CORPUS) -> dict[str, Any]:
     hi: dict[str, float] = {}
     vmin: dict[str, float] = {}
     vmax: dict[str, float] = {}
+    absmax: dict[str, float] = {}
     for text in corpus:
         if m.graph.arch == "llama":
             text = m.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                    add_generation_prompt=True)
         ids = torch.tensor(m.tokenizer(text)["input_ids"], dtype=torch.int64)
-        wanted = sorted({op.inputs[0] for op in watched} | {op.inputs[0] for op in ranged.values()})
-        env = executor.run({"input_ids": ids}, StepContext(0), SessionState(), wanted)
+        env = executor.run({"input_ids": ids}, StepContext(0), SessionState(), [op.name for op in m.graph.ops])
+        for op in m.graph.ops:
+            if env[op.name].is_floating_point():
+                absmax[op.name] = max(absmax.get(op.name, 0.0), float(env[op.name].abs().max()))
         for op in watched:
             v = _normaliser_input(op, env[op.inputs[0]].double())
             lo[op.name] = min(lo.get(op.name, math.inf), float(v.min()))
@@ -126,7 +129,16 @@ def calibrate(model: str, corpus: tuple[str, ...] = CORPUS) -> dict[str, Any]:
     for name, op in ranged.items():
         ops[name] = {"type": op.type.value, "min": vmin[name], "max": vmax[name]}
     return {"model": model, "graph_digest": m.graph.digest(), "corpus_sha256": corpus_digest(corpus),
-            "newton_margin": NEWTON_MARGIN, "ops": ops}
+            "newton_margin": NEWTON_MARGIN, "ops": ops, "absmax": absmax}
+
+
+def tensor_bound(calibration: dict[str, Any], tensor: str) -> float:
+    """The largest magnitude `tensor` may take: its calibrated maximum widened by NEWTON_MARGIN."""
+    try:
+        return float(calibration["absmax"][tensor]) * NEWTON_MARGIN
+    except KeyError:
+        raise CalibrationError(f"the calibration has no range for tensor {tensor!r}; run `hsi calibrate` "
+                               "again") from None
 
 
 def corpus_digest(corpus: tuple[str, ...] = CORPUS) -> str:

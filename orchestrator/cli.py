@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,8 @@ def cmd_tee_init_token(args: argparse.Namespace) -> int:
     """Create a SoftHSM2 token for a dev deployment, with a random PIN in a 0600 file."""
     import secrets
 
-    from zones.tee.hsm import init_softhsm_token
+    from orchestrator.policy import HsmSettings
+    from zones.tee.hsm import Hsm, HsmConfig, init_softhsm_token
 
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -315,8 +317,17 @@ def cmd_tee_init_token(args: argparse.Namespace) -> int:
     if not pin_file.exists():
         pin_file.write_text(secrets.token_hex(16))
         pin_file.chmod(0o600)
-    conf = init_softhsm_token(d, args.label, pin_file.read_text().strip(), secrets.token_hex(16))
-    err.print(f"SoftHSM2 token {args.label!r} ready: SOFTHSM2_CONF={conf}, PIN in {pin_file}")
+    pin = pin_file.read_text().strip()
+    conf = init_softhsm_token(d, args.label, pin, secrets.token_hex(16))
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    hsm = Hsm(HsmConfig(HsmSettings().module, args.label, pin))
+    try:
+        # Clients pin this key; a dev policy points platform_key_file here.
+        (d / "platform.pub").write_text(hsm.platform_public_key().hex() + "\n")
+    finally:
+        hsm.close()
+    err.print(f"SoftHSM2 token {args.label!r} ready: SOFTHSM2_CONF={conf}, PIN in {pin_file}, platform key in "
+              f"{d / 'platform.pub'}")
     return 0
 
 

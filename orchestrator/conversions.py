@@ -63,6 +63,20 @@ def _he_mpc_colocated(policy: Policy, he: str, mpc: str) -> str | None:
     return None
 
 
+def conversion_enclave(policy: Policy, he: str, mpc: str) -> tuple[str, str]:
+    """(tee zone, its party) that turns ciphertexts into shares and back between HE zone `he` and MPC zone
+    `mpc`: the enclave at the first MPC party other than the HE zone's own."""
+    he_zone, mpc_zone = policy.zones[he], policy.zones[mpc]
+    assert isinstance(he_zone, HeZone) and isinstance(mpc_zone, MpcZone)
+    for party in mpc_zone.parties:
+        if party == he_zone.party:
+            continue
+        for name in _tee_zones(policy):
+            if policy.zones[name].party == party:  # type: ignore[union-attr]
+                return name, party
+    raise LookupError(f"no MPC party of zone {mpc!r} other than {he_zone.party!r} runs a tee zone")
+
+
 def _he_to_mpc(policy: Policy, src: str, dst: str) -> str | None:
     return _he_mpc_colocated(policy, src, dst)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +21,28 @@ from zones.serve import certs_dir
 
 class KeyServiceError(RuntimeError):
     """A refused or failed key-service call; the message carries the status and the service's reason."""
+
+
+def pinned(spec: TeeZone, zone: str) -> tuple[bytes, bytes]:
+    """(measurement, platform public key) a client expects of the tee zone, from the policy's pins."""
+    measurement, platform = spec.measurement, spec.platform_key
+    if measurement == "build":
+        from zones.tee.measurement import measurement as build_measurement
+
+        measurement = build_measurement().hex()
+    if platform is None and spec.platform_key_file:
+        try:
+            platform = Path(spec.platform_key_file).read_text().strip()
+        except OSError as e:
+            raise AttestationError(f"zone {zone!r}: cannot read platform_key_file {spec.platform_key_file}: "
+                                   f"{e.strerror}") from None
+    if not measurement or not platform:
+        raise AttestationError(f"zone {zone!r} pins no measurement/platform_key in the policy; run "
+                               "`hsi keys attest --no-verify` and pin the values it prints")
+    try:
+        return bytes.fromhex(measurement), bytes.fromhex(platform)
+    except ValueError:
+        raise AttestationError(f"zone {zone!r}: the pinned measurement and platform key must be hex") from None
 
 
 class KeyClient:
@@ -52,11 +75,7 @@ class KeyClient:
         r = self._call("Attest", kpb.AttestRequest(nonce=nonce))
         quote = Quote(r.measurement, r.enclave_public_key, r.nonce, r.unix_time, r.signature, r.simulated)
         if pin:
-            if not self.spec.measurement or not self.spec.platform_key:
-                raise AttestationError(f"zone {self.zone!r} pins no measurement/platform_key in the policy; "
-                                       "run `hsi keys attest` and pin the values it prints")
-            QuoteVerifier(bytes.fromhex(self.spec.measurement), bytes.fromhex(self.spec.platform_key)).verify(
-                quote, nonce)
+            QuoteVerifier(*pinned(self.spec, self.zone)).verify(quote, nonce)
             self.attested = True
         self.platform_key = bytes(r.platform_public_key)
         return quote

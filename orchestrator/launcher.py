@@ -147,10 +147,45 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         raise LaunchError(f"{e}\n" + "\n".join(f"--- {k} log:\n{_log_tail(v)}" for k, v in logs.items())) from None
     finally:
         rt.close()
+    try:
+        ensure_keys(policy)
+    except LaunchError:
+        _stop({k: p.pid for k, p in procs.items()} | survivors)
+        raise
     pids = survivors | {k: p.pid for k, p in procs.items()}
     _state_file(policy).write_text(json.dumps({"policy": str(policy_path), "policy_digest": policy.digest(),
                                                "pids": pids, "logs": {k: str(v) for k, v in logs.items()}}))
     return pids
+
+
+def ensure_keys(policy: Policy) -> list[str]:
+    """Create, as the key holder's admin, every CKKS key the policy's HE zones use that its tee zone lacks
+    (a dev deployment's convenience; an operator runs `hsi keys create`). The keys created."""
+    from orchestrator.keyclient import KeyClient, KeyServiceError
+    from orchestrator.policy import HeZone, TeeZone
+
+    tees = [(n, z) for n, z in policy.zones.items() if isinstance(z, TeeZone)]
+    wanted = {z.key: z for z in policy.zones.values() if isinstance(z, HeZone)}
+    if not tees or not wanted:
+        return []
+    name, tee = tees[0]
+    admin = f"{tee.party}/admin"
+    if not any(g.principal == admin and "create" in g.operations for g in policy.keys):
+        return []
+    client = KeyClient(policy, name, admin)
+    created = []
+    try:
+        have = {k.key for k in client.list() if not k.destroyed}
+        for key, he in sorted(wanted.items()):
+            if key not in have:
+                p = he.ckks
+                client.create(key, p.ring_dim, p.scale_bits, p.first_mod_bits, p.depth)
+                created.append(key)
+    except KeyServiceError as e:
+        raise LaunchError(f"could not create the policy's CKKS keys in tee zone {name!r} as {admin}: {e}") from None
+    finally:
+        client.close()
+    return created
 
 
 def _stop(pids: dict[str, int], grace: float = 5.0) -> None:

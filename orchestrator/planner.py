@@ -5,14 +5,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from orchestrator import cost
-from orchestrator.calibration import CalibrationError, load_calibration
-from orchestrator.conversions import conversion
-from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, ZoneKind
-from orchestrator.policy import MpcZone, Policy, TeeZone
+from orchestrator.calibration import CalibrationError, load_calibration, tensor_bound
+from orchestrator.conversions import conversion, conversion_enclave
+from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, OpType, ZoneKind
+from orchestrator.policy import HeZone, MpcZone, Policy, TeeZone
+from zones.common.masking import hiding_bits, prescale_for
 
 
 class PlanError(ValueError):
@@ -31,6 +32,10 @@ class Stage:
     inputs: list[str]    # tensors read from outside the stage
     outputs: list[str]   # tensors read by later stages or returned to the client
     est_seconds: float
+    # HE stages: linear outputs computed times 2^-k so a mask hides them (k per tensor; see masking.py)
+    prescale: dict[str, int] = field(default_factory=dict)
+    # MPC stages: outputs re-shared as bounded shares for an HE zone (tensor -> that HE zone)
+    reshare: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class Conversion:
     kind: str               # "<from kind>-><to kind>"
     how: str
     est_bytes: int
+    hiding_bits: float | None = None   # he<->mpc: bits by which the statistical mask hides the tensor
+    error_budget: float | None = None  # he<->mpc: bound on the absolute error the conversion adds
+    prescale_bits: int = 0             # he->mpc: the tensor travels times 2^-prescale_bits
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,61 @@ def _conversions(graph: Graph, policy: Policy, stages: list[Stage], tokens: int)
     return out
 
 
+def ckks_conversion_error(scale_bits: int) -> float:
+    """Absolute error one CKKS encryption or masked decryption adds per unit of prescale.
+
+    Measured at N=2^14, scale 2^35: a masked linear output (mask +-2^28) decrypts within 1.4e-5 of the exact
+    value, the layer's own error included; 2^-(scale_bits - 19) = 1.5e-5 bounds that.
+    """
+    return 2.0 ** -(scale_bits - 19)
+
+
+def _masks(graph: Graph, policy: Policy, stages: list[Stage],
+           conversions: list[Conversion]) -> tuple[list[Stage], list[Conversion]]:
+    """Choose each he<->mpc mask's prescale; state its hiding bits and error budget; refuse weak masks."""
+    problems: list[str] = []
+    prescale: dict[int, dict[str, int]] = {}
+    reshare: dict[int, dict[str, str]] = {}
+    out = []
+    for c in conversions:
+        if c.kind not in ("he->mpc", "mpc->he"):
+            out.append(c)
+            continue
+        he_name, mpc_name = (c.from_zone, c.to_zone) if c.kind == "he->mpc" else (c.to_zone, c.from_zone)
+        he, mpc = policy.zones[he_name], policy.zones[mpc_name]
+        assert isinstance(he, HeZone) and isinstance(mpc, MpcZone)
+        try:
+            bound = tensor_bound(load_calibration(policy.model.name, graph, mpc.calibration), c.tensor)
+        except CalibrationError as e:
+            problems.append(f"tensor {c.tensor!r} ({c.kind}): {e}")
+            continue
+        step = 2.0 ** -mpc.fixed_point_bits
+        if c.kind == "he->mpc":
+            k = prescale_for(he.mask_bits, bound, he.min_hiding_bits)
+            if k and graph.op(c.tensor).type != OpType.LINEAR:
+                problems.append(f"tensor {c.tensor!r} (up to {bound:.3g}) needs mask_bits "
+                                f"{he.mask_bits + k} of zone {he_name!r} to be hidden by {he.min_hiding_bits} bits; "
+                                "only a linear output can be prescaled to fit the CKKS modulus")
+                continue
+            if k:
+                prescale.setdefault(c.from_stage, {})[c.tensor] = k  # type: ignore[arg-type]
+            bits = hiding_bits(he.mask_bits + k, bound)
+            budget = 2.0 ** k * ckks_conversion_error(he.ckks.scale_bits) + step
+        else:
+            k = 0
+            reshare.setdefault(c.from_stage, {})[c.tensor] = he_name  # type: ignore[arg-type]
+            bits = hiding_bits(he.reshare_mask_bits, bound)
+            budget = ckks_conversion_error(he.ckks.scale_bits) + step
+        if bits < he.min_hiding_bits:
+            problems.append(f"tensor {c.tensor!r} ({c.kind}, up to {bound:.3g}) is hidden by only {bits:.1f} bits; "
+                            f"zone {he_name!r} requires {he.min_hiding_bits} (raise its mask bits)")
+        out.append(replace(c, hiding_bits=round(bits, 2), error_budget=float(f"{budget:.3g}"), prescale_bits=k))
+    if problems:
+        raise PlanError("\n".join(problems))
+    stages = [replace(s, prescale=prescale.get(s.index, {}), reshare=reshare.get(s.index, {})) for s in stages]
+    return stages, out
+
+
 def _privacy(graph: Graph, policy: Policy, stages: list[Stage], conversions: list[Conversion]) -> dict[str, PartyView]:
     views: dict[str, dict[str, set[str]]] = {
         p: {"activations": set(), "weights": set(), "ciphertexts": set(), "shares": set()} for p in policy.parties
@@ -236,6 +299,15 @@ def _privacy(graph: Graph, policy: Policy, stages: list[Stage], conversions: lis
     for c in conversions:
         if c.to_stage is None:  # returned to the client
             client["activations"].add(c.tensor)
+        if c.kind in ("he->mpc", "mpc->he"):
+            he, mpc = (c.from_zone, c.to_zone) if c.kind == "he->mpc" else (c.to_zone, c.from_zone)
+            tee, party = conversion_enclave(policy, he, mpc)
+            enclave = views[f"{party} (enclave {tee})"]
+            enclave["shares"].add(c.tensor)  # it sees the masked value: one party's bounded share
+            if c.kind == "he->mpc":
+                enclave["ciphertexts"].add(c.tensor)
+            else:
+                views[policy.zones[he].party]["shares"].add(c.tensor)  # type: ignore[union-attr]  # the mask
     return {p: PartyView(**{k: sorted(v) for k, v in view.items()}) for p, view in views.items()}
 
 
@@ -299,6 +371,7 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
     placement, placement_warnings = place(graph, policy)
     stages = _stages(graph, policy, placement, tokens)
     conversions = _conversions(graph, policy, stages, tokens)
+    stages, conversions = _masks(graph, policy, stages, conversions)
     privacy = _privacy(graph, policy, stages, conversions)
     _enforce(graph, policy, privacy)
     calibration = _mpc_checks(graph, policy, stages)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from orchestrator.ir import OpType
 
@@ -80,6 +80,22 @@ class HeZone(_Strict):
     key: str = Field("ckks-main", description="handle of the CKKS key at the TEE key service")
     pack_width: int = Field(512, description="features per ciphertext block (a power of two); the rest of the "
                                              "slots hold tokens")
+    mask_bits: int = Field(28, ge=8, le=40, description="he->mpc: the HE zone masks a ciphertext with values "
+                                                        "uniform in +-2^mask_bits before the enclave decrypts it")
+    reshare_mask_bits: int = Field(36, ge=8, le=44, description="mpc->he: the HE host's MPC party masks the "
+                                                                "other parties' share with +-2^bits")
+    min_hiding_bits: float = Field(20.0, ge=0, description="the plan is refused when a mask hides a tensor "
+                                                           "(widened calibrated range) by fewer bits")
+
+    @model_validator(mode="after")
+    def _mask_fits_modulus(self) -> HeZone:
+        # Measured (N=2^14, scale 2^35, first modulus 2^60): a linear layer's output masked with +-2^28
+        # decrypts to 1.4e-5; +-2^30 wraps the last modulus. The headroom grows with first_mod - scale.
+        limit = self.ckks.first_mod_bits - self.ckks.scale_bits + 3
+        if self.mask_bits > limit:
+            raise ValueError(f"mask_bits {self.mask_bits} exceeds what the last CKKS modulus holds: at most "
+                             f"first_mod_bits - scale_bits + 3 = {limit}")
+        return self
 
     @field_validator("pack_width")
     @classmethod
@@ -134,8 +150,12 @@ class TeeZone(_Strict):
     kind: Literal["tee"]
     party: str
     port: int = Field(ge=1, le=65535)
-    measurement: str | None = Field(None, description="expected enclave measurement (hex SHA-256) pinned by clients")
+    measurement: str | None = Field(None, description="expected enclave measurement (hex SHA-256) pinned by clients, "
+                                                      "or 'build': the measurement of the enclave code the client "
+                                                      "itself has (a reproducible build)")
     platform_key: str | None = Field(None, description="the platform's Ed25519 public key (hex) pinned by clients")
+    platform_key_file: str | None = Field(None, description="file holding platform_key (hex), for dev tokens "
+                                                            "made by `hsi tee init-token`")
     audit_log: str = Field(".hsi/tee/audit.log", description="hash-chained audit log of the key service")
     hsm: HsmSettings = HsmSettings()
     key_dir: str = Field(".hsi/tee/keys", description="directory of sealed keys")
@@ -173,6 +193,9 @@ class KeyGrant(_Strict):
     operations: list[Operation]
     max_calls: int | None = Field(None, ge=1)
     max_sessions: int | None = Field(None, ge=1)
+    recipients: list[str] = Field([], description="who may receive the result: the MPC party principal "
+                                                  "(decrypt_to_share), the HE zone principal (encrypt_share), "
+                                                  "the key handle (reencrypt); none: the operation is denied")
 
 
 class TlsSettings(_Strict):
@@ -355,6 +378,9 @@ def _cross_checks(p: Policy) -> list[str]:
     for zname, z in p.zones.items():
         if "/" in zname or "__" in zname:
             problems.append(f"{p.where('zones', zname)}: zone names may not contain '/' or '__'")
+        if zname == "client":
+            problems.append(f"{p.where('zones', zname)}: the zone name 'client' is reserved for the runtime's "
+                            "inputs and outputs; name the client's zone otherwise (e.g. embed-client)")
         parties = list(z.parties) if isinstance(z, MpcZone) else [z.party]
         for party in parties:
             field = ("zones", zname, "parties", party) if isinstance(z, MpcZone) else ("zones", zname, "party")

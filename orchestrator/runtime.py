@@ -27,7 +27,7 @@ from zones.common.stream import StreamError, frames, receive
 from zones.serve import certs_dir
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
-SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain"})
+SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain", "plain->he", "he->mpc", "mpc->he"})
 
 
 class _NotAnswering(Exception):
@@ -80,8 +80,8 @@ def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Poli
         view = plan.privacy.get(viewer)
         field_name = {"plain": "activations", "ckks": "ciphertexts", "share": "shares", "sealed": "activations"}
         kind = field_name[r["encoding"]]
-        if kind == "shares" and zone.kind != "mpc":
-            kind = "activations"  # a non-MPC zone combines the shares it receives
+        if kind == "shares" and zone.kind == "plain":
+            kind = "activations"  # a plain zone combines the shares it receives
         listed = getattr(view, kind) if view else []
         if r["name"] not in listed:
             out.append(f"{viewer} received {r['name']!r} as {r['encoding']}, which the privacy report does not list")
@@ -258,6 +258,10 @@ class Runtime:
             for receiver in receivers:
                 reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
                     session=session, name=t, to_zone=dst.zone, to_party=receiver), self.deadline.rpc_s, sender)
+                for link, n in reply.bytes_by_link.items():  # a conversion through the enclave: every hop
+                    m.bytes_by_link[link] += n
+                if reply.bytes_by_link:
+                    continue
                 to = "+".join(self.policy.principal(p, dst.zone) for p in ([receiver] if receiver else dst.parties))
                 link = f"{self.policy.principal(sender, src.zone)}->{to}"
                 m.bytes_by_link[link] += reply.bytes

@@ -97,55 +97,15 @@ class PublicMaterialRequest(_message.Message):
     relinearization: bool
     def __init__(self, key: _Optional[str] = ..., rotations: _Optional[_Iterable[int]] = ..., relinearization: _Optional[bool] = ...) -> None: ...
 
-class DecryptToShareRequest(_message.Message):
-    __slots__ = ("key", "session", "tensor")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    SESSION_FIELD_NUMBER: _ClassVar[int]
-    TENSOR_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    session: str
-    tensor: str
-    def __init__(self, key: _Optional[str] = ..., session: _Optional[str] = ..., tensor: _Optional[str] = ...) -> None: ...
-
-class DecryptToShareReply(_message.Message):
-    __slots__ = ("share_handle",)
-    SHARE_HANDLE_FIELD_NUMBER: _ClassVar[int]
-    share_handle: str
-    def __init__(self, share_handle: _Optional[str] = ...) -> None: ...
-
-class EncryptShareRequest(_message.Message):
-    __slots__ = ("key", "session", "tensor")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    SESSION_FIELD_NUMBER: _ClassVar[int]
-    TENSOR_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    session: str
-    tensor: str
-    def __init__(self, key: _Optional[str] = ..., session: _Optional[str] = ..., tensor: _Optional[str] = ...) -> None: ...
-
-class EncryptShareReply(_message.Message):
-    __slots__ = ("ciphertext_handle",)
-    CIPHERTEXT_HANDLE_FIELD_NUMBER: _ClassVar[int]
-    ciphertext_handle: str
-    def __init__(self, ciphertext_handle: _Optional[str] = ...) -> None: ...
-
-class ReencryptRequest(_message.Message):
-    __slots__ = ("key", "session", "tensor", "recipient")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    SESSION_FIELD_NUMBER: _ClassVar[int]
-    TENSOR_FIELD_NUMBER: _ClassVar[int]
-    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    session: str
-    tensor: str
-    recipient: str
-    def __init__(self, key: _Optional[str] = ..., session: _Optional[str] = ..., tensor: _Optional[str] = ..., recipient: _Optional[str] = ...) -> None: ...
-
-class ReencryptReply(_message.Message):
-    __slots__ = ("ciphertext_handle",)
-    CIPHERTEXT_HANDLE_FIELD_NUMBER: _ClassVar[int]
-    ciphertext_handle: str
-    def __init__(self, ciphertext_handle: _Optional[str] = ...) -> None: ...
+class ConversionReply(_message.Message):
+    __slots__ = ("to_principal", "bytes", "seconds")
+    TO_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    to_principal: str
+    bytes: int
+    seconds: float
+    def __init__(self, to_principal: _Optional[str] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
     __slots__ = ("from_index", "limit")

@@ -50,20 +50,20 @@ class KeyServiceStub:
                 request_serializer=protos_dot_keys__pb2.PublicMaterialRequest.SerializeToString,
                 response_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
                 _registered_method=True)
-        self.DecryptToShare = channel.unary_unary(
+        self.DecryptToShare = channel.stream_unary(
                 '/hsi.v1.KeyService/DecryptToShare',
-                request_serializer=protos_dot_keys__pb2.DecryptToShareRequest.SerializeToString,
-                response_deserializer=protos_dot_keys__pb2.DecryptToShareReply.FromString,
+                request_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.ConversionReply.FromString,
                 _registered_method=True)
-        self.EncryptShare = channel.unary_unary(
+        self.EncryptShare = channel.stream_unary(
                 '/hsi.v1.KeyService/EncryptShare',
-                request_serializer=protos_dot_keys__pb2.EncryptShareRequest.SerializeToString,
-                response_deserializer=protos_dot_keys__pb2.EncryptShareReply.FromString,
+                request_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.ConversionReply.FromString,
                 _registered_method=True)
-        self.Reencrypt = channel.unary_unary(
+        self.Reencrypt = channel.stream_stream(
                 '/hsi.v1.KeyService/Reencrypt',
-                request_serializer=protos_dot_keys__pb2.ReencryptRequest.SerializeToString,
-                response_deserializer=protos_dot_keys__pb2.ReencryptReply.FromString,
+                request_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+                response_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
                 _registered_method=True)
         self.Rotate = channel.unary_unary(
                 '/hsi.v1.KeyService/Rotate',
@@ -108,20 +108,27 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DecryptToShare(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def DecryptToShare(self, request_iterator, context):
+        """A masked ciphertext in (header meta: key, to_zone, to_party, share_index, share_count, precision,
+        prescale_bits); the enclave decrypts it and pushes the result, as that party's MPC share, to the MPC
+        zone process the caller's grant names. Nothing but a receipt comes back.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def EncryptShare(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def EncryptShare(self, request_iterator, context):
+        """A bounded MPC share in (header meta: key, to_zone, to_party); the enclave encrypts it under the key
+        and pushes the ciphertext to the HE zone process the caller's grant names.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Reencrypt(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def Reencrypt(self, request_iterator, context):
+        """A ciphertext under `key` in (header meta: key, recipient); the same tensor under the recipient key
+        comes back. Nothing is decrypted outside the enclave.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -168,20 +175,20 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_keys__pb2.PublicMaterialRequest.FromString,
                     response_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
             ),
-            'DecryptToShare': grpc.unary_unary_rpc_method_handler(
+            'DecryptToShare': grpc.stream_unary_rpc_method_handler(
                     servicer.DecryptToShare,
-                    request_deserializer=protos_dot_keys__pb2.DecryptToShareRequest.FromString,
-                    response_serializer=protos_dot_keys__pb2.DecryptToShareReply.SerializeToString,
+                    request_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
+                    response_serializer=protos_dot_keys__pb2.ConversionReply.SerializeToString,
             ),
-            'EncryptShare': grpc.unary_unary_rpc_method_handler(
+            'EncryptShare': grpc.stream_unary_rpc_method_handler(
                     servicer.EncryptShare,
-                    request_deserializer=protos_dot_keys__pb2.EncryptShareRequest.FromString,
-                    response_serializer=protos_dot_keys__pb2.EncryptShareReply.SerializeToString,
+                    request_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
+                    response_serializer=protos_dot_keys__pb2.ConversionReply.SerializeToString,
             ),
-            'Reencrypt': grpc.unary_unary_rpc_method_handler(
+            'Reencrypt': grpc.stream_stream_rpc_method_handler(
                     servicer.Reencrypt,
-                    request_deserializer=protos_dot_keys__pb2.ReencryptRequest.FromString,
-                    response_serializer=protos_dot_keys__pb2.ReencryptReply.SerializeToString,
+                    request_deserializer=protos_dot_tensor__pb2.TensorFrame.FromString,
+                    response_serializer=protos_dot_tensor__pb2.TensorFrame.SerializeToString,
             ),
             'Rotate': grpc.unary_unary_rpc_method_handler(
                     servicer.Rotate,
@@ -296,7 +303,7 @@ class KeyService:
             _registered_method=True)
 
     @staticmethod
-    def DecryptToShare(request,
+    def DecryptToShare(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -306,12 +313,12 @@ class KeyService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/hsi.v1.KeyService/DecryptToShare',
-            protos_dot_keys__pb2.DecryptToShareRequest.SerializeToString,
-            protos_dot_keys__pb2.DecryptToShareReply.FromString,
+            protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+            protos_dot_keys__pb2.ConversionReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -323,7 +330,7 @@ class KeyService:
             _registered_method=True)
 
     @staticmethod
-    def EncryptShare(request,
+    def EncryptShare(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -333,12 +340,12 @@ class KeyService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/hsi.v1.KeyService/EncryptShare',
-            protos_dot_keys__pb2.EncryptShareRequest.SerializeToString,
-            protos_dot_keys__pb2.EncryptShareReply.FromString,
+            protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+            protos_dot_keys__pb2.ConversionReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -350,7 +357,7 @@ class KeyService:
             _registered_method=True)
 
     @staticmethod
-    def Reencrypt(request,
+    def Reencrypt(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -360,12 +367,12 @@ class KeyService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/hsi.v1.KeyService/Reencrypt',
-            protos_dot_keys__pb2.ReencryptRequest.SerializeToString,
-            protos_dot_keys__pb2.ReencryptReply.FromString,
+            protos_dot_tensor__pb2.TensorFrame.SerializeToString,
+            protos_dot_tensor__pb2.TensorFrame.FromString,
             options,
             channel_credentials,
             insecure,

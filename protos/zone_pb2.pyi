@@ -100,12 +100,21 @@ class TransferRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ..., to_zone: _Optional[str] = ..., to_party: _Optional[str] = ...) -> None: ...
 
 class TransferReply(_message.Message):
-    __slots__ = ("bytes", "seconds")
+    __slots__ = ("bytes", "seconds", "bytes_by_link")
+    class BytesByLinkEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     BYTES_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_BY_LINK_FIELD_NUMBER: _ClassVar[int]
     bytes: int
     seconds: float
-    def __init__(self, bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    bytes_by_link: _containers.ScalarMap[str, int]
+    def __init__(self, bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., bytes_by_link: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RecordsRequest(_message.Message):
     __slots__ = ("session",)

@@ -76,6 +76,6 @@ if [ ! -f "$ROOT/.hsi/certs/ca.pem" ]; then
     "$VENV/bin/hsi" certs init --out "$ROOT/.hsi/certs"
 fi
 
-if [ ! -f "$ROOT/.hsi/softhsm/user.pin" ]; then
+if [ ! -f "$ROOT/.hsi/softhsm/platform.pub" ]; then
     "$VENV/bin/hsi" tee init-token --dir "$ROOT/.hsi/softhsm"
 fi

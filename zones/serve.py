@@ -51,6 +51,7 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     enclave = None
     if policy.zones[zone].kind == "tee":
         from protos import keys_pb2_grpc
+        from zones.tee.delivery import Delivery
         from zones.tee.enclave import Enclave
         from zones.tee.service import KEY_SERVICE, KeyServiceServicer, key_service_allow_table
 
@@ -61,8 +62,9 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
         zone_pb2_grpc.add_ZoneServicer_to_server(servicer, server)
         if enclave is None:
             return [ZONE_SERVICE]
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServiceServicer(enclave, policy.transport.chunk_bytes),
-                                                       server)
+        delivery = Delivery(policy, servicer.deliver, servicer.record_incoming, policy.transport.max_tensor_bytes)
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyServiceServicer(enclave, policy.transport.chunk_bytes, delivery), server)
         return [ZONE_SERVICE, KEY_SERVICE]
 
     options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)

@@ -9,17 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import grpc
+import numpy as np
 
+from orchestrator.conversions import conversion_enclave
 from orchestrator.ir import Graph, ZoneKind
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import CLIENT, Plan, make_plan
-from orchestrator.policy import MpcZone, Policy
+from orchestrator.policy import HeZone, MpcZone, Policy
+from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
 from protos import tensor_pb2 as pb
-from protos import zone_pb2, zone_pb2_grpc
 from zones.common.auth import peer_principal
 from zones.common.certs import Credentials
 from zones.common.codec import CodecError, decode_tensor
 from zones.common.engine import KeyedEngine, RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
+from zones.common.masking import BOUNDED, PIECES, PRESCALE, bounded_share
 from zones.common.server import secure_channel
 from zones.common.shares import ShareAssembler, split
 from zones.common.status import StatusError
@@ -33,6 +36,7 @@ class _Session:
     tensors: dict[str, StoredTensor] = field(default_factory=dict)
     receipts: list[zone_pb2.Receipt] = field(default_factory=list)
     shares: ShareAssembler = field(default_factory=ShareAssembler)
+    pieces: dict[str, list[StoredTensor]] = field(default_factory=dict)  # mpc->he: ciphertext and mask
 
 
 def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozenset[str]]:
@@ -46,6 +50,10 @@ def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozens
             senders.add(policy.runtime_principal)
         else:
             senders.update(policy.principal(p, c.from_zone) for p in policy.zone_parties(c.from_zone))
+        if c.kind in ("he->mpc", "mpc->he"):  # the enclave delivers the converted piece
+            he, mpc = (c.from_zone, c.to_zone) if c.kind == "he->mpc" else (c.to_zone, c.from_zone)
+            enclave, enclave_party = conversion_enclave(policy, he, mpc)
+            senders.add(policy.principal(enclave_party, enclave))
     m = f"/{ZONE_SERVICE}/"
     tee = [n for n, z in policy.zones.items() if z.kind == "tee"]
     # The key holder installs public material: the TEE key service, or (while a policy has no tee zone)
@@ -83,6 +91,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._loaded: set[int] = set()
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        self._encryptor: Any = None  # plain -> he: the attested public key, fetched on first use
         transport = policy.transport
         self._max_tensor = transport.max_tensor_bytes
         self._chunk = transport.chunk_bytes
@@ -146,11 +155,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                                 f"certificate is {principal!r}")
             stored = StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta))
             session = self._session(h.session)
-            receipt = zone_pb2.Receipt(session=h.session, name=h.name, encoding=h.encoding,
-                                       source_party=h.source_party, source_principal=principal, zone=self.zone,
-                                       party=self.party, bytes=len(got.data))
+            self.record_incoming(h.session, h.name, stored, principal, h.source_party)
+            if self.kind == ZoneKind.HE and PIECES in stored.meta:
+                self._add_piece(session, h.name, stored)
+                return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
             with self._lock:
-                session.receipts.append(receipt)
                 if stored.encoding == pb.SHARE and self.kind != ZoneKind.MPC:
                     # mpc -> here: this zone's party may see the tensor; it keeps it once every share came
                     whole = session.shares.add(h.name, stored)
@@ -159,6 +168,31 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 else:
                     session.tensors[h.name] = stored
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
+
+    def record_incoming(self, sid: str, name: str, t: StoredTensor, principal: str, source_party: str = "") -> None:
+        """Keep the receipt of a tensor this zone (or its enclave's key service) received."""
+        receipt = zone_pb2.Receipt(session=sid, name=name, encoding=cast(Any, t.encoding),
+                                   source_party=source_party or principal.partition("/")[0],
+                                   source_principal=principal, zone=self.zone, party=self.party, bytes=len(t.data))
+        session = self._session(sid)
+        with self._lock:
+            session.receipts.append(receipt)
+
+    def _add_piece(self, session: _Session, name: str, t: StoredTensor) -> None:
+        """mpc -> he: hold the enclave's ciphertext or the co-located party's mask until both came; add them."""
+        try:
+            count = int(t.meta[PIECES])
+        except ValueError:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} has a bad pieces count") from None
+        with self._lock:
+            parts = session.pieces.setdefault(name, [])
+            parts.append(t)
+            if len(parts) < count:
+                return
+            del session.pieces[name]
+        whole = self.engine.unmask(name, parts)  # type: ignore[attr-defined]
+        with self._lock:
+            session.tensors[name] = whole
 
     def _header(self, sid: str, name: str, t: StoredTensor) -> pb.TensorHeader:
         return pb.TensorHeader(session=sid, name=name, encoding=cast(Any, t.encoding), source_party=self.party,
@@ -217,7 +251,19 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                                 f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
             endpoints = self.policy.zone_endpoints(request.to_zone)
             start = time.perf_counter()
-            if self.policy.zones[request.to_zone].kind == "mpc" and t.encoding == pb.PLAIN:
+            target_kind = self.policy.zones[request.to_zone].kind
+            if target_kind == "he" and self.kind == ZoneKind.PLAIN:
+                sent = self._encrypt_out(request.session, request.name, t, request.to_zone)
+                return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
+            if target_kind == "mpc" and self.kind == ZoneKind.HE:
+                links = self._he_to_mpc(request.session, request.name, t, request.to_zone)
+                return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
+                                              bytes_by_link=links)
+            if target_kind == "he" and self.kind == ZoneKind.MPC:
+                links = self._mpc_to_he(request.session, request.name, t, request.to_zone)
+                return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
+                                              bytes_by_link=links)
+            if target_kind == "mpc" and t.encoding == pb.PLAIN:
                 if request.to_party:
                     raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                                     "a plaintext tensor goes to an MPC zone as one share per party; leave to_party "
@@ -241,6 +287,90 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             code = e.code() if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) \
                 else grpc.StatusCode.UNAVAILABLE
             raise ZoneError(code, f"zone {to_zone!r} at {party} ({target}) refused {name!r}: {e.details()}") from None
+
+    def deliver(self, sid: str, name: str, t: StoredTensor, to_zone: str, party: str) -> None:
+        """Push a tensor to a zone process of the policy as this zone (the enclave's key service uses it)."""
+        self._send(sid, name, t, to_zone, party)
+
+    def _key_service(self, tee: str) -> keys_pb2_grpc.KeyServiceStub:
+        z = self.policy.zones[tee]
+        return keys_pb2_grpc.KeyServiceStub(self._channel(self.policy.zone_endpoints(tee)[z.party]))  # type: ignore[union-attr]
+
+    def _call_enclave(self, tee: str, method: str, sid: str, name: str, t: StoredTensor,
+                      meta: dict[str, str]) -> Any:
+        header = pb.TensorHeader(session=sid, name=name, encoding=cast(Any, t.encoding), source_party=self.party,
+                                 dtype=t.dtype, shape=list(t.shape), meta=meta)
+        try:
+            return getattr(self._key_service(tee), method)(frames(header, t.data, self._chunk),
+                                                            timeout=self.policy.transport.deadlines.rpc_s)
+        except grpc.RpcError as e:
+            code = e.code() if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) \
+                else grpc.StatusCode.UNAVAILABLE
+            raise ZoneError(code, f"the enclave {tee!r} refused {method} of {name!r}: {e.details()}") from None
+
+    def _encrypt_out(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> int:
+        """plain -> he: encrypt under the attested public key of the HE zone's key; send the ciphertexts."""
+        from zones.common.ckks.encryptor import PublicEncryptor
+
+        if self._encryptor is None:
+            self._encryptor = PublicEncryptor(self.policy, self.policy.principal(self.party, self.zone))
+        try:
+            values = decode_tensor(t.dtype, list(t.shape), t.data).double().numpy()
+        except CodecError as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} cannot be encrypted: {e}") from None
+        ct = self._encryptor.encrypt(to_zone, values)
+        self._send(sid, name, ct, to_zone, self.policy.zones[to_zone].party)  # type: ignore[union-attr]
+        return len(ct.data)
+
+    def _conversion(self, name: str, to_zone: str) -> Any:
+        return next(c for c in self.plan.conversions
+                    if c.tensor == name and c.from_zone == self.zone and c.to_zone == to_zone)
+
+    def _he_to_mpc(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> dict[str, int]:
+        """he -> mpc: mask with r; the HE host's party keeps r as its share, the enclave decrypts ct(x - r) into
+        its party's share; any other party gets a zero share. Bytes per link."""
+        he, mpc = self.policy.zones[self.zone], self.policy.zones[to_zone]
+        assert isinstance(he, HeZone) and isinstance(mpc, MpcZone)
+        tee, tee_party = conversion_enclave(self.policy, self.zone, to_zone)
+        k = self._conversion(name, to_zone).prescale_bits
+        r, masked = self.engine.mask(name, t, he.mask_bits)  # type: ignore[attr-defined]
+        names, bits = list(mpc.parties), mpc.fixed_point_bits
+        me = self.policy.principal(self.party, self.zone)
+        links: dict[str, int] = {}
+        for i, party in enumerate(names):
+            if party == tee_party:
+                continue
+            share = bounded_share(r if party == he.party else np.zeros_like(r), i, len(names), bits, k)
+            self._send(sid, name, share, to_zone, party)
+            links[f"{me}->{self.policy.principal(party, to_zone)}"] = len(share.data)
+        meta = {"key": he.key, "to_zone": to_zone, "to_party": tee_party, "share_index": str(names.index(tee_party)),
+                "share_count": str(len(names)), "precision": str(bits), PRESCALE: str(k)}
+        reply = self._call_enclave(tee, "DecryptToShare", sid, name, masked, masked.meta | meta)
+        links[f"{me}->{self.policy.principal(tee_party, tee)}"] = len(masked.data)
+        links[f"{self.policy.principal(tee_party, tee)}->{reply.to_principal}"] = reply.bytes
+        return links
+
+    def _mpc_to_he(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> dict[str, int]:
+        """mpc -> he: the HE host's party sends its bounded share s (the mask); the enclave's party has the enclave
+        encrypt its share y - s for the HE zone, which adds the two. Bytes per link."""
+        he = self.policy.zones[to_zone]
+        assert isinstance(he, HeZone)
+        if t.meta.get(BOUNDED) != "1":
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the share of {name!r} was not re-shared with a bounded mask for an HE zone; the plan "
+                            "of this zone does not send it there")
+        tee, tee_party = conversion_enclave(self.policy, to_zone, self.zone)
+        me = self.policy.principal(self.party, self.zone)
+        if self.party == he.party:
+            mask = StoredTensor(t.encoding, t.dtype, t.shape, t.data, t.meta | {PIECES: "2"})
+            self._send(sid, name, mask, to_zone, he.party)
+            return {f"{me}->{self.policy.principal(he.party, to_zone)}": len(t.data)}
+        if self.party == tee_party:
+            reply = self._call_enclave(tee, "EncryptShare", sid, name, t,
+                                       t.meta | {"key": he.key, "to_zone": to_zone})
+            return {f"{me}->{self.policy.principal(tee_party, tee)}": len(t.data),
+                    f"{self.policy.principal(tee_party, tee)}->{reply.to_principal}": reply.bytes}
+        return {}  # any other party's share is zero after the re-sharing
 
     def _share_out(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> int:
         """Secret-share a plaintext tensor to the parties of an MPC zone: share i to party i."""

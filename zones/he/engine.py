@@ -6,16 +6,20 @@ import json
 import threading
 
 import grpc
+import numpy as np
 import openfhe as fhe
 
 from orchestrator.ir import Graph, OpType, ZoneKind
 from orchestrator.models.registry import load_model
 from orchestrator.planner import Stage
 from orchestrator.policy import HeZone, Policy
+from protos import tensor_pb2 as pb
+from zones.common.ckks.material import deserialize_public
 from zones.common.ckks.packing import Packing
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
+from zones.common.masking import BOUNDED, bounded_values, uniform_mask
 from zones.common.material import MaterialError, unbundle
 from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices
 
@@ -55,8 +59,7 @@ class HeEngine:
         """Install a public-material bundle; (key tag, rotation keys) on success."""
         try:
             parts = unbundle(data, meta)
-            cc = fhe.DeserializeCryptoContextString(parts["context"], fhe.BINARY)
-            public = fhe.DeserializePublicKeyString(parts["public_key"], fhe.BINARY)
+            cc, public = deserialize_public(parts)
         except (MaterialError, RuntimeError) as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"public material does not deserialise: {e}") from None
         p = self.spec.ckks
@@ -121,8 +124,10 @@ class HeEngine:
                 raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
             if op.type == OpType.LINEAR and name not in self._layers:
                 weights = weights or load_model(self.policy.model.name).weights()
-                w = weights[op.weights[0]].detach().double().numpy()
-                b = weights[op.weights[1]].detach().double().numpy() if len(op.weights) > 1 else None
+                # A prescaled output leaves times 2^-k, so the he->mpc mask hides it (the plan says why).
+                factor = 2.0 ** -stage.prescale.get(name, 0)
+                w = weights[op.weights[0]].detach().double().numpy() * factor
+                b = weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
                 self._layers[name] = EncryptedLinear(cc, self.packing, w, b)
 
     def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:
@@ -166,6 +171,34 @@ class HeEngine:
                             f"multiplying by a constant needs one level; the input is at level {a.level}")
         return CipherTensor([[cc.Rescale(cc.EvalMult(ct, float(c))) for ct in row] for row in a.blocks],
                             self.packing, a.tokens, a.features)
+
+    def _with_plaintext(self, ct: CipherTensor, values: np.ndarray, sign: float) -> CipherTensor:
+        cc = self._context()
+        vectors = ct.packing.pack(values * sign)
+        blocks = [[cc.EvalAdd(c, cc.MakeCKKSPackedPlaintext(v, 1, c.GetLevel()))
+                   for c, v in zip(row, vrow, strict=True)] for row, vrow in zip(ct.blocks, vectors, strict=True)]
+        return CipherTensor(blocks, ct.packing, ct.tokens, ct.features)
+
+    def mask(self, name: str, t: StoredTensor, bits: int) -> tuple[np.ndarray, StoredTensor]:
+        """(r, ct(x - r)): a fresh mask uniform in +-2^bits and the tensor minus it, for the he->mpc conversion."""
+        ct = self._tensor(name, t)
+        r = uniform_mask((ct.tokens, ct.features), bits)
+        return r, self._with_plaintext(ct, r, -1.0).to_stored()
+
+    def unmask(self, name: str, parts: list[StoredTensor]) -> StoredTensor:
+        """ct(y - s) + s = ct(y): the mpc->he conversion's two pieces (the enclave's ciphertext, the co-located
+        party's bounded share s) made one ciphertext tensor."""
+        cts = [p for p in parts if p.encoding == pb.CKKS]
+        masks = [p for p in parts if p.encoding == pb.SHARE]
+        if len(cts) != 1 or len(masks) != 1:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"tensor {name!r} must arrive as one ciphertext and one bounded share, got "
+                            f"{[p.encoding_name for p in parts]}")
+        ct = self._tensor(name, cts[0])
+        if tuple(masks[0].shape) != (ct.tokens, ct.features) or masks[0].meta.get(BOUNDED) != "1":
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the mask of {name!r} is not a bounded share of shape {[ct.tokens, ct.features]}")
+        return self._with_plaintext(ct, bounded_values(masks[0]), 1.0).to_stored()
 
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Run the stage's linear and add ops on ciphertexts."""

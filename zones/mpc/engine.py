@@ -20,9 +20,10 @@ import numpy as np
 from orchestrator.calibration import CalibrationError, load_calibration
 from orchestrator.ir import Graph, ZoneKind
 from orchestrator.planner import Stage
-from orchestrator.policy import MpcZone, Policy
+from orchestrator.policy import HeZone, MpcZone, Policy
 from protos import tensor_pb2 as pb
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
+from zones.common.masking import BOUNDED
 from zones.common.shares import ring_of, share_index, share_meta
 from zones.mpc.worker import DEALER, PARTY, WorkerSpec, interface_for, worker_main
 
@@ -215,9 +216,10 @@ class MpcEngine(_Base):
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Run the stage on this party's shares; its outputs are this party's shares."""
         arrays = {n: self._input(n, t) for n, t in inputs.items()}
+        reshare = {n: self._reshare_spec(he) for n, he in stage.reshare.items()}
         w = self._worker(ctx.session)
         try:
-            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs),
+            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs, reshare),
                                         self.timeout, f"{self._who(ctx.session)} stage {stage.index}")
         except ZoneError:
             with self._lock:  # the session is over at this party; the zone is free for the next one
@@ -227,8 +229,19 @@ class MpcEngine(_Base):
             self._traffic[ctx.session] = (int(figures["rounds"]), int(figures["bytes"]))
         parties, bits = len(self.cfg.parties), self.cfg.fixed_point_bits
         return {n: StoredTensor(pb.SHARE, "int64", tuple(a.shape), a.astype("<i8").tobytes(),
-                                share_meta(self.rank, parties, bits, n in figures["integer"]))
+                                share_meta(self.rank, parties, bits, n in figures["integer"])
+                                | ({BOUNDED: "1"} if n in reshare else {}))
                 for n, a in out.items()}
+
+    def _reshare_spec(self, he_zone: str) -> tuple[int, int, int]:
+        """(HE host's rank, enclave's rank, mask bits) of a re-sharing for HE zone `he_zone`."""
+        from orchestrator.conversions import conversion_enclave
+
+        he = self.policy.zones[he_zone]
+        assert isinstance(he, HeZone)
+        names = list(self.cfg.parties)
+        _, enclave_party = conversion_enclave(self.policy, he_zone, self.zone)
+        return names.index(he.party), names.index(enclave_party), he.reshare_mask_bits
 
 
 class MpcDealer(_Base):

@@ -87,7 +87,7 @@ def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]
     for ops, shares, offset in jobs:
         for _ in range(repeats):  # the first run also shares the weights
             party.state.kv.clear()
-            out, figures = party.run(ops, shares[rank], offset, ops[-1:])
+            out, figures = party.run(ops, shares[rank], offset, ops[-1:], {})
         results.append((out, figures))
     return results
 

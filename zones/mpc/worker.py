@@ -132,20 +132,54 @@ class _Party:
             share = share * (want // scale)  # exact in the ring: a share times a public integer
         return share.numpy().astype("<i8")
 
-    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int,
-            keep: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Run the named ops on shared inputs; the shares of the tensors in `keep`, and traffic figures."""
+    def _adopt(self, share: np.ndarray) -> Any:
+        """This party's share as a CrypTen tensor, re-randomised by a pseudo-random zero sharing: a bounded
+        share from an HE conversion becomes ring-uniform, like every other share."""
+        import torch
+        from crypten.common.rng import generate_random_ring_element
+
+        t = self.crypten.mpc.MPCTensor.from_shares(torch.from_numpy(share), precision=self.spec.precision_bits)
+        # CrypTen's own PRZS unpacks the size into randint's positional arguments; this is the same sharing:
+        # each party adds its previous neighbour's pairwise stream and subtracts its next one's.
+        cpu = torch.device("cpu")
+        size = t._tensor.share.size()
+        t._tensor.share += (generate_random_ring_element(size, generator=self.crypten.generators["prev"][cpu])
+                            - generate_random_ring_element(size, generator=self.crypten.generators["next"][cpu]))
+        return t
+
+    def _reshare(self, share: np.ndarray, he_rank: int, enclave_rank: int, mask_bits: int) -> np.ndarray:
+        """This party's part of a bounded re-sharing for an HE zone: the HE host's party keeps a mask s uniform
+        in +-2^mask_bits, the enclave's party gets y - s (everyone else's share and the host's share minus s,
+        summed to it), every other party holds zero."""
         import torch
 
+        from zones.common.masking import uniform_mask
+        from zones.common.shares import encode_fixed
+
+        comm = self.crypten.communicator.get()
+        mine = np.zeros_like(share)
+        contribution = share
+        if self.spec.rank == he_rank:
+            mine = encode_fixed(torch.from_numpy(uniform_mask(share.shape, mask_bits)), self.spec.precision_bits)
+            with np.errstate(over="ignore"):
+                contribution = share - mine
+        # positional dst: CrypTen's traffic counter reads it from args
+        total = comm.reduce(torch.from_numpy(np.ascontiguousarray(contribution)), enclave_rank)
+        if self.spec.rank == enclave_rank:
+            mine = total.numpy().astype("<i8")
+        return mine
+
+    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int, keep: list[str],
+            reshare: dict[str, tuple[int, int, int]]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Run the named ops on shared inputs; the shares of the tensors in `keep` (bounded ones for those in
+        `reshare`: name -> (HE host's rank, enclave's rank, mask bits)), and traffic figures."""
         from orchestrator.ir import OpType
         from zones.mpc.kernels import MPC_KERNELS, MpcStep
 
-        mpc = self.crypten.mpc
         comm = self.crypten.communicator.get()
         comm.reset_communication_stats()
         start = time.perf_counter()
-        env = {n: mpc.MPCTensor.from_shares(torch.from_numpy(a), precision=self.spec.precision_bits)
-               for n, a in inputs.items()}
+        env = {n: self._adopt(a) for n, a in inputs.items()}
         step = MpcStep(offset, self.spec.calibration)
         integer = set()
         for name in ops:
@@ -155,6 +189,8 @@ class _Party:
             if op.type == OpType.SAMPLE:
                 integer.add(name)
         out = {n: self._at_precision(n, env[n]) for n in keep}
+        for n, (he_rank, enclave_rank, bits) in reshare.items():
+            out[n] = self._reshare(out[n], he_rank, enclave_rank, bits)
         stats = comm.get_communication_stats()
         figures = {"rounds": float(stats["rounds"]), "bytes": float(stats["bytes"]),
                    "seconds": time.perf_counter() - start, "integer": sorted(integer)}
@@ -196,13 +232,14 @@ def worker_main(conn: Any, preload: str | None = None) -> None:
             cmd = conn.recv()
             if cmd[0] == "close":
                 break
-            _, ops, inputs, offset, keep = cmd
-            out, figures = party.run(ops, inputs, offset, keep)
+            _, ops, inputs, offset, keep, reshare = cmd
+            out, figures = party.run(ops, inputs, offset, keep, reshare)
             conn.send(("ok", out, figures))
         crypten.uninit()
         conn.send(("done",))
     except Exception as e:
         # A failed collective leaves the parties out of step: the session is over for this worker.
+        traceback.print_exc()  # into the zone's log; the zone reports the one-line cause
         detail = "".join(traceback.format_exception_only(type(e), e)).strip()
         try:
             conn.send(("error", detail))

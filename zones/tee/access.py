@@ -22,6 +22,9 @@ class Denied(Exception):
 
 # Calls any authenticated principal may make: they reveal nothing secret.
 OPEN_OPERATIONS = frozenset({"attest"})
+# Calls whose result goes to a recipient: an MPC party (decrypt_to_share), an HE zone (encrypt_share), a key
+# (reencrypt).
+RECIPIENT_OPERATIONS = frozenset({"decrypt_to_share", "encrypt_share", "reencrypt"})
 
 
 class AccessControl:
@@ -37,22 +40,30 @@ class AccessControl:
                 return g
         return None
 
-    def authorize(self, principal: str, operation: str, key: str, session: str = "") -> None:
-        """Record and allow the call, or record and raise Denied (PERMISSION_DENIED / RESOURCE_EXHAUSTED)."""
+    def authorize(self, principal: str, operation: str, key: str, session: str = "", recipient: str = "") -> None:
+        """Record and allow the call, or record and raise Denied (PERMISSION_DENIED / RESOURCE_EXHAUSTED).
+
+        Operations whose result goes to someone (RECIPIENT_OPERATIONS) are allowed only towards a recipient
+        the grant names."""
         try:
-            self._decide(principal, operation, key, session)
+            self._decide(principal, operation, key, session, recipient)
         except Denied as d:
             self.audit.append(principal, operation, key, session, "deny", d.reason)
             raise
-        self.audit.append(principal, operation, key, session, "allow", "granted")
+        self.audit.append(principal, operation, key, session, "allow",
+                          f"granted, to {recipient}" if recipient else "granted")
 
-    def _decide(self, principal: str, operation: str, key: str, session: str) -> None:
+    def _decide(self, principal: str, operation: str, key: str, session: str, recipient: str) -> None:
         if operation in OPEN_OPERATIONS:
             return
         grant = self._grant(principal, operation, key)
         if grant is None:
             raise Denied(grpc.StatusCode.PERMISSION_DENIED,
                          f"principal {principal!r} has no grant for {operation} on key {key!r}")
+        if operation in RECIPIENT_OPERATIONS and recipient not in grant.recipients:
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                         f"the grant of {operation} on key {key!r} to {principal!r} does not name {recipient!r} as a "
+                         f"recipient (it names {grant.recipients or 'none'})")
         if grant.max_calls is None and grant.max_sessions is None:
             return
         mine = [r for r in self.audit.records() if r.decision == "allow" and r.principal == principal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -14,9 +15,14 @@ from protos import tensor_pb2 as pb
 from zones.common.attestation import NONCE_BYTES
 from zones.common.auth import ANY, peer_principal
 from zones.common.ckks.params import HeParamsError
+from zones.common.engine import StoredTensor
+from zones.common.masking import PIECES, PRESCALE
 from zones.common.material import bundle
-from zones.common.stream import frames
+from zones.common.status import StatusError
+from zones.common.stream import StreamError, frames, receive
 from zones.tee.access import Denied
+from zones.tee.convert import ConversionError, decrypt_to_share, encrypt_share, reencrypt
+from zones.tee.delivery import Delivery
 from zones.tee.enclave import Enclave
 from zones.tee.hsm import SealError
 from zones.tee.keystore import KeyMeta, KeyStoreError
@@ -33,15 +39,16 @@ def _info(m: KeyMeta) -> Any:
 class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
     """Attested key custody; no operation returns a plaintext or a secret key to a caller."""
 
-    def __init__(self, enclave: Enclave, chunk_bytes: int = 1 << 20) -> None:
+    def __init__(self, enclave: Enclave, chunk_bytes: int = 1 << 20, delivery: Delivery | None = None) -> None:
         self.enclave = enclave
         self.chunk = chunk_bytes
+        self.delivery = delivery  # where conversion results go; None: the conversion RPCs are refused
 
     def _guard(self, context: grpc.ServicerContext, operation: str, key: str, session: str,
-               body: Callable[[], T]) -> T:
+               body: Callable[[], T], recipient: str = "") -> T:
         principal = peer_principal(context) or ""
         try:
-            self.enclave.access.authorize(principal, operation, key, session)
+            self.enclave.access.authorize(principal, operation, key, session, recipient)
         except Denied as d:
             context.abort(d.code, d.reason)
         try:
@@ -86,23 +93,74 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                                  dtype="bytes", shape=[len(data)], meta=meta)
         yield from frames(header, data, self.chunk)
 
-    def _later(self, operation: str, context: grpc.ServicerContext, request: Any) -> Any:
-        def body() -> Any:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                          f"{operation} needs the MPC conversions of the hybrid pipeline, not built yet")
-        return self._guard(context, operation, request.key, request.session, body)
+    def _conversion(self, context: grpc.ServicerContext, request_iterator: Iterator[Any], operation: str,
+                    recipient: Callable[[Delivery, dict[str, str]], str],
+                    body: Callable[[Delivery, Any, StoredTensor, str], T]) -> T:
+        """Receive a tensor, record it, authorise `operation` towards the recipient its header names, run `body`
+        (header, tensor, recipient)."""
+        if self.delivery is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{operation} needs a policy's zones to deliver to")
+        d: Delivery = self.delivery  # type: ignore[assignment]
+        try:
+            got = receive(request_iterator, d.max_tensor_bytes, self.chunk)
+        except StreamError as e:
+            context.abort(e.code, str(e))
+        h = got.header
+        stored = StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta))
+        principal = peer_principal(context) or ""
+        d.record(h.session, h.name, stored, principal)
+        try:
+            to = recipient(d, stored.meta)
+        except (KeyError, ValueError) as e:
+            what = f"missing header field {e}" if isinstance(e, KeyError) else str(e)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{operation} of {h.name!r}: {what}")
 
-    def DecryptToShare(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Decrypt a masked ciphertext into the caller's MPC share (hybrid pipeline)."""
-        return self._later("decrypt_to_share", context, request)
+        def run() -> T:
+            try:
+                return body(d, h, stored, to)
+            except (ConversionError, ValueError) as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{operation} of {h.name!r}: {e}")
+            except StatusError as e:
+                context.abort(e.code, f"{operation} of {h.name!r}: {e}")
+            raise AssertionError("unreachable")
+        return self._guard(context, operation, stored.meta.get("key", ""), h.session, run, recipient=to)
 
-    def EncryptShare(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Encrypt an MPC share (hybrid pipeline)."""
-        return self._later("encrypt_share", context, request)
+    def DecryptToShare(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Decrypt a masked ciphertext into one MPC party's bounded share and push it to that party only."""
+        def recipient(d: Delivery, meta: dict[str, str]) -> str:
+            return d.mpc_recipient(meta["to_zone"], meta["to_party"], int(meta["share_index"]))
 
-    def Reencrypt(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Re-encrypt for a named recipient (hybrid pipeline)."""
-        return self._later("reencrypt", context, request)
+        def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> Any:
+            start = time.perf_counter()
+            m = t.meta
+            share = decrypt_to_share(self.enclave.keys, m["key"], t, int(m["share_index"]), int(m["share_count"]),
+                                     int(m["precision"]), int(m.get(PRESCALE, "0")))
+            d.push(h.session, h.name, share, m["to_zone"], m["to_party"])
+            return kpb.ConversionReply(to_principal=to, bytes=len(share.data), seconds=time.perf_counter() - start)
+        return self._conversion(context, request_iterator, "decrypt_to_share", recipient, body)
+
+    def EncryptShare(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Encrypt a bounded MPC share under the key and push the ciphertext to the HE zone the grant names."""
+        def recipient(d: Delivery, meta: dict[str, str]) -> str:
+            return d.he_recipient(meta["to_zone"], meta["key"])
+
+        def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> Any:
+            start = time.perf_counter()
+            ct = encrypt_share(self.enclave.keys, t.meta["key"], t, d.packing(t.meta["to_zone"]))
+            ct.meta[PIECES] = "2"  # the HE zone adds the co-located party's mask to it
+            d.push(h.session, h.name, ct, t.meta["to_zone"], d.party_of(t.meta["to_zone"]))
+            return kpb.ConversionReply(to_principal=to, bytes=len(ct.data), seconds=time.perf_counter() - start)
+        return self._conversion(context, request_iterator, "encrypt_share", recipient, body)
+
+    def Reencrypt(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+        """The caller's ciphertext tensor under the recipient key the grant names, streamed back."""
+        def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> tuple[Any, StoredTensor]:
+            return h, reencrypt(self.enclave.keys, t.meta["key"], t, to)
+        h, out = self._conversion(context, request_iterator, "reencrypt", lambda d, meta: meta["recipient"], body)
+        header = pb.TensorHeader(session=h.session, name=h.name, encoding=out.encoding,  # type: ignore[arg-type]
+                                 source_party=self.enclave.zone.party, dtype=out.dtype, shape=list(out.shape),
+                                 meta=out.meta | {"key": h.meta["recipient"]})
+        yield from frames(header, out.data, self.chunk)
 
     def Rotate(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Replace a key by a new version."""

@@ -18,3 +18,11 @@ def serialize_public(cc: fhe.CryptoContext, public: fhe.PublicKey) -> dict[str, 
         "mult_keys": fhe.SerializeEvalMultKeyString(fhe.BINARY, tag),
         "rotation_keys": rotation_keys,
     }
+
+
+def deserialize_public(parts: dict[str, bytes]) -> tuple[fhe.CryptoContext, fhe.PublicKey]:
+    """The context and public key of an unbundled public-material bundle; RuntimeError when they do not load."""
+    cc = fhe.DeserializeCryptoContextString(parts["context"], fhe.BINARY)
+    for feature in (fhe.PKESchemeFeature.PKE, fhe.PKESchemeFeature.KEYSWITCH, fhe.PKESchemeFeature.LEVELEDSHE):
+        cc.Enable(feature)
+    return cc, fhe.DeserializePublicKeyString(parts["public_key"], fhe.BINARY)

@@ -1,0 +1,62 @@
+"""Encryption at a data owner (plain -> he): with public material from the attested TEE key service only."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+
+from orchestrator.policy import HeZone, Policy
+from zones.common.ckks.crypto import encrypt_matrix
+from zones.common.ckks.material import deserialize_public
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import Context
+from zones.common.ckks.tensor import CipherTensor
+from zones.common.engine import StoredTensor, ZoneError
+from zones.common.material import MaterialError, unbundle
+
+
+class PublicEncryptor:
+    """Encrypts tensors for the HE zones of a policy, as `principal`; fetches each key's material once."""
+
+    def __init__(self, policy: Policy, principal: str) -> None:
+        self.policy, self.principal = policy, principal
+        self._keys: dict[str, Context] = {}
+        self._public: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _material(self, he_zone: str, he: HeZone) -> tuple[Context, object]:
+        from orchestrator.keyclient import KeyClient, KeyServiceError
+        from zones.common.attestation import AttestationError
+
+        with self._lock:
+            if he.key not in self._keys:
+                tees = [n for n, z in self.policy.zones.items() if z.kind == "tee"]
+                if not tees:
+                    raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"policy {self.policy.name!r} has no tee zone to take key {he.key!r} from")
+                client = KeyClient(self.policy, tees[0], self.principal)
+                try:
+                    data, meta = client.public_material(he.key, [])
+                    cc, public = deserialize_public(unbundle(data, meta))
+                except (KeyServiceError, AttestationError, MaterialError, RuntimeError) as e:
+                    raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"{self.principal} could not get the public key {he.key!r} for zone "
+                                    f"{he_zone!r} from tee zone {tees[0]!r}: {e}") from None
+                finally:
+                    client.close()
+                self._keys[he.key], self._public[he.key] = Context(cc, he.ckks), public
+            return self._keys[he.key], self._public[he.key]
+
+    def encrypt(self, he_zone: str, values: np.ndarray) -> StoredTensor:
+        """A (tokens, features) matrix encrypted under the key of HE zone `he_zone`, in its packing."""
+        he = self.policy.zones[he_zone]
+        assert isinstance(he, HeZone)
+        if values.ndim != 2:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"only (tokens, features) matrices are encrypted, got shape {list(values.shape)}")
+        ctx, public = self._material(he_zone, he)
+        packing = Packing(he.ckks.ring_dim // 2, he.pack_width)
+        blocks = encrypt_matrix(ctx, public, packing, values)
+        return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()

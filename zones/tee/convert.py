@@ -1,0 +1,68 @@
+"""The enclave's conversions between ciphertexts and MPC shares. Every result is a share or a ciphertext:
+no plaintext leaves the enclave."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix
+from zones.common.ckks.packing import Packing
+from zones.common.ckks.params import Context
+from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
+from zones.common.engine import StoredTensor
+from zones.common.masking import BOUNDED, bounded_share, bounded_values
+from zones.tee.keystore import KeyStore
+
+# A bounded share holds y - s with |s| <= 2^44 (the largest reshare mask a policy admits); anything larger is
+# a ring-uniform share, which CKKS cannot encrypt meaningfully.
+MAX_BOUNDED = 2.0 ** 46
+
+
+class ConversionError(ValueError):
+    """Input the enclave refuses to convert; the message names what is wrong."""
+
+
+def _open_ct(keys: KeyStore, key: str, t: StoredTensor) -> tuple[CipherTensor, Context, KeyPair]:
+    ctx, pair = keys.open(key)
+    try:
+        ct = from_stored(t, ctx.params.ring_dim, pair.public.GetKeyTag())
+    except CiphertextError as e:
+        raise ConversionError(str(e)) from None
+    return ct, ctx, pair
+
+
+def decrypt_to_share(keys: KeyStore, key: str, t: StoredTensor, index: int, count: int, precision: int,
+                     prescale: int) -> StoredTensor:
+    """The masked ciphertext x - r decrypted into share `index` of a bounded sharing (times 2^prescale)."""
+    ct, ctx, pair = _open_ct(keys, key, t)
+    values = decrypt_matrix(ctx, pair.secret, ct.packing, ct.blocks, ct.tokens, ct.features)
+    return bounded_share(values, index, count, precision, prescale)
+
+
+def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: Packing) -> StoredTensor:
+    """A bounded share y - s encrypted under `key` in `packing`."""
+    if share.meta.get(BOUNDED) != "1" or len(share.shape) != 2:
+        raise ConversionError("only a bounded (tokens, features) share can be encrypted; a ring-uniform share "
+                              "must be re-shared with a bounded mask first")
+    values = bounded_values(share)
+    if np.abs(values).max(initial=0.0) > MAX_BOUNDED:
+        raise ConversionError(f"share values reach {np.abs(values).max():.3g}, beyond a bounded share's "
+                              f"{MAX_BOUNDED:.3g}")
+    ctx, pair = keys.open(key)
+    if packing.slots != ctx.params.ring_dim // 2:
+        raise ConversionError(f"packing of {packing.slots} slots does not fit key {key!r} (ring dimension "
+                              f"{ctx.params.ring_dim})")
+    blocks = encrypt_matrix(ctx, pair.public, packing, values)
+    return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()
+
+
+def reencrypt(keys: KeyStore, key: str, t: StoredTensor, recipient: str) -> StoredTensor:
+    """The ciphertext tensor under `key` as the same tensor under the `recipient` key, in the same packing."""
+    ct, ctx, pair = _open_ct(keys, key, t)
+    values = decrypt_matrix(ctx, pair.secret, ct.packing, ct.blocks, ct.tokens, ct.features)
+    rctx, rpair = keys.open(recipient)
+    if rctx.params.ring_dim != ctx.params.ring_dim:
+        raise ConversionError(f"key {recipient!r} has ring dimension {rctx.params.ring_dim}, key {key!r} "
+                              f"{ctx.params.ring_dim}; the packing cannot carry over")
+    blocks = encrypt_matrix(rctx, rpair.public, ct.packing, values)
+    return CipherTensor(blocks, ct.packing, ct.tokens, ct.features).to_stored()
