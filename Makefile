@@ -10,9 +10,11 @@ export TOKENIZERS_PARALLELISM := false
 setup:
 	@bash scripts/setup.sh
 
+# The fully private encoder: HE linears at the owner, MPC nonlinears between owner and keyholder, the
+# keyholder's enclave converting; --check compares with plaintext and the data plane with the privacy report.
 demo: setup
-	$(VENV)/bin/hsi plan --policy deploy/policies/plain-minilm.yaml
-	$(VENV)/bin/hsi embed --policy deploy/policies/plain-minilm.yaml --check \
+	$(VENV)/bin/hsi plan --policy deploy/policies/private-minilm.yaml
+	$(VENV)/bin/hsi embed --policy deploy/policies/private-minilm.yaml --check --min-cosine 0.995 \
 	    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; started on metformin 500 mg twice daily."
 
 lint: setup

@@ -36,7 +36,7 @@ SENTENCES = [
     "Post-operative day two: afebrile, wound clean and dry, tolerating oral intake, plan discharge tomorrow.",
 ]
 PROMPTS = ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."]
-PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm"]
+PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm"]
 
 
 def _hf_embed(model: str, text: str) -> dict[str, Any]:

@@ -28,11 +28,17 @@ def _plan_tables(plan: Plan) -> None:
         t.add_row(str(s.index), s.zone, s.kind, ",".join(s.parties), str(len(s.ops)), s.ops[0], s.ops[-1],
                   f"{s.est_seconds:.3f}")
     out.print(t)
-    c = Table(title="conversions")
-    for col in ("tensor", "from", "to", "kind", "how", "est bytes"):
+    c = Table(title="conversions (every tensor: `hsi plan --json`)")
+    for col in ("from", "to", "kind", "tensors", "est bytes", "mask hides (bits, min)", "error budget (max)", "how"):
         c.add_column(col)
+    groups: dict[tuple[str, str, str], list[Any]] = {}
     for conv in plan.conversions:
-        c.add_row(conv.tensor, conv.from_zone, conv.to_zone, conv.kind, conv.how, f"{conv.est_bytes:,}")
+        groups.setdefault((conv.from_zone, conv.to_zone, conv.kind), []).append(conv)
+    for (src, dst, kind), convs in groups.items():
+        hiding = [x.hiding_bits for x in convs if x.hiding_bits is not None]
+        budget = [x.error_budget for x in convs if x.error_budget is not None]
+        c.add_row(src, dst, kind, str(len(convs)), f"{sum(x.est_bytes for x in convs):,}",
+                  f"{min(hiding):.1f}" if hiding else "-", f"{max(budget):.2g}" if budget else "-", convs[0].how)
     out.print(c)
     p = Table(title="privacy report: what each party sees")
     for col in ("party", "plaintext activations", "plaintext weights", "ciphertexts", "shares"):
@@ -188,6 +194,17 @@ def _metrics_table(result: dict[str, Any]) -> None:
     for link, n in m["bytes_by_link"].items():
         b.add_row(link, f"{n:,}")
     out.print(b)
+    received: dict[tuple[str, str], dict[str, int]] = {}
+    for r in result["privacy"]["observed"]:
+        counts = received.setdefault((f"{r['party']}/{r['zone']}", r["source_principal"]), {})
+        counts[r["encoding"]] = counts.get(r["encoding"], 0) + 1
+    seen = Table(title="what each zone received (tensors by encoding)")
+    seen.add_column("zone")
+    seen.add_column("from")
+    seen.add_column("received", justify="right")
+    for (zone, source), counts in sorted(received.items()):
+        seen.add_row(zone, source, ", ".join(f"{n} {enc}" for enc, n in sorted(counts.items())))
+    out.print(seen)
     mism = result["privacy"]["mismatches"]
     out.print("data plane matches the privacy report" if not mism else
               "[bold red]data plane differs from the privacy report:[/]\n  " + "\n  ".join(mism))

@@ -100,9 +100,10 @@ for _spec in [
     ConversionSpec(P, P, "plaintext crosses parties over mTLS", _always, True),
     ConversionSpec(P, H, "the sender encrypts with the attested CKKS public key", _needs_key_service, False),
     ConversionSpec(H, P, "the enclave decrypts for the receiving party", _needs_key_service, True),
-    ConversionSpec(H, M, "HE zone masks with r, enclave decrypts x-r as its share, HE party keeps r", _he_to_mpc,
-                   False),
-    ConversionSpec(M, H, "parties encrypt their shares; the HE zone adds them", _mpc_to_he, False),
+    ConversionSpec(H, M, "the HE zone masks with a bounded r, its party keeps r; the enclave decrypts x-r into the "
+                   "other party's share", _he_to_mpc, False),
+    ConversionSpec(M, H, "re-shared with a bounded mask s kept by the HE host's party; the enclave encrypts the other "
+                   "share y-s for the HE zone, which adds s", _mpc_to_he, False),
     ConversionSpec(P, M, "the sender secret-shares its tensor to the MPC parties", _always, False),
     ConversionSpec(M, P, "every share goes to the receiving party, which reconstructs", _always, True),
     ConversionSpec(H, T, "the enclave decrypts", _always, False),

@@ -46,12 +46,15 @@ class Metrics:
     bytes_by_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     mpc_rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     mpc_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    time_by_conversion: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def to_dict(self, wall_s: float) -> dict[str, Any]:
         """The `metrics` block of a run's JSON result."""
         out: dict[str, Any] = {"wall_s": round(wall_s, 4),
                                "time_by_zone": {k: round(v, 4) for k, v in sorted(self.time_by_zone.items())},
                                "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
+        if self.time_by_conversion:  # seconds the senders spent moving tensors, by conversion kind
+            out["time_by_conversion"] = {k: round(v, 4) for k, v in sorted(self.time_by_conversion.items())}
         if self.mpc_rounds:
             out["mpc"] = {z: {"rounds": self.mpc_rounds[z], "bytes": self.mpc_bytes[z]}
                           for z in sorted(self.mpc_rounds)}
@@ -258,6 +261,7 @@ class Runtime:
             for receiver in receivers:
                 reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
                     session=session, name=t, to_zone=dst.zone, to_party=receiver), self.deadline.rpc_s, sender)
+                m.time_by_conversion[f"{src.kind}->{dst.kind}"] += reply.seconds
                 for link, n in reply.bytes_by_link.items():  # a conversion through the enclave: every hop
                     m.bytes_by_link[link] += n
                 if reply.bytes_by_link:

@@ -14,6 +14,7 @@ from orchestrator.models.registry import load_model
 from orchestrator.planner import Stage
 from orchestrator.policy import HeZone, Policy
 from protos import tensor_pb2 as pb
+from zones.common.ckks.crypto import add_plain_matrix
 from zones.common.ckks.material import deserialize_public
 from zones.common.ckks.packing import Packing
 from zones.common.ckks.params import HeParamsError, make_context
@@ -182,10 +183,7 @@ class HeEngine:
                             self.packing, a.tokens, a.features)
 
     def _with_plaintext(self, ct: CipherTensor, values: np.ndarray, sign: float) -> CipherTensor:
-        cc = self._context()
-        vectors = ct.packing.pack(values * sign)
-        blocks = [[cc.EvalAdd(c, cc.MakeCKKSPackedPlaintext(v, 1, c.GetLevel()))
-                   for c, v in zip(row, vrow, strict=True)] for row, vrow in zip(ct.blocks, vectors, strict=True)]
+        blocks = add_plain_matrix(self._context(), ct.packing, ct.blocks, values * sign)
         return CipherTensor(blocks, ct.packing, ct.tokens, ct.features)
 
     def mask(self, name: str, t: StoredTensor, bits: int) -> tuple[np.ndarray, StoredTensor]:

@@ -50,3 +50,10 @@ def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: Packing, block
             out.append(np.array(pt.GetCKKSPackedValue()))
         vectors.append(out)
     return packing.unpack(vectors, tokens, features)
+
+
+def add_plain_matrix(cc: fhe.CryptoContext, packing: Packing, blocks: list[list[fhe.Ciphertext]],
+                     x: np.ndarray) -> list[list[fhe.Ciphertext]]:
+    """The ciphertexts plus a plaintext (tokens, features) matrix, encoded at each ciphertext's level."""
+    return [[cc.EvalAdd(c, cc.MakeCKKSPackedPlaintext(v, 1, c.GetLevel())) for c, v in zip(row, vrow, strict=True)]
+            for row, vrow in zip(blocks, packing.pack(np.asarray(x, dtype=np.float64)), strict=True)]

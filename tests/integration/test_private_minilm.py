@@ -1,0 +1,228 @@
+"""The fully private MiniLM across real zone processes: HE linears at the owner, MPC nonlinears between owner and
+keyholder, the keyholder's enclave converting between them. Accuracy, what every party received, the enclave's
+grants, and a killed enclave."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from orchestrator.keyclient import KeyClient
+from orchestrator.launcher import down, running, up
+from orchestrator.policy import Policy
+from orchestrator.reference import reference_embedding
+from orchestrator.runtime import RunError
+from protos import keys_pb2_grpc
+from protos import tensor_pb2 as pb
+from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
+from tests.integration.conftest import Deployment
+from zones.common.certs import load_credentials
+from zones.common.ckks.encryptor import PublicEncryptor
+from zones.common.engine import StoredTensor
+from zones.common.server import secure_channel
+from zones.common.shares import split
+from zones.common.stream import frames
+from zones.tee.audit import read_log, verify_records
+from zones.tee.hsm import Hsm, HsmConfig
+
+RPC_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def private(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    work = tmp_path_factory.mktemp("private")
+    path = policy_on_free_ports(POLICIES / "private-minilm.yaml", work)
+    data = yaml.safe_load(path.read_text())
+    pin = work / "user.pin"
+    pin.write_text(softhsm.pins["hsi-it"])
+    hsm = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
+    (work / "platform.pub").write_text(hsm.platform_public_key().hex())  # what `hsi tee init-token` writes
+    hsm.close()
+    data["zones"]["enclave"].update(
+        platform_key_file=str(work / "platform.pub"), key_dir=str(work / "keys"), audit_log=str(work / "audit.log"),
+        hsm={"token_label": "hsi-it", "pin_file": str(pin), "softhsm_conf": str(softhsm.conf)})
+    data["transport"]["deadlines"]["rpc_s"] = RPC_S
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    up(path)  # also creates the HE zone's key in the enclave, as the keyholder's admin
+    try:
+        yield Deployment(path)
+    finally:
+        down(path)
+
+
+def _cosine(got: list[float], text: str) -> float:
+    want = reference_embedding("minilm-l6", text)
+    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
+
+
+def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(private: Deployment) -> None:
+    rt = private.runtime()
+    try:
+        for c in rt.plan.conversions:  # the plan states every mask's hiding and error budget
+            if c.kind in ("he->mpc", "mpc->he"):
+                assert c.hiding_bits is not None and c.hiding_bits >= 20, c
+                assert c.error_budget is not None and 0 < c.error_budget < 1e-3, c
+        texts = ["Hi there.", "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive."]
+        for text in texts:
+            run = rt.embed(text).to_dict()
+            cosine = _cosine(run["output"]["embedding"], text)
+            print(f"private cosine {cosine:.6f}, {run['output']['tokens']} tokens, {run['metrics']['wall_s']} s, "
+                  f"{run['metrics']['time_by_zone']}: {text}")
+            assert cosine >= 0.995
+            privacy = run["privacy"]
+            assert privacy["mismatches"] == []
+            got: dict[tuple[str, str], set[tuple[str, str]]] = {}
+            for r in privacy["observed"]:
+                if r["party"] != "client":  # no party but the client receives a plaintext activation
+                    assert r["encoding"] != "plain", r
+                got.setdefault((r["zone"], r["party"]), set()).add((r["encoding"], r["source_principal"]))
+            assert got[("he", "owner")] == {("ckks", "client/embed-client"), ("ckks", "keyholder/enclave"),
+                                            ("share", "owner/mpc")}
+            assert got[("enclave", "keyholder")] == {("ckks", "owner/he"), ("share", "keyholder/mpc")}
+            assert got[("mpc", "owner")] == {("share", "client/embed-client"), ("share", "owner/he")}
+            assert got[("mpc", "keyholder")] == {("share", "client/embed-client"), ("share", "keyholder/enclave")}
+    finally:
+        rt.close()
+    log = read_log(Path(private.policy.zones["enclave"].audit_log))  # type: ignore[union-attr]
+    assert verify_records(log) == []
+    allowed = {(r.principal, r.operation, r.reason) for r in log if r.decision == "allow"}
+    assert ("owner/he", "decrypt_to_share", "granted, to keyholder/mpc") in allowed
+    assert ("keyholder/mpc", "encrypt_share", "granted, to owner/he") in allowed
+
+
+# Clinical, financial and everyday text of 5 to 60 tokens, none from the calibration corpus.
+TWENTY = [
+    "Sunny with a light breeze.",
+    "Where is the nearest pharmacy that is open on Sunday?",
+    "I loved the film, although the ending felt rushed.",
+    "Please cancel my subscription and refund the last payment.",
+    "The patient reports chest pain radiating to the left arm since this morning.",
+    "Hemoglobin A1c 8.9%, up from 7.2% three months ago; metformin dose increased.",
+    "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive, HER2 negative.",
+    "CT angiography shows no pulmonary embolism; small bilateral pleural effusions and bibasilar atelectasis.",
+    "Post-operative day two after laparoscopic cholecystectomy, tolerating diet, pain controlled with "
+    "acetaminophen, wound clean and dry, plan discharge tomorrow if afebrile.",
+    "The central bank held rates steady and signalled two cuts next year.",
+    "Quarterly dividend of $0.24 per share payable to holders of record on June 1.",
+    "Suspicious login from an unrecognised device in another country was blocked.",
+    "Net interest margin compressed to 2.9% as deposit costs rose faster than loan yields in the third quarter.",
+    "The counterparty breached its covenant when leverage exceeded four times EBITDA, triggering a cross-default "
+    "on the senior secured notes and an acceleration notice from the trustee.",
+    "My flight was delayed by three hours, so I missed the connection in Frankfurt.",
+    "Can you suggest a vegetarian recipe that takes less than thirty minutes?",
+    "The kids built a sandcastle and then watched the tide wash it away.",
+    "Our team shipped the new release on Friday and the crash rate dropped by half over the weekend.",
+    "Mother of three, 41, presents with fatigue, weight gain and cold intolerance; TSH 11.2 mIU/L, free T4 low, "
+    "started on levothyroxine 50 micrograms daily with repeat labs in six weeks and dietary advice given.",
+    "Ok.",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_private_minilm_twenty_varied_sentences(private: Deployment) -> None:
+    rt = private.runtime()
+    try:
+        results = []
+        for text in TWENTY:
+            r = rt.embed(text)
+            results.append((r.output["tokens"], _cosine(r.output["embedding"], text), r.metrics["wall_s"]))
+    finally:
+        rt.close()
+    for tokens, cosine, wall in results:
+        print(f"private-minilm: {tokens} tokens, cosine {cosine:.6f}, {wall:.1f} s")
+    assert min(t for t, _, _ in results) <= 5 and max(t for t, _, _ in results) >= 50
+    assert min(c for _, c, _ in results) >= 0.995
+
+
+def _stream(policy: Policy, principal: str, method: str, t: StoredTensor, meta: dict[str, str]) -> grpc.RpcError:
+    """The error the enclave answers a conversion call with, made as `principal`."""
+    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), principal)
+    target = policy.zone_endpoints("enclave")["keyholder"]
+    ch = secure_channel(creds, target)
+    try:
+        header = pb.TensorHeader(session="probe", name="probe", encoding=t.encoding,  # type: ignore[arg-type]
+                                 source_party=principal.split("/")[0], dtype=t.dtype, shape=list(t.shape),
+                                 meta=t.meta | meta)
+        with pytest.raises(grpc.RpcError) as e:
+            getattr(keys_pb2_grpc.KeyServiceStub(ch), method)(frames(header, t.data, 1 << 20), timeout=RPC_S)
+        return e.value
+    finally:
+        ch.close()
+
+
+def test_enclave_converts_only_as_granted(private: Deployment) -> None:
+    policy = private.policy
+    ct = PublicEncryptor(policy, "client/embed-client").encrypt("he", np.random.default_rng(0).normal(size=(4, 384)))
+    to_owner = {"key": "ckks-main", "to_zone": "mpc", "to_party": "owner", "share_index": "0", "share_count": "2",
+                "precision": "16"}
+    # the HE host may have shares decrypted for the keyholder's MPC party only, never for its own
+    e = _stream(policy, "owner/he", "DecryptToShare", ct, to_owner)
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "does not name 'owner/mpc'" in e.details()
+    to_keyholder = to_owner | {"to_party": "keyholder", "share_index": "1"}
+    e = _stream(policy, "keyholder/mpc", "DecryptToShare", ct, to_keyholder)
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "no grant for decrypt_to_share" in e.details()
+    e = _stream(policy, "owner/he", "DecryptToShare", ct, to_keyholder | {"share_index": "0"})
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "holds share 1" in e.details()
+    _, uniform = split(torch.randn(4, 384), 2, 16)  # a ring-uniform share cannot be encrypted
+    e = _stream(policy, "keyholder/mpc", "EncryptShare", uniform, {"key": "ckks-main", "to_zone": "he"})
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "bounded" in e.details()
+    e = _stream(policy, "owner/mpc", "EncryptShare", uniform, {"key": "ckks-main", "to_zone": "he"})
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+    log = read_log(Path(policy.zones["enclave"].audit_log))  # type: ignore[union-attr]
+    denied = {(r.principal, r.operation) for r in log if r.decision == "deny"}
+    assert {("owner/he", "decrypt_to_share"), ("keyholder/mpc", "decrypt_to_share"),
+            ("owner/mpc", "encrypt_share")} <= denied
+
+
+def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(private: Deployment) -> None:
+    policy = private.policy
+    admin = KeyClient(policy, "enclave", "keyholder/admin")
+    before = [(k.key, k.version, k.public_key_sha256) for k in admin.list()]
+    admin.close()
+    pids = running(policy)
+    assert pids is not None
+    rt = private.runtime()
+    rt.load()
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            rt.embed("Follow-up visit: blood pressure well controlled on amlodipine, continue current dose.")
+            result["error"] = None
+        except RunError as e:
+            result["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    start = time.monotonic()
+    t.start()
+    time.sleep(3)  # conversions through the enclave are under way
+    os.killpg(pids["enclave@keyholder"], signal.SIGKILL)
+    t.join(timeout=2 * RPC_S + 60)
+    rt.close()
+    seconds = time.monotonic() - start
+    assert not t.is_alive(), "the run did not end"
+    error = str(result["error"])
+    print(f"killed enclave: failed after {seconds:.1f} s: {error[:300]}")
+    assert "enclave" in error
+    assert seconds < 2 * RPC_S + 30
+    up(private.path)  # restarts the enclave only; it unseals its keys from disk
+    admin = KeyClient(policy, "enclave", "keyholder/admin")
+    assert [(k.key, k.version, k.public_key_sha256) for k in admin.list()] == before
+    admin.close()
+    rt = private.runtime()
+    try:
+        text = "Back in service."
+        assert _cosine(rt.embed(text).output["embedding"], text) >= 0.995
+    finally:
+        rt.close()
