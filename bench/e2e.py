@@ -30,13 +30,15 @@ from orchestrator.reference import (  # noqa: E402
 from orchestrator.runtime import Runtime  # noqa: E402
 
 SENTENCES = [
-    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease.",
+    # 32 tokens: the target length for private-minilm
+    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; admitted "
+    "today with acute chest pain.",
     "The account holder disputes two card payments made in Lisbon on the 3rd and 4th of March.",
     "Can you remind me to water the plants tomorrow morning?",
     "Post-operative day two: afebrile, wound clean and dry, tolerating oral intake, plan discharge tomorrow.",
 ]
 PROMPTS = ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."]
-PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm"]
+PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm", "selective-smollm2"]
 
 
 def _hf_embed(model: str, text: str) -> dict[str, Any]:

@@ -86,6 +86,10 @@ class HeZone(_Strict):
                                                                 "other parties' share with +-2^bits")
     min_hiding_bits: float = Field(20.0, ge=0, description="the plan is refused when a mask hides a tensor "
                                                            "(widened calibrated range) by fewer bits")
+    plaintext_cache_mb: int | None = Field(None, ge=0, description="memory for encoded weight plaintexts (about "
+                                                                   "0.4 MB each at N=2^14); layers beyond it are "
+                                                                   "encoded during each call, ~5x slower. Default: "
+                                                                   "3/4 of the machine's memory")
 
     @model_validator(mode="after")
     def _mask_fits_modulus(self) -> HeZone:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from orchestrator.launcher import down, up
+from orchestrator.launcher import down, running, up
 from orchestrator.policy import Policy, load_policy
-from orchestrator.runtime import Runtime
-from tests.conftest import POLICIES, policy_on_free_ports
+from orchestrator.runtime import RunError, Runtime
+from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
+from zones.tee.hsm import Hsm, HsmConfig
 
 
 class Deployment:
@@ -24,6 +28,58 @@ class Deployment:
 
     def runtime(self) -> Runtime:
         return Runtime(self.policy)
+
+
+def fault_during_run(dep: Deployment, process: str, sig: int, after_s: float, join_s: float) -> tuple[str, float]:
+    """Embed a sentence and, `after_s` into it, signal the process group of `process` (`zone@party`); the run's
+    error and how long it took to fail."""
+    pids = running(dep.policy)
+    assert pids is not None
+    rt = dep.runtime()
+    rt.load()
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            rt.embed("Follow-up visit: blood pressure well controlled on amlodipine, continue current dose.")
+            result["error"] = None
+        except RunError as e:
+            result["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    start = time.monotonic()
+    t.start()
+    time.sleep(after_s)
+    os.killpg(pids[process], sig)  # the whole process group: the zone and its workers
+    t.join(timeout=join_s)
+    rt.close()
+    assert not t.is_alive(), "the run did not end"
+    assert result["error"], f"the run succeeded although {process} was signalled"
+    return str(result["error"]), time.monotonic() - start
+
+
+def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory,
+                       rpc_s: float) -> Iterator[Deployment]:
+    """A shipped policy with a tee zone, on free ports, its enclave on the test session's SoftHSM2 token."""
+    work = tmp_path_factory.mktemp("enclave")
+    path = policy_on_free_ports(POLICIES / name, work)
+    data = yaml.safe_load(path.read_text())
+    pin = work / "user.pin"
+    pin.write_text(softhsm.pins["hsi-it"])
+    hsm = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
+    (work / "platform.pub").write_text(hsm.platform_public_key().hex())  # what `hsi tee init-token` writes
+    hsm.close()
+    tee = next(z for z in data["zones"].values() if z["kind"] == "tee")
+    tee.update(platform_key_file=str(work / "platform.pub"), key_dir=str(work / "keys"),
+               audit_log=str(work / "audit.log"),
+               hsm={"token_label": "hsi-it", "pin_file": str(pin), "softhsm_conf": str(softhsm.conf)})
+    data["transport"]["deadlines"]["rpc_s"] = rpc_s
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    up(path)  # also creates the HE zone's key in the enclave, as the keyholder's admin
+    try:
+        yield Deployment(path)
+    finally:
+        down(path)
 
 
 def deployment(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:

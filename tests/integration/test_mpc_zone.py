@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +14,10 @@ import yaml
 
 from orchestrator.launcher import down, running, up
 from orchestrator.reference import reference_embedding
-from orchestrator.runtime import RunError
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from tests.conftest import POLICIES, policy_on_free_ports
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, fault_during_run
 from zones.common.certs import load_credentials
 from zones.common.server import secure_channel
 from zones.common.shares import split
@@ -125,29 +122,8 @@ def test_shares_that_are_not_this_partys_are_refused(all_mpc: Deployment) -> Non
 
 
 def _fault_during_run(dep: Deployment, sig: signal.Signals) -> tuple[str, float]:
-    pids = running(dep.policy)
-    assert pids is not None
-    rt = dep.runtime()
-    rt.load()
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            rt.embed("Follow-up visit: blood pressure well controlled on amlodipine, continue current dose.")
-            result["error"] = None
-        except RunError as e:
-            result["error"] = str(e)
-
-    t = threading.Thread(target=run)
-    start = time.monotonic()
-    t.start()
-    time.sleep(4)  # the MPC stage is under way
-    os.killpg(pids["mpc@keyholder"], sig)  # the whole process group: the zone and its worker
-    t.join(timeout=PEER_TIMEOUT_S + 60)
-    rt.close()
-    assert not t.is_alive(), "the run did not end"
-    assert result["error"], "the run succeeded although a party was gone"
-    return str(result["error"]), time.monotonic() - start
+    # 4 s in, the MPC stage is under way
+    return fault_during_run(dep, "mpc@keyholder", sig, 4, PEER_TIMEOUT_S + 60)
 
 
 def _recovers(dep: Deployment) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +13,15 @@ import grpc
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from orchestrator.keyclient import KeyClient
-from orchestrator.launcher import down, running, up
+from orchestrator.launcher import up
 from orchestrator.policy import Policy
 from orchestrator.reference import reference_embedding
-from orchestrator.runtime import RunError
 from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
-from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
-from tests.integration.conftest import Deployment
+from tests.conftest import SoftHsm
+from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run
 from zones.common.certs import load_credentials
 from zones.common.ckks.encryptor import PublicEncryptor
 from zones.common.engine import StoredTensor
@@ -33,31 +29,13 @@ from zones.common.server import secure_channel
 from zones.common.shares import split
 from zones.common.stream import frames
 from zones.tee.audit import read_log, verify_records
-from zones.tee.hsm import Hsm, HsmConfig
 
 RPC_S = 60.0
 
 
 @pytest.fixture(scope="module")
 def private(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    work = tmp_path_factory.mktemp("private")
-    path = policy_on_free_ports(POLICIES / "private-minilm.yaml", work)
-    data = yaml.safe_load(path.read_text())
-    pin = work / "user.pin"
-    pin.write_text(softhsm.pins["hsi-it"])
-    hsm = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
-    (work / "platform.pub").write_text(hsm.platform_public_key().hex())  # what `hsi tee init-token` writes
-    hsm.close()
-    data["zones"]["enclave"].update(
-        platform_key_file=str(work / "platform.pub"), key_dir=str(work / "keys"), audit_log=str(work / "audit.log"),
-        hsm={"token_label": "hsi-it", "pin_file": str(pin), "softhsm_conf": str(softhsm.conf)})
-    data["transport"]["deadlines"]["rpc_s"] = RPC_S
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    up(path)  # also creates the HE zone's key in the enclave, as the keyholder's admin
-    try:
-        yield Deployment(path)
-    finally:
-        down(path)
+    yield from enclave_deployment("private-minilm.yaml", softhsm, tmp_path_factory, RPC_S)
 
 
 def _cosine(got: list[float], text: str) -> float:
@@ -190,29 +168,8 @@ def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(priva
     admin = KeyClient(policy, "enclave", "keyholder/admin")
     before = [(k.key, k.version, k.public_key_sha256) for k in admin.list()]
     admin.close()
-    pids = running(policy)
-    assert pids is not None
-    rt = private.runtime()
-    rt.load()
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            rt.embed("Follow-up visit: blood pressure well controlled on amlodipine, continue current dose.")
-            result["error"] = None
-        except RunError as e:
-            result["error"] = str(e)
-
-    t = threading.Thread(target=run)
-    start = time.monotonic()
-    t.start()
-    time.sleep(3)  # conversions through the enclave are under way
-    os.killpg(pids["enclave@keyholder"], signal.SIGKILL)
-    t.join(timeout=2 * RPC_S + 60)
-    rt.close()
-    seconds = time.monotonic() - start
-    assert not t.is_alive(), "the run did not end"
-    error = str(result["error"])
+    # 3 s in, conversions through the enclave are under way
+    error, seconds = fault_during_run(private, "enclave@keyholder", signal.SIGKILL, 3, 2 * RPC_S + 60)
     print(f"killed enclave: failed after {seconds:.1f} s: {error[:300]}")
     assert "enclave" in error
     assert seconds < 2 * RPC_S + 30

@@ -190,3 +190,14 @@ def test_mpc_plan_pins_the_calibration(tmp_path) -> None:  # type: ignore[no-unt
     missing = HEADER.replace("rendezvous_port: 6006", f"rendezvous_port: 6006\n    calibration: {tmp_path}/x.json")
     with pytest.raises(PlanError, match="no MPC calibration"):
         make_plan(load_graph("minilm-l6"), load_policy_text(missing + body, "p.yaml"))
+
+
+def test_shipped_selective_smollm2_reveals_exactly_block_1s_output_onwards() -> None:
+    graph = load_graph("smollm2-135m")
+    plan = make_plan(graph, load_policy(POLICIES / "selective-smollm2.yaml"))
+    names = [op.name for op in graph.ops]
+    after = names[names.index("model.layers.1.mlp.residual"):]  # block 1's output and every later op
+    assert set(plan.privacy["owner"].activations) == set(after)
+    assert plan.privacy["keyholder"].activations == [] and plan.privacy["keyholder"].weights == []
+    masked = [c for c in plan.conversions if c.kind in ("he->mpc", "mpc->he")]
+    assert len(masked) == 22 and min(c.hiding_bits or 0 for c in masked) >= 20

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 
 import grpc
@@ -22,9 +24,10 @@ from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
 from zones.common.masking import BOUNDED, bounded_values, uniform_mask
 from zones.common.material import MaterialError, unbundle
-from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices
+from zones.he.linear import EncryptedLinear, OpCounts, plaintext_bytes, rotation_indices
 
 SUPPORTED = {OpType.LINEAR, OpType.ADD}
+log = logging.getLogger("hsi.he")
 
 
 @register_engine(ZoneKind.HE)
@@ -44,6 +47,9 @@ class HeEngine:
         self._cc: fhe.CryptoContext | None = None
         self._key_tag = ""
         self._zero: fhe.Ciphertext | None = None  # a fresh encryption of 0 (see _tensor)
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        self._cache_budget = (z.plaintext_cache_mb << 20) if z.plaintext_cache_mb is not None else memory * 3 // 4
+        self._cache_used = 0
         self._layers: dict[str, EncryptedLinear] = {}
         self._graph: Graph | None = None
         self._lock = threading.Lock()
@@ -86,6 +92,7 @@ class HeEngine:
             self._cc, self._key_tag = cc, public.GetKeyTag()
             self._zero = cc.Encrypt(public, cc.MakeCKKSPackedPlaintext([0.0]))
             self._layers.clear()  # plaintexts are bound to the context
+            self._cache_used = 0
         return self._key_tag, len(self.rotations())
 
     def fetch_material(self) -> None:
@@ -131,7 +138,19 @@ class HeEngine:
                 factor = 2.0 ** -stage.prescale.get(name, 0)
                 w = weights[op.weights[0]].detach().double().numpy() * factor
                 b = weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
-                self._layers[name] = EncryptedLinear(cc, self.packing, w, b)
+                self._layers[name] = EncryptedLinear(cc, self.packing, w, b, cached=self._reserve(name, w.shape))
+
+    def _reserve(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether layer `name` fits the plaintext cache (and, if so, count it in)."""
+        _, n_out = self.packing.grid(1, shape[0])
+        _, n_in = self.packing.grid(1, shape[1])
+        need = n_out * n_in * self.packing.width * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
+        if self._cache_used + need > self._cache_budget:
+            log.warning("zone %s: layer %s does not fit the %d MB plaintext cache; it is encoded during each call",
+                        self.zone, name, self._cache_budget >> 20)
+            return False
+        self._cache_used += need
+        return True
 
     def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:
         try:

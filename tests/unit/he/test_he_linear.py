@@ -77,3 +77,15 @@ def test_insecure_parameters_refused() -> None:
     with pytest.raises(HeParamsError, match="ring_dim 16384 .* depth 12 .* 128-bit"):
         make_context(CkksParams(ring_dim=16384, depth=12, scale_bits=50))
     assert make_context(CkksParams(ring_dim=4096, allow_insecure=True)).slots == 2048
+
+
+def test_uncached_layer_encodes_per_call_and_agrees(he_keys: Keys) -> None:
+    rng = np.random.default_rng(3)
+    w, b, x = rng.normal(size=(384, 384)) / 20, rng.normal(size=384), rng.normal(size=(7, 384))
+    ct = encrypt_matrix(he_keys.ctx, he_keys.keys.public, he_keys.packing, x)
+    outs = []
+    for cached in (True, False):
+        layer = EncryptedLinear(he_keys.ctx.cc, he_keys.packing, w, b, cached=cached)
+        assert layer.plaintexts == 512
+        outs.append(decrypt_matrix(he_keys.ctx, he_keys.keys.secret, he_keys.packing, layer.forward(ct), 7, 384))
+    assert np.abs(outs[0] - (x @ w.T + b)).max() < 1e-4 and np.abs(outs[1] - outs[0]).max() < 1e-4
