@@ -109,3 +109,21 @@ class KeyClient:
     def list(self) -> list[Any]:
         """Metadata of every key."""
         return list(self._call("ListKeys", kpb.ListKeysRequest()).keys)
+
+
+def fetch_public_material(policy: Policy, principal: str, key: str,
+                          rotations: list[int]) -> tuple[bytes, dict[str, str], str]:
+    """(bundle, meta, tee zone) of `key`'s public material from the policy's tee zone, as `principal`, after
+    attesting the enclave; KeyServiceError when there is no tee zone or the call is refused, AttestationError
+    when the quote does not verify."""
+    tees = [n for n, z in policy.zones.items() if isinstance(z, TeeZone)]
+    if not tees:
+        raise KeyServiceError(f"policy {policy.name!r} has no tee zone to take key {key!r} from")
+    client = KeyClient(policy, tees[0], principal)
+    try:
+        data, meta = client.public_material(key, rotations)
+    except (KeyServiceError, AttestationError) as e:
+        raise type(e)(f"tee zone {tees[0]!r}: {e}") from None
+    finally:
+        client.close()
+    return data, meta, tees[0]

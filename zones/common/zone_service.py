@@ -284,9 +284,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             stub.PushTensor(frames(self._header(sid, name, t), t.data, self._chunk),
                             timeout=self.policy.transport.deadlines.rpc_s)
         except grpc.RpcError as e:
-            code = e.code() if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) \
-                else grpc.StatusCode.UNAVAILABLE
-            raise ZoneError(code, f"zone {to_zone!r} at {party} ({target}) refused {name!r}: {e.details()}") from None
+            raise ZoneError(_peer_status(e), f"zone {to_zone!r} at {party} ({target}) refused {name!r}: "
+                            f"{e.details()}") from None
 
     def deliver(self, sid: str, name: str, t: StoredTensor, to_zone: str, party: str) -> None:
         """Push a tensor to a zone process of the policy as this zone (the enclave's key service uses it)."""
@@ -304,9 +303,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             return getattr(self._key_service(tee), method)(frames(header, t.data, self._chunk),
                                                             timeout=self.policy.transport.deadlines.rpc_s)
         except grpc.RpcError as e:
-            code = e.code() if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) \
-                else grpc.StatusCode.UNAVAILABLE
-            raise ZoneError(code, f"the enclave {tee!r} refused {method} of {name!r}: {e.details()}") from None
+            raise ZoneError(_peer_status(e),
+                            f"the enclave {tee!r} refused {method} of {name!r}: {e.details()}") from None
 
     def _encrypt_out(self, sid: str, name: str, t: StoredTensor, to_zone: str) -> int:
         """plain -> he: encrypt under the attested public key of the HE zone's key; send the ciphertexts."""
@@ -422,6 +420,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 s = self._sessions.pop(request.session, None)
             self.engine.release(request.session)
             return zone_pb2.ReleaseReply(freed_tensors=len(s.tensors) if s else 0)
+
+
+def _peer_status(e: grpc.RpcError) -> grpc.StatusCode:
+    """The status a zone answers with when a peer it pushes to fails: the peer's refusal as it is, a peer that
+    is down or too slow as UNAVAILABLE."""
+    code = e.code()
+    return grpc.StatusCode.UNAVAILABLE if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) else code
 
 
 class _Errors:

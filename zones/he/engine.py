@@ -97,21 +97,18 @@ class HeEngine:
 
     def fetch_material(self) -> None:
         """Take the public material from the policy's TEE key service, after verifying its attestation."""
-        from orchestrator.keyclient import KeyClient, KeyServiceError
+        from orchestrator.keyclient import KeyServiceError, fetch_public_material
         from zones.common.attestation import AttestationError
 
-        tees = [n for n, z in self.policy.zones.items() if z.kind == "tee"]
-        if not tees:
+        if not any(z.kind == "tee" for z in self.policy.zones.values()):
             return
-        client = KeyClient(self.policy, tees[0], self.policy.principal(self.party, self.zone))
         try:
-            data, meta = client.public_material(self.spec.key, self.rotations())
+            data, meta, _ = fetch_public_material(self.policy, self.policy.principal(self.party, self.zone),
+                                                  self.spec.key, self.rotations())
         except (KeyServiceError, AttestationError) as e:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"zone {self.zone!r} could not get public material for key {self.spec.key!r} from "
-                            f"tee zone {tees[0]!r}: {e}") from None
-        finally:
-            client.close()
+                            f"{e}") from None
         self.install(data, meta)
 
     def _context(self) -> fhe.CryptoContext:

@@ -6,6 +6,7 @@ import threading
 
 import grpc
 import numpy as np
+import openfhe as fhe
 
 from orchestrator.policy import HeZone, Policy
 from zones.common.ckks.crypto import encrypt_matrix
@@ -22,32 +23,24 @@ class PublicEncryptor:
 
     def __init__(self, policy: Policy, principal: str) -> None:
         self.policy, self.principal = policy, principal
-        self._keys: dict[str, Context] = {}
-        self._public: dict[str, object] = {}
+        self._keys: dict[str, tuple[Context, fhe.PublicKey]] = {}
         self._lock = threading.Lock()
 
-    def _material(self, he_zone: str, he: HeZone) -> tuple[Context, object]:
-        from orchestrator.keyclient import KeyClient, KeyServiceError
+    def _material(self, he_zone: str, he: HeZone) -> tuple[Context, fhe.PublicKey]:
+        from orchestrator.keyclient import KeyServiceError, fetch_public_material
         from zones.common.attestation import AttestationError
 
         with self._lock:
             if he.key not in self._keys:
-                tees = [n for n, z in self.policy.zones.items() if z.kind == "tee"]
-                if not tees:
-                    raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"policy {self.policy.name!r} has no tee zone to take key {he.key!r} from")
-                client = KeyClient(self.policy, tees[0], self.principal)
                 try:
-                    data, meta = client.public_material(he.key, [])
+                    data, meta, _ = fetch_public_material(self.policy, self.principal, he.key, [])
                     cc, public = deserialize_public(unbundle(data, meta))
                 except (KeyServiceError, AttestationError, MaterialError, RuntimeError) as e:
                     raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"{self.principal} could not get the public key {he.key!r} for zone "
-                                    f"{he_zone!r} from tee zone {tees[0]!r}: {e}") from None
-                finally:
-                    client.close()
-                self._keys[he.key], self._public[he.key] = Context(cc, he.ckks), public
-            return self._keys[he.key], self._public[he.key]
+                                    f"{he_zone!r}: {e}") from None
+                self._keys[he.key] = (Context(cc, he.ckks), public)
+            return self._keys[he.key]
 
     def encrypt(self, he_zone: str, values: np.ndarray) -> StoredTensor:
         """A (tokens, features) matrix encrypted under the key of HE zone `he_zone`, in its packing."""
