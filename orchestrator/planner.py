@@ -13,6 +13,7 @@ from orchestrator.calibration import CalibrationError, load_calibration, tensor_
 from orchestrator.conversions import conversion, conversion_enclave
 from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, OpType, ZoneKind
 from orchestrator.policy import HeZone, MpcZone, Policy, TeeZone
+from zones.common.ckks.packing import he_mask_bits
 from zones.common.masking import hiding_bits, prescale_for
 
 
@@ -244,16 +245,17 @@ def _masks(graph: Graph, policy: Policy, stages: list[Stage],
             continue
         step = 2.0 ** -mpc.fixed_point_bits
         if c.kind == "he->mpc":
-            k = prescale_for(he.mask_bits, bound, he.min_hiding_bits)
+            mask = he_mask_bits(he)
+            k = prescale_for(mask, bound, he.min_hiding_bits)
             if k and graph.op(c.tensor).type != OpType.LINEAR:
                 problems.append(f"tensor {c.tensor!r} (up to {bound:.3g}) needs mask_bits "
-                                f"{he.mask_bits + k} of zone {he_name!r} to be hidden by {he.min_hiding_bits} bits; "
+                                f"{mask + k} of zone {he_name!r} to be hidden by {he.min_hiding_bits} bits; "
                                 "only a linear output can be prescaled to fit the CKKS modulus")
                 continue
             if k:
                 prescale.setdefault(c.from_stage, {})[c.tensor] = k  # type: ignore[arg-type]
-            bits = hiding_bits(he.mask_bits + k, bound)
-            budget = 2.0 ** k * ckks_conversion_error(he.ckks.scale_bits, he.mask_bits) + step
+            bits = hiding_bits(mask + k, bound)
+            budget = 2.0 ** k * ckks_conversion_error(he.ckks.scale_bits, mask) + step
         else:
             k = 0
             reshare.setdefault(c.from_stage, {})[c.tensor] = he_name  # type: ignore[arg-type]

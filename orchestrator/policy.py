@@ -86,6 +86,12 @@ class HeZone(_Strict):
                                                                 "other parties' share with +-2^bits")
     min_hiding_bits: float = Field(20.0, ge=0, description="the plan is refused when a mask hides a tensor "
                                                            "(widened calibrated range) by fewer bits")
+    lane_max_tokens: int = Field(4, ge=0, description="tensors of at most this many tokens (each generated "
+                                                      "token) use the lane layout: a token's features repeated "
+                                                      "in slots/pack_width lanes, each lane working through its "
+                                                      "share of the weight diagonals (that many times fewer "
+                                                      "multiplies and plaintexts than the token-batched "
+                                                      "layout, more rotations per token); 0 turns it off")
     plaintext_cache_mb: int | None = Field(None, ge=0, description="memory for encoded weight plaintexts (about "
                                                                    "0.4 MB each at N=2^14); layers beyond it are "
                                                                    "encoded during each call, ~5x slower. Default: "

@@ -50,7 +50,8 @@ def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(pri
             if c.kind in ("he->mpc", "mpc->he"):
                 assert c.hiding_bits is not None and c.hiding_bits >= 20, c
                 assert c.error_budget is not None and 0 < c.error_budget < 1e-3, c
-        texts = ["Hi there.", "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive."]
+        # four tokens travel in the lane layout, the rest token-batched (lane_max_tokens 4)
+        texts = ["Chest pain", "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive."]
         for text in texts:
             run = rt.embed(text).to_dict()
             cosine = _cosine(run["output"]["embedding"], text)

@@ -10,6 +10,7 @@ import threading
 import grpc
 import numpy as np
 import openfhe as fhe
+import torch
 
 from orchestrator.ir import Graph, OpType, ZoneKind
 from orchestrator.models.registry import load_model
@@ -18,7 +19,7 @@ from orchestrator.policy import HeZone, Policy
 from protos import tensor_pb2 as pb
 from zones.common.ckks.crypto import add_plain_matrix
 from zones.common.ckks.material import deserialize_public
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking, Packing, lane_packing
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
@@ -44,20 +45,23 @@ class HeEngine:
         except HeParamsError as e:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"zone {zone!r}: {e}") from None
         self.packing = Packing(z.ckks.ring_dim // 2, z.pack_width)
+        self.lane = lane_packing(z)
+        self.packings: list[AnyPacking] = [self.packing] + ([self.lane, self.lane.output] if self.lane else [])
         self._cc: fhe.CryptoContext | None = None
         self._key_tag = ""
         self._zero: fhe.Ciphertext | None = None  # a fresh encryption of 0 (see _tensor)
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         self._cache_budget = (z.plaintext_cache_mb << 20) if z.plaintext_cache_mb is not None else memory * 3 // 4
         self._cache_used = 0
-        self._layers: dict[str, EncryptedLinear] = {}
+        self._layers: dict[tuple[str, AnyPacking], EncryptedLinear] = {}
         self._graph: Graph | None = None
+        self._weights: dict[str, torch.Tensor] | None = None
         self._lock = threading.Lock()
         self.counts = OpCounts()
 
     def rotations(self) -> list[int]:
-        """Slot rotations the linear ops of this zone need (one set for every shape under one packing)."""
-        return rotation_indices(self.packing)
+        """Slot rotations the linear ops of this zone need (one set for every shape under each input layout)."""
+        return sorted({r for p in self.packings if p.linear_input for r in rotation_indices(p)})
 
     def key_requirements(self) -> tuple[str, list[int], str]:
         """(key handle, rotations, CKKS parameters as JSON) the zone needs installed."""
@@ -119,32 +123,55 @@ class HeEngine:
         return self._cc
 
     def load_stage(self, stage: Stage, graph: Graph) -> None:
-        """Encode the weight plaintexts of the stage's linear ops (once); fetch public material first if needed."""
+        """Encode the weight plaintexts of the stage's linear ops (once per layout: the lane layout first, as it
+        is the smaller; a token-batched layer past the cache budget waits for its first call); fetch public
+        material first if needed."""
         if self._cc is None:
             self.fetch_material()
-        cc = self._context()
+        self._context()
         self._graph = graph
-        weights = None
         for name in stage.ops:
             op = graph.op(name)
             if op.type not in SUPPORTED:
                 raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
-            if op.type == OpType.LINEAR and name not in self._layers:
-                weights = weights or load_model(self.policy.model.name).weights()
+            if op.type == OpType.LINEAR:
+                for packing in self.packings:
+                    if packing.linear_input and (packing is self.lane or self._fits(op.weights[0], packing)):
+                        self._layer(stage, name, packing)
+
+    def _layer(self, stage: Stage, name: str, packing: AnyPacking) -> EncryptedLinear:
+        """The linear op `name` of `stage` for inputs in `packing`, encoded on first use."""
+        with self._lock:
+            layer = self._layers.get((name, packing))
+            if layer is None:
+                assert self._graph is not None
+                op = self._graph.op(name)
+                if self._weights is None:
+                    self._weights = load_model(self.policy.model.name).weights()
                 # A prescaled output leaves times 2^-k, so the he->mpc mask hides it (the plan says why).
                 factor = 2.0 ** -stage.prescale.get(name, 0)
-                w = weights[op.weights[0]].detach().double().numpy() * factor
-                b = weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
-                self._layers[name] = EncryptedLinear(cc, self.packing, w, b, cached=self._reserve(name, w.shape))
+                w = self._weights[op.weights[0]].detach().double().numpy() * factor
+                b = self._weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
+                layer = EncryptedLinear(self._context(), packing, w, b, cached=self._reserve(name, w.shape, packing))
+                self._layers[(name, packing)] = layer
+            return layer
 
-    def _reserve(self, name: str, shape: tuple[int, ...]) -> bool:
-        """Whether layer `name` fits the plaintext cache (and, if so, count it in)."""
-        _, n_out = self.packing.grid(1, shape[0])
-        _, n_in = self.packing.grid(1, shape[1])
-        need = n_out * n_in * self.packing.width * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
+    def _need(self, shape: tuple[int, ...], packing: AnyPacking) -> int:
+        _, n_out = packing.grid(1, shape[0])
+        _, n_in = packing.grid(1, shape[1])
+        return n_out * n_in * packing.diagonals * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
+
+    def _fits(self, weight: str, packing: AnyPacking) -> bool:
+        if self._weights is None:
+            self._weights = load_model(self.policy.model.name).weights()
+        return self._cache_used + self._need(tuple(self._weights[weight].shape), packing) <= self._cache_budget
+
+    def _reserve(self, name: str, shape: tuple[int, ...], packing: AnyPacking) -> bool:
+        """Whether layer `name` in `packing` fits the plaintext cache (and, if so, count it in)."""
+        need = self._need(shape, packing)
         if self._cache_used + need > self._cache_budget:
-            log.warning("zone %s: layer %s does not fit the %d MB plaintext cache; it is encoded during each call",
-                        self.zone, name, self._cache_budget >> 20)
+            log.warning("zone %s: layer %s (%s) does not fit the %d MB plaintext cache; it is encoded during each "
+                        "call", self.zone, name, packing.meta()["packing"], self._cache_budget >> 20)
             return False
         self._cache_used += need
         return True
@@ -154,10 +181,11 @@ class HeEngine:
             ct = from_stored(t, self.spec.ckks.ring_dim, self._key_tag)
         except CiphertextError as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r}: {e}") from None
-        if ct.packing != self.packing:
+        if ct.packing not in self.packings:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"tensor {name!r} is packed {ct.packing.width} features wide; this zone uses "
-                            f"{self.packing.width}")
+                            f"tensor {name!r} is packed {ct.packing.meta()['packing']} {ct.packing.width} features "
+                            f"wide; this zone takes {', '.join(p.meta()['packing'] for p in self.packings)} "
+                            f"{self.packing.width} wide")
         if ct.level == 0 and self._zero is not None:
             # A deserialised ciphertext multiplies ~5x slower than one this context made (measured: 1.5 ms
             # against 0.3 ms per plaintext multiply at N=2^14); adding it to a zero encrypted here gives the
@@ -167,9 +195,13 @@ class HeEngine:
                               ct.features)
         return ct
 
-    def linear(self, name: str, x: CipherTensor, counts: OpCounts) -> CipherTensor:
-        """Apply the cached linear layer `name`."""
-        layer = self._layers[name]
+    def linear(self, stage: Stage, name: str, x: CipherTensor, counts: OpCounts) -> CipherTensor:
+        """Apply the linear op `name` of `stage` in the layout its input arrives in."""
+        if not x.packing.linear_input:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"op {name!r} cannot take its input packed {x.packing.meta()['packing']} (a linear "
+                            "layer's output layout); it takes the token-batched or the staggered lane layout")
+        layer = self._layer(stage, name, x.packing)
         if x.features != layer.d_in:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"op {name!r} takes {layer.d_in} features, tensor has {x.features}")
@@ -177,7 +209,7 @@ class HeEngine:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"op {name!r} needs one multiplicative level; the input is at level {x.level} of "
                             f"depth {self.spec.ckks.depth} (refresh it through MPC or the enclave first)")
-        return CipherTensor(layer.forward(x.blocks, counts), self.packing, x.tokens, layer.d_out)
+        return CipherTensor(layer.forward(x.blocks, counts), x.packing.output, x.tokens, layer.d_out)
 
     def add(self, a: CipherTensor, b: CipherTensor) -> CipherTensor:
         """Elementwise sum of two ciphertext tensors (levels aligned)."""
@@ -185,9 +217,13 @@ class HeEngine:
         if (a.tokens, a.features) != (b.tokens, b.features):
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"cannot add tensors of shapes {[a.tokens, a.features]} and {[b.tokens, b.features]}")
+        if a.packing != b.packing:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"cannot add tensors packed {a.packing.meta()['packing']} and "
+                            f"{b.packing.meta()['packing']}")
         blocks = [[_aligned_add(cc, x, y) for x, y in zip(ra, rb, strict=True)]
                   for ra, rb in zip(a.blocks, b.blocks, strict=True)]
-        return CipherTensor(blocks, self.packing, a.tokens, a.features)
+        return CipherTensor(blocks, a.packing, a.tokens, a.features)
 
     def mul_const(self, a: CipherTensor, c: float) -> CipherTensor:
         """Multiply by a public plaintext constant (uses one level)."""
@@ -196,7 +232,7 @@ class HeEngine:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"multiplying by a constant needs one level; the input is at level {a.level}")
         return CipherTensor([[cc.Rescale(cc.EvalMult(ct, float(c))) for ct in row] for row in a.blocks],
-                            self.packing, a.tokens, a.features)
+                            a.packing, a.tokens, a.features)
 
     def _with_plaintext(self, ct: CipherTensor, values: np.ndarray, sign: float) -> CipherTensor:
         blocks = add_plain_matrix(self._context(), ct.packing, ct.blocks, values * sign)
@@ -232,7 +268,7 @@ class HeEngine:
         for name in stage.ops:
             op = self._graph.op(name)
             if op.type == OpType.LINEAR:
-                env[name] = self.linear(name, env[op.inputs[0]], counts)
+                env[name] = self.linear(stage, name, env[op.inputs[0]], counts)
             else:
                 env[name] = self.add(env[op.inputs[0]], env[op.inputs[1]])
         with self._lock:

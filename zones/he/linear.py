@@ -1,15 +1,17 @@
 """Encrypted linear layers: ciphertext x plaintext-weight matmul by the diagonal method with
-baby-step/giant-step and hoisted baby-step rotations.
+baby-step/giant-step and hoisted baby-step rotations, in either slot layout of packing.py.
 
-For one token block and one (output chunk o, input chunk c) pair of width D, with
-rot(v, k) shifting features by k (a slot rotation by k * tokens_per_ct):
+For one token block and one (output chunk o, input chunk c) pair, with rot(v, k) moving
+the input by k diagonals (a slot rotation by k * packing.rotation_unit) and K the
+layout's diagonals per block:
 
-    y_o = sum_g rot( sum_c sum_b diag'[o][c][g*g1 + b] * rot(x_c, b), g*g1 )
+    y_o = lanesum( sum_g rot( sum_c sum_b diag'[o][c][g*g1 + b] * rot(x_c, b), g*g1 ) )
 
-where diag[k][j] = W[o*D + j, c*D + (j + k) mod D] and diag' is diag pre-rotated by
+where diag[k] = packing.diagonal(block (o, c), k) and diag' is diag pre-rotated by
 -g*g1, so the g1 baby-step rotations of each input chunk are computed once (hoisted)
-and shared by every output chunk, and only D/g1 giant-step rotations remain per
-output chunk. Plaintext diagonals are encoded once per layer and cached.
+and shared by every output chunk, and only K/g1 giant-step rotations remain per
+output chunk; lanesum adds the lanes of the lane layout (nothing in the token-batched
+one). Plaintext diagonals are encoded once per layer and cached.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openfhe as fhe
 
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking
 
 
 @dataclass
@@ -70,13 +72,13 @@ def baby_giant_split(width: int) -> int:
     return best
 
 
-def rotation_indices(packing: Packing) -> list[int]:
+def rotation_indices(packing: AnyPacking) -> list[int]:
     """Slot rotations (positive, left) every linear layer needs under this packing, whatever its shape."""
-    width = packing.width
-    g1 = baby_giant_split(width)
-    b = packing.stride
-    steps = {b * k for k in range(1, g1)} | {b * g * g1 for g in range(1, width // g1)}
-    return sorted(steps)
+    diagonals = packing.diagonals
+    g1 = baby_giant_split(diagonals)
+    b = packing.rotation_unit
+    steps = {b * k for k in range(1, g1)} | {b * g * g1 for g in range(1, diagonals // g1)}
+    return sorted(steps | set(packing.lane_sums))
 
 
 @dataclass
@@ -84,7 +86,7 @@ class EncryptedLinear:
     """A linear layer y = x W^T + bias with W in plaintext, ready to run on packed ciphertexts."""
 
     cc: fhe.CryptoContext
-    packing: Packing
+    packing: AnyPacking  # of the input
     weight: np.ndarray  # (d_out, d_in)
     bias: np.ndarray | None
     cached: bool = True  # False: keep the diagonals as floats and encode them during each call (memory-bound)
@@ -94,8 +96,10 @@ class EncryptedLinear:
     _bias: list[fhe.Plaintext] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.packing.linear_input:
+            raise ValueError(f"a linear layer does not take input packed {self.packing.meta()['packing']}")
         self.weight = np.asarray(self.weight, dtype=np.float64)
-        self.g1 = baby_giant_split(self.packing.width)
+        self.g1 = baby_giant_split(self.packing.diagonals)
         self._encode()
 
     @property
@@ -109,22 +113,21 @@ class EncryptedLinear:
         return int(self.weight.shape[1])
 
     def _encode(self) -> None:
-        width, b, g1 = self.packing.width, self.packing.stride, self.g1
-        _, n_in = self.packing.grid(1, self.d_in)
-        _, n_out = self.packing.grid(1, self.d_out)
+        packing, width, g1 = self.packing, self.packing.width, self.g1
+        _, n_in = packing.grid(1, self.d_in)
+        _, n_out = packing.grid(1, self.d_out)
         padded = np.zeros((n_out * width, n_in * width))
         padded[: self.d_out, : self.d_in] = self.weight
-        j = np.arange(width)
         jobs: list[tuple[tuple[int, int, int], np.ndarray]] = []
         for o in range(n_out):
             for c in range(n_in):
                 block = padded[o * width:(o + 1) * width, c * width:(c + 1) * width]
-                for k in range(width):
-                    diag = block[j, (j + k) % width]
+                for k in range(packing.diagonals):
+                    diag = packing.diagonal(block, k)
                     if not diag.any():
                         continue  # zero padding: nothing to multiply
                     g = k // g1
-                    # pre-rotate by -g*g1 features so the giant-step rotation lands it in place
+                    # pre-rotate by -g*g1 diagonals so the giant-step rotation lands it in place
                     jobs.append(((o, c, k), np.roll(diag, g * g1)))
         if not self.cached:
             self._raw = dict(jobs)
@@ -137,10 +140,10 @@ class EncryptedLinear:
             padded_bias[: self.d_out] = self.bias
             # added after the rescale, so encoded for level 1; to both the real and the imaginary token
             self._bias = [self.cc.MakeCKKSPackedPlaintext(
-                np.repeat(padded_bias[o * width:(o + 1) * width], b) * (1 + 1j), 1, 1) for o in range(n_out)]
+                packing.output.expand(padded_bias[o * width:(o + 1) * width]) * (1 + 1j), 1, 1) for o in range(n_out)]
 
     def _encode_diag(self, diag: np.ndarray) -> fhe.Plaintext:
-        return self.cc.MakeCKKSPackedPlaintext(np.repeat(diag, self.packing.stride))
+        return self.cc.MakeCKKSPackedPlaintext(self.packing.expand(diag))
 
     def _diag(self, key: tuple[int, int, int]) -> fhe.Plaintext | None:
         if self.cached:
@@ -155,7 +158,7 @@ class EncryptedLinear:
 
     def forward_block(self, chunks: list[fhe.Ciphertext], counts: OpCounts) -> list[fhe.Ciphertext]:
         """Apply the layer to one token block (its input feature chunks); returns its output chunks."""
-        cc, width, b, g1 = self.cc, self.packing.width, self.packing.stride, self.g1
+        cc, b, g1 = self.cc, self.packing.rotation_unit, self.g1
         m = 2 * cc.GetRingDimension()
         baby: list[list[fhe.Ciphertext]] = []
         for ct in chunks:
@@ -186,7 +189,7 @@ class EncryptedLinear:
             return inner, local
 
         # Giant steps are independent; OpenFHE releases the GIL, so threads use every core.
-        jobs = [(o, g) for o in range(n_out) for g in range(width // g1)]
+        jobs = [(o, g) for o in range(n_out) for g in range(self.packing.diagonals // g1)]
         results = list(_pool().map(lambda job: giant_step(*job), jobs))
         outputs = []
         for o in range(n_out):
@@ -204,6 +207,10 @@ class EncryptedLinear:
                     counts.adds += 1
             if acc is None:  # an all-zero weight block
                 acc = cc.EvalMult(chunks[0], 0.0)
+            for step in self.packing.lane_sums:
+                cc.EvalAddInPlace(acc, cc.EvalRotate(acc, step))
+                counts.rotations += 1
+                counts.adds += 1
             acc = cc.Rescale(acc)
             if self._bias:
                 acc = cc.EvalAdd(acc, self._bias[o])

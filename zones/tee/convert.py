@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking
 from zones.common.ckks.params import Context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import StoredTensor
@@ -39,7 +39,7 @@ def decrypt_to_share(keys: KeyStore, key: str, t: StoredTensor, index: int, coun
     return bounded_share(values, index, count, precision, prescale)
 
 
-def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: Packing) -> StoredTensor:
+def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: AnyPacking) -> StoredTensor:
     """A bounded share y - s encrypted under `key` in `packing`."""
     if share.meta.get(BOUNDED) != "1" or len(share.shape) != 2:
         raise ConversionError("only a bounded (tokens, features) share can be encrypted; a ring-uniform share "

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.policy import HeZone, MpcZone, Policy
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking, input_packing
 from zones.common.engine import StoredTensor
 
 # (session, tensor name, tensor, to zone, to party): push a tensor to a zone process, as the enclave's zone
@@ -45,11 +45,11 @@ class Delivery:
             raise ValueError(f"HE zone {zone!r} computes under key {z.key!r}, not {key!r}")
         return self.policy.principal(z.party, zone)
 
-    def packing(self, zone: str) -> Packing:
-        """The slot layout of HE zone `zone`."""
+    def packing(self, zone: str, tokens: int) -> AnyPacking:
+        """The slot layout HE zone `zone` takes a tensor of `tokens` tokens in."""
         z = self.policy.zones[zone]
         assert isinstance(z, HeZone)
-        return Packing(z.ckks.ring_dim // 2, z.pack_width)
+        return input_packing(z, tokens)
 
     def party_of(self, zone: str) -> str:
         """The party of a single-process zone."""

@@ -146,7 +146,7 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
 
         def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> Any:
             start = time.perf_counter()
-            ct = encrypt_share(self.enclave.keys, t.meta["key"], t, d.packing(t.meta["to_zone"]))
+            ct = encrypt_share(self.enclave.keys, t.meta["key"], t, d.packing(t.meta["to_zone"], t.shape[0]))
             ct.meta[PIECES] = "2"  # the HE zone adds the co-located party's mask to it
             d.push(h.session, h.name, ct, t.meta["to_zone"], d.party_of(t.meta["to_zone"]))
             return kpb.ConversionReply(to_principal=to, bytes=len(ct.data), seconds=time.perf_counter() - start)

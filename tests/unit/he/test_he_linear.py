@@ -9,7 +9,7 @@ from orchestrator.models.registry import load_model
 from orchestrator.policy import CkksParams
 from tests.unit.he.conftest import Keys, capture
 from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import LanePacking, Packing, input_packing, packing_from_meta
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.he.linear import EncryptedLinear, OpCounts, baby_giant_split, rotation_indices
 
@@ -58,9 +58,9 @@ def test_packing_round_trip() -> None:
     assert np.array_equal(shifted.imag[:, :-1], x[16:32, 1:512])
     with pytest.raises(ValueError, match="must be a power of two"):
         Packing(8192, 384)
-    assert Packing.from_meta(p.meta()) == p
+    assert packing_from_meta(p.meta()) == p
     with pytest.raises(ValueError, match="unknown packing"):
-        Packing.from_meta({"packing": "row-major"})
+        packing_from_meta({"packing": "row-major"})
 
 
 def test_rotations_are_exactly_what_the_packing_needs() -> None:
@@ -89,3 +89,68 @@ def test_uncached_layer_encodes_per_call_and_agrees(he_keys: Keys) -> None:
         assert layer.plaintexts == 512
         outs.append(decrypt_matrix(he_keys.ctx, he_keys.keys.secret, he_keys.packing, layer.forward(ct), 7, 384))
     assert np.abs(outs[0] - (x @ w.T + b)).max() < 1e-4 and np.abs(outs[1] - outs[0]).max() < 1e-4
+
+
+LANE_CASES = [  # (model, op, source, width): one chunk with bias, several input / output chunks
+    ("minilm-l6", "encoder.layer.0.attention.self.query", "embeddings.LayerNorm", 512),
+    ("smollm2-135m", "model.layers.0.mlp.gate_proj", "model.layers.0.post_attention_layernorm", 1024),
+    ("smollm2-135m", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.act_fn", 1024),
+]
+
+
+@pytest.mark.parametrize(("model", "op", "source", "width"), LANE_CASES,
+                         ids=[c[1].split(".", 3)[-1] for c in LANE_CASES])
+def test_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: str, width: int) -> None:
+    x = capture(model, [source])[source][-3:]  # the last three tokens, as generation sends them: a pair and one
+    weights = load_model(model).weights()
+    w = weights[f"{op}.weight"].double().numpy()
+    b = weights[f"{op}.bias"].double().numpy() if f"{op}.bias" in weights else None
+    packing = LanePacking(he_keys.ctx.slots, width)
+    layer = EncryptedLinear(he_keys.ctx.cc, packing, w, b)
+    batched = -(-w.shape[0] // width) * -(-w.shape[1] // width) * width
+    assert layer.plaintexts == batched // packing.lanes  # lanes-times fewer than the token-batched layout's
+    counts = OpCounts()
+    out = layer.forward(encrypt_matrix(he_keys.ctx, he_keys.keys.public, packing, x), counts)
+    assert len(out) == 2 and counts.ptmults == 2 * layer.plaintexts
+    got = decrypt_matrix(he_keys.ctx, he_keys.keys.secret, packing.output, out, 3, w.shape[0])
+    err = np.abs(got - (x @ w.T + (b if b is not None else 0)))
+    print(f"lanes {op} {w.shape[1]}->{w.shape[0]}: max abs err {err.max():.2e}, median {np.median(err):.2e}")
+    assert err.max() <= 1e-3
+    # every lane of the output holds the whole result (no partial sums left for a decryptor to see)
+    vec = np.array(he_keys.ctx.cc.Decrypt(out[0][0], he_keys.keys.secret).GetCKKSPackedValue())
+    lanes = vec.reshape(packing.lanes, width)
+    assert np.abs(lanes - lanes[0]).max() < 1e-3
+
+
+def test_lane_packing_layout() -> None:
+    p = LanePacking(8192, 1024)
+    assert (p.lanes, p.diagonals, p.tokens_per_ct, p.lane_sums) == (8, 128, 2, [1024, 2048, 4096])
+    x = np.random.default_rng(1).normal(size=(3, 1500))
+    vectors = p.pack(x)
+    assert p.grid(3, 1500) == (2, 2) and len(vectors) == 2 and len(vectors[0]) == 2
+    assert np.array_equal(p.unpack(vectors, 3, 1500), x)
+    lanes = vectors[0][0].reshape(8, 1024)
+    for lane in range(8):  # staggered: lane l starts at feature 128 l; token 0 real, token 1 imaginary
+        assert np.array_equal(lanes[lane].real, np.roll(x[0, :1024], -128 * lane))
+        assert np.array_equal(lanes[lane].imag, np.roll(x[1, :1024], -128 * lane))
+    replicated = p.output.pack(x)[1][1].reshape(8, 1024)
+    assert np.array_equal(replicated.real[:, :476], np.tile(x[2, 1024:], (8, 1)))
+    assert np.array_equal(p.output.unpack(p.output.pack(x), 3, 1500), x)
+    for q in (p, p.output):
+        assert packing_from_meta(q.meta()) == q
+    with pytest.raises(ValueError, match="width 64 is too narrow"):
+        LanePacking(8192, 64)
+    assert not p.output.linear_input
+    with pytest.raises(ValueError, match="does not take input packed lanes-replicated"):
+        EncryptedLinear(None, p.output, np.eye(4), None)  # type: ignore[arg-type]
+
+
+def test_input_layout_follows_token_count() -> None:
+    from orchestrator.policy import HeZone
+
+    zone = HeZone(kind="he", party="owner", port=1, pack_width=1024)
+    assert zone.lane_max_tokens == 4
+    assert input_packing(zone, 1) == input_packing(zone, 4) == LanePacking(8192, 1024)
+    assert input_packing(zone, 5) == Packing(8192, 1024)
+    assert input_packing(zone.model_copy(update={"lane_max_tokens": 0}), 1) == Packing(8192, 1024)
+    assert input_packing(zone.model_copy(update={"pack_width": 64}), 1) == Packing(8192, 64)  # too narrow for lanes

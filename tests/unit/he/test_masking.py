@@ -11,10 +11,11 @@ import torch
 
 from orchestrator.models.registry import load_graph, load_model
 from orchestrator.planner import PlanError, make_plan
-from orchestrator.policy import PolicyError, load_policy, load_policy_text
+from orchestrator.policy import HeZone, PolicyError, load_policy, load_policy_text
 from tests.conftest import POLICIES
 from tests.unit.he.conftest import Keys, capture
 from zones.common.ckks.crypto import add_plain_matrix, decrypt_matrix, encrypt_matrix
+from zones.common.ckks.packing import AnyPacking, LanePacking, Packing, he_mask_bits
 from zones.common.masking import bounded_share, hiding_bits, prescale_for, uniform_mask
 from zones.common.shares import combine
 from zones.he.linear import EncryptedLinear
@@ -29,21 +30,23 @@ def test_uniform_mask_range_and_hiding() -> None:
     assert hiding_bits(28, 2 ** 8) == 20 and prescale_for(28, 2 ** 10, 20) == 2 and prescale_for(28, 1.0, 20) == 0
 
 
-def _masked_round_trip(he_keys: Keys, y: np.ndarray, prescale: int, mask_bits: int) -> float:
+def _masked_round_trip(he_keys: Keys, y: np.ndarray, prescale: int, mask_bits: int,
+                       packing: AnyPacking | None = None) -> float:
     """he -> mpc of a linear output: mask at level 1, decrypt, scale both shares back; the max abs error against
-    the unmasked ciphertext's own decryption (the conversion's error, not the layer's)."""
-    ctx, packing, keys = he_keys.ctx, he_keys.packing, he_keys.keys
+    the unmasked ciphertext's own decryption (the conversion's error, not the layer's). The last len(y) tokens."""
+    ctx, keys = he_keys.ctx, he_keys.keys
+    packing = packing or he_keys.packing
     x = np.asarray(capture("minilm-l6", ["encoder.layer.0.intermediate.intermediate_act_fn"])[
-        "encoder.layer.0.intermediate.intermediate_act_fn"])
+        "encoder.layer.0.intermediate.intermediate_act_fn"])[-len(y):]
     w = load_model("minilm-l6").weights()
     weight, bias = (w[f"{DENSE}.{p}"].double().numpy() for p in ("weight", "bias"))
     layer = EncryptedLinear(ctx.cc, packing, weight * 2.0 ** -prescale, bias * 2.0 ** -prescale)
     out = layer.forward(encrypt_matrix(ctx, keys.public, packing, x))
     r = uniform_mask(y.shape, mask_bits)
-    masked = add_plain_matrix(ctx.cc, packing, out, -r)
-    enclave = decrypt_matrix(ctx, keys.secret, packing, masked, *y.shape)
+    masked = add_plain_matrix(ctx.cc, packing.output, out, -r)
+    enclave = decrypt_matrix(ctx, keys.secret, packing.output, masked, *y.shape)
     shares = [bounded_share(r, 0, 2, 16, prescale), bounded_share(enclave, 1, 2, 16, prescale)]
-    exact = decrypt_matrix(ctx, keys.secret, packing, out, *y.shape) * 2.0 ** prescale
+    exact = decrypt_matrix(ctx, keys.secret, packing.output, out, *y.shape) * 2.0 ** prescale
     assert np.abs(exact - y).max() < 1e-2  # the layer itself is right
     return float((combine(DENSE, shares).double() - torch.from_numpy(exact)).abs().max())
 
@@ -52,13 +55,21 @@ def test_he_to_mpc_error_within_the_plans_budget(he_keys: Keys) -> None:
     policy = load_policy(POLICIES / "private-minilm.yaml")
     plan = make_plan(load_graph("minilm-l6"), policy)
     conv = next(c for c in plan.conversions if c.tensor == DENSE and c.kind == "he->mpc")
-    assert conv.prescale_bits == 3 and conv.hiding_bits is not None and conv.hiding_bits >= 20
+    he = policy.zones["he"]
+    assert isinstance(he, HeZone) and he_mask_bits(he) == he.mask_bits - 2  # MiniLM's width 512: 16 lanes
+    assert conv.prescale_bits == 5 and conv.hiding_bits is not None and conv.hiding_bits >= 20
     y = capture("minilm-l6", [DENSE])[DENSE]
-    err = _masked_round_trip(he_keys, y, conv.prescale_bits, policy.zones["he"].mask_bits)  # type: ignore[union-attr]
-    print(f"he->mpc of {DENSE} (|y| <= {np.abs(y).max():.1f}): error {err:.2e}, budget {conv.error_budget}")
-    assert conv.error_budget is not None and err <= conv.error_budget
-    # two more mask bits overflow the last modulus: why a policy may not raise mask_bits past 28 here
-    assert _masked_round_trip(he_keys, y, conv.prescale_bits, 30) > 1.0
+    for packing in (he_keys.packing, LanePacking(he_keys.ctx.slots, 512)):
+        rows = y if isinstance(packing, Packing) else y[-2:]
+        err = _masked_round_trip(he_keys, rows, conv.prescale_bits, he_mask_bits(he), packing)
+        print(f"he->mpc of {DENSE} (|y| <= {np.abs(y).max():.1f}), {packing.meta()['packing']}: error {err:.2e}, "
+              f"budget {conv.error_budget}")
+        assert conv.error_budget is not None and err <= conv.error_budget
+    # two more mask bits overflow the last modulus (why a policy may not raise mask_bits past 28 here); in lanes,
+    # the replicated output already overflows at the zone's 28 (hence he_mask_bits)
+    assert _masked_round_trip(he_keys, y, conv.prescale_bits, he.mask_bits + 2) > 1.0
+    assert _masked_round_trip(he_keys, y[-2:], conv.prescale_bits, he.mask_bits,
+                              LanePacking(he_keys.ctx.slots, 512)) > 1.0
 
 
 def test_mpc_to_he_error_within_the_plans_budget(he_keys: Keys) -> None:
@@ -86,4 +97,4 @@ def test_planner_refuses_masks_that_hide_too_little() -> None:
         load_policy_text(text.replace("mask_bits: 28", "mask_bits: 30"))
     plan = make_plan(load_graph("minilm-l6"), load_policy_text(text.replace("min_hiding_bits: 20", "min_hiding_bits: 24")))
     dense = next(c for c in plan.conversions if c.tensor == DENSE and c.kind == "he->mpc")
-    assert dense.prescale_bits == 7 and math.isclose(dense.hiding_bits or 0, 24, abs_tol=1)
+    assert dense.prescale_bits == 9 and math.isclose(dense.hiding_bits or 0, 24, abs_tol=1)  # 2 bits of lanes

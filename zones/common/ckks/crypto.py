@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import openfhe as fhe
 
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking
 from zones.common.ckks.params import Context
 
 
@@ -32,13 +32,14 @@ def generate_keys(ctx: Context, rotations: list[int]) -> KeyPair:
     return KeyPair(kp.publicKey, kp.secretKey)
 
 
-def encrypt_matrix(ctx: Context, public: fhe.PublicKey, packing: Packing, x: np.ndarray) -> list[list[fhe.Ciphertext]]:
+def encrypt_matrix(ctx: Context, public: fhe.PublicKey, packing: AnyPacking,
+                   x: np.ndarray) -> list[list[fhe.Ciphertext]]:
     """Ciphertexts [token block][feature chunk] of a (tokens, features) matrix."""
     return [[ctx.cc.Encrypt(public, ctx.cc.MakeCKKSPackedPlaintext(v)) for v in row]
             for row in packing.pack(np.asarray(x, dtype=np.float64))]
 
 
-def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: Packing, blocks: list[list[fhe.Ciphertext]],
+def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: AnyPacking, blocks: list[list[fhe.Ciphertext]],
                    tokens: int, features: int) -> np.ndarray:
     """The (tokens, features) matrix the ciphertexts hold."""
     vectors = []
@@ -52,7 +53,7 @@ def decrypt_matrix(ctx: Context, secret: fhe.PrivateKey, packing: Packing, block
     return packing.unpack(vectors, tokens, features)
 
 
-def add_plain_matrix(cc: fhe.CryptoContext, packing: Packing, blocks: list[list[fhe.Ciphertext]],
+def add_plain_matrix(cc: fhe.CryptoContext, packing: AnyPacking, blocks: list[list[fhe.Ciphertext]],
                      x: np.ndarray) -> list[list[fhe.Ciphertext]]:
     """The ciphertexts plus a plaintext (tokens, features) matrix, encoded at each ciphertext's level."""
     return [[cc.EvalAdd(c, cc.MakeCKKSPackedPlaintext(v, 1, c.GetLevel())) for c, v in zip(row, vrow, strict=True)]

@@ -11,7 +11,7 @@ import openfhe as fhe
 from orchestrator.policy import HeZone, Policy
 from zones.common.ckks.crypto import encrypt_matrix
 from zones.common.ckks.material import deserialize_public
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import input_packing
 from zones.common.ckks.params import Context
 from zones.common.ckks.tensor import CipherTensor
 from zones.common.engine import StoredTensor, ZoneError
@@ -43,13 +43,14 @@ class PublicEncryptor:
             return self._keys[he.key]
 
     def encrypt(self, he_zone: str, values: np.ndarray) -> StoredTensor:
-        """A (tokens, features) matrix encrypted under the key of HE zone `he_zone`, in its packing."""
+        """A (tokens, features) matrix encrypted under the key of HE zone `he_zone`, in the layout it takes for
+        that many tokens."""
         he = self.policy.zones[he_zone]
         assert isinstance(he, HeZone)
         if values.ndim != 2:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"only (tokens, features) matrices are encrypted, got shape {list(values.shape)}")
         ctx, public = self._material(he_zone, he)
-        packing = Packing(he.ckks.ring_dim // 2, he.pack_width)
+        packing = input_packing(he, values.shape[0])
         blocks = encrypt_matrix(ctx, public, packing, values)
         return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import openfhe as fhe
 
 from protos import tensor_pb2 as pb
-from zones.common.ckks.packing import Packing
+from zones.common.ckks.packing import AnyPacking, packing_from_meta
 from zones.common.engine import StoredTensor
 
 
@@ -20,7 +20,7 @@ class CipherTensor:
     """A (tokens, features) matrix as ciphertexts [token block][feature chunk]."""
 
     blocks: list[list[fhe.Ciphertext]]
-    packing: Packing
+    packing: AnyPacking
     tokens: int
     features: int
 
@@ -43,7 +43,7 @@ def from_stored(t: StoredTensor, ring_dim: int, key_tag: str) -> CipherTensor:
     if t.encoding != pb.CKKS:
         raise CiphertextError(f"expected a ckks tensor, got {t.encoding_name}")
     try:
-        packing = Packing.from_meta(t.meta)
+        packing = packing_from_meta(t.meta)
         nb, nc = (int(v) for v in t.meta["grid"].split(","))
         lengths = [int(v) for v in t.meta["lengths"].split(",")]
         tokens, features = (int(d) for d in t.shape)
