@@ -136,8 +136,13 @@ class HeEngine:
                 raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
             if op.type == OpType.LINEAR:
                 for packing in self.packings:
-                    if packing.linear_input and (packing is self.lane or self._fits(op.weights[0], packing)):
+                    if packing is self.lane or (packing.linear_input and self._batched_used() and
+                                                self._fits(op.weights[0], packing)):
                         self._layer(stage, name, packing)
+
+    def _batched_used(self) -> bool:
+        """Whether any input can arrive token-batched (more tokens than the lane layout takes)."""
+        return self.lane is None or self.spec.lane_max_tokens < self.policy.model.max_tokens
 
     def _layer(self, stage: Stage, name: str, packing: AnyPacking) -> EncryptedLinear:
         """The linear op `name` of `stage` for inputs in `packing`, encoded on first use."""
