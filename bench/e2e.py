@@ -6,8 +6,10 @@ Prints a table; `--json FILE` writes one flat record per (plan, input).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,45 +49,63 @@ def _hf_embed(model: str, text: str) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - start}
 
 
-def bench_plan(name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
-    """Run one shipped policy on the benchmark inputs; records for the plan and for HF called directly."""
-    path = ROOT / "deploy" / "policies" / f"{name}.yaml"
-    policy = load_policy(path)
+def client_records(policy_path: str | Path, name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
+    """As the client, with the policy's zones running: the plan's records and HF's on the benchmark inputs."""
+    policy = load_policy(policy_path)
     records: list[dict[str, Any]] = []
     load_model(policy.model.name)  # warm the reference outside the timings
-    with zones_up(path):
-        rt = Runtime(policy)
-        try:
-            rt.load()
-            if policy.model.name == "minilm-l6":
-                rt.embed("warm-up")
-                for text in SENTENCES:
-                    want = reference_embedding(policy.model.name, text)
-                    hf = _hf_embed(policy.model.name, text)
-                    r = rt.embed(text)
-                    acc = compare_embeddings(r.output["embedding"], want)
-                    base = {"model": policy.model.name, "network": network, "tokens": r.output["tokens"]}
-                    records.append({"plan": "hf-direct", **base, "wall_s": round(hf["wall_s"], 4),
-                                    "time_by_zone": {}, "bytes_by_link": {}, "cosine": 1.0})
-                    records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
-                                    "max_abs_err": acc["max_abs_err"]})
-            else:
-                for prompt in PROMPTS:
-                    ids = rt.prompt_ids(prompt)
-                    start = time.perf_counter()
-                    want = reference_generate(policy.model.name, ids, new_tokens)
-                    hf_s = time.perf_counter() - start
-                    r = rt.generate(prompt, new_tokens)
-                    match = compare_tokens(r.output["token_ids"], want)
-                    base = {"model": policy.model.name, "network": network, "tokens": len(ids)}
-                    records.append({"plan": "hf-direct", **base, "wall_s": round(hf_s, 4),
-                                    "per_token_s": round(hf_s / max(1, len(want)), 4), "time_by_zone": {},
-                                    "bytes_by_link": {}, "token_match": len(want)})
-                    records.append({"plan": name, **base, **r.metrics, "token_match": match["token_match"],
-                                    "new_tokens": len(r.output["token_ids"])})
-        finally:
-            rt.close()
+    rt = Runtime(policy)
+    try:
+        rt.load()
+        if policy.model.name == "minilm-l6":
+            rt.embed("warm-up")
+            for text in SENTENCES:
+                want = reference_embedding(policy.model.name, text)
+                hf = _hf_embed(policy.model.name, text)
+                r = rt.embed(text)
+                acc = compare_embeddings(r.output["embedding"], want)
+                base = {"model": policy.model.name, "network": network, "tokens": r.output["tokens"]}
+                records.append({"plan": "hf-direct", **base, "wall_s": round(hf["wall_s"], 4),
+                                "time_by_zone": {}, "bytes_by_link": {}, "cosine": 1.0})
+                records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
+                                "max_abs_err": acc["max_abs_err"]})
+        else:
+            for prompt in PROMPTS:
+                ids = rt.prompt_ids(prompt)
+                start = time.perf_counter()
+                want = reference_generate(policy.model.name, ids, new_tokens)
+                hf_s = time.perf_counter() - start
+                r = rt.generate(prompt, new_tokens)
+                match = compare_tokens(r.output["token_ids"], want)
+                base = {"model": policy.model.name, "network": network, "tokens": len(ids)}
+                records.append({"plan": "hf-direct", **base, "wall_s": round(hf_s, 4),
+                                "per_token_s": round(hf_s / max(1, len(want)), 4), "time_by_zone": {},
+                                "bytes_by_link": {}, "token_match": len(want)})
+                records.append({"plan": name, **base, **r.metrics, "token_match": match["token_match"],
+                                "new_tokens": len(r.output["token_ids"])})
+    finally:
+        rt.close()
     return records
+
+
+def bench_plan(name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
+    """Run one shipped policy on the benchmark inputs, its zones on loopback or one network namespace per party
+    under the `lan` or `wan` profile (orchestrator/netns.py); records for the plan and for HF called directly."""
+    path = ROOT / "deploy" / "policies" / f"{name}.yaml"
+    if network == "loopback":
+        with zones_up(path):
+            return client_records(path, name, new_tokens, network)
+    from orchestrator.netns import netns_deployment
+
+    with tempfile.TemporaryDirectory(prefix=f"hsi-bench-{name}-") as work, \
+            netns_deployment(path, work, network, startup_s=600.0) as dep:
+        code = (f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom bench.e2e import client_records\n"
+                f"print(json.dumps(client_records({str(dep.policy)!r}, {name!r}, {new_tokens}, {network!r})))\n")
+        out = dep.client_python(code, timeout=6 * 3600)
+        records: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
+        for r in records:
+            r["shaping"] = dep.shaping
+        return records
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
@@ -96,10 +116,10 @@ def print_table(records: list[dict[str, Any]]) -> None:
     t = Table(title="end-to-end (medians over inputs)")
     for col in ("plan", "model", "network", "n", "wall s", "per token s", "bytes between parties", "accuracy"):
         t.add_column(col)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["plan"], r["model"]), []).append(r)
-    for (plan, model), rs in groups.items():
+        groups.setdefault((r["plan"], r["model"], r["network"]), []).append(r)
+    for (plan, model, _), rs in groups.items():
         per_tok = [r["per_token_s"] for r in rs if r.get("per_token_s")]
         acc = (f"cosine {min(r['cosine'] for r in rs):.6f}" if "cosine" in rs[0]
                else f"token_match {min(r['token_match'] for r in rs)}")
@@ -114,14 +134,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--plans", nargs="*", default=PLANS)
     ap.add_argument("--new-tokens", type=int, default=16)
-    ap.add_argument("--network", default="loopback", choices=["loopback"],
-                    help="lan/wan profiles need the network-namespace deployment (not built yet)")
+    ap.add_argument("--network", nargs="*", default=["loopback"], choices=["loopback", "lan", "wan"],
+                    help="where the parties run: loopback, or a network namespace each under the lan (0.2 ms, "
+                         "10 Gbit/s) or wan (40 ms, 100 Mbit/s) profile (needs root); several run side by side")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
     torch.set_num_threads(2)
     records: list[dict[str, Any]] = []
     for plan in args.plans:
-        records += bench_plan(plan, args.new_tokens, args.network)
+        for network in args.network:
+            records += bench_plan(plan, args.new_tokens, network)
     print_table(records)
     write_records(args.json, records)
     return 0

@@ -1,8 +1,14 @@
-"""Separate hosts on one machine: a network namespace per party, joined by a bridge, shaped by tc netem.
+"""Separate hosts on one machine: a network namespace per party, joined by a bridge, shaped by a profile.
 
 Each party gets its own namespace (its own loopback, its own address on the bridge), its bundle, and its
 zone processes started from the bundle inside the namespace; the runtime runs in the client's namespace.
 A zone can reach another only at the address the policy gives it. Needs root.
+
+Shaping: `tc netem` (delay and rate on each party's egress) where the kernel has it. Where it does not (this
+sandbox's kernel), `tbf` limits the rate and, for delays of a millisecond or more, every packet entering a
+party's namespace waits in an NFQUEUE for `delay_ms` (orchestrator/delay_queue.py, a user-space netem), so a
+round trip between two parties still takes 2 x delay_ms. The delay is applied on ingress: held on egress, a
+packet would still count against its socket's TCP small-queue budget and cap throughput at a few Mbit/s.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +28,7 @@ from typing import Any
 import yaml
 
 from orchestrator.bundle import make_bundle
-from orchestrator.policy import load_policy
+from orchestrator.policy import TeeZone, load_policy
 
 BRIDGE = "hsi-br0"
 SUBNET = "10.77.0"
@@ -40,6 +47,7 @@ class Profile:
 
 
 PROFILES = {"lan": Profile(0.1, "10gbit"), "wan": Profile(20.0, "100mbit")}  # RTT 0.2 ms / 40 ms
+MIN_QUEUED_DELAY_MS = 1.0
 
 
 class NetnsError(RuntimeError):
@@ -65,16 +73,19 @@ class NetnsDeployment:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     shaping: str = ""                  # what tc applied on every party's interface
 
-    def client_python(self, code: str, timeout: float) -> str:
-        """Run Python code as the client party, in its namespace with its bundle's keys; its stdout."""
-        client = load_policy(self.policy).client
-        cmd = ["ip", "netns", "exec", self.namespaces[client], "env",
-               f"HSI_CERTS_DIR={self.bundles[client] / 'certs'}", sys.executable, "-c", code]
+    def party_python(self, party: str, code: str, timeout: float) -> str:
+        """Run Python code as `party`, in its namespace with its bundle's keys; its stdout."""
+        cmd = ["ip", "netns", "exec", self.namespaces[party], "env",
+               f"HSI_CERTS_DIR={self.bundles[party] / 'certs'}", sys.executable, "-c", code]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if r.returncode:
-            raise NetnsError(f"the client's code failed in namespace {self.namespaces[client]}: "
+            raise NetnsError(f"{party}'s code failed in namespace {self.namespaces[party]}: "
                              f"{r.stderr.strip()[-1500:]}")
         return r.stdout
+
+    def client_python(self, code: str, timeout: float) -> str:
+        """Run Python code as the client party, in its namespace with its bundle's keys; its stdout."""
+        return self.party_python(load_policy(self.policy).client, code, timeout)
 
     def embed(self, text: str, timeout: float = 600.0) -> dict[str, Any]:
         """The client's `embed` result (the `--json` object) run across the namespaces."""
@@ -84,32 +95,74 @@ class NetnsDeployment:
         return dict(json.loads(self.client_python(code, timeout).strip().splitlines()[-1]))
 
 
+def _tee_files(name: str, zone: dict[str, Any], out: Path) -> None:
+    """A tee zone's files for parties whose processes start in their bundles' directories: the dev HSM token,
+    PIN and platform key at absolute paths (SoftHSM's config rewritten to name its token directory absolutely),
+    the enclave's sealed keys and audit log new under `out`."""
+    base = Path.cwd()  # where the policy's relative paths point for `hsi up`
+    state = out / "tee" / name
+    state.mkdir(parents=True, exist_ok=True)
+    zone["key_dir"], zone["audit_log"] = str(state / "keys"), str(state / "audit.log")
+    if zone.get("platform_key_file"):
+        zone["platform_key_file"] = str((base / zone["platform_key_file"]).resolve())
+    hsm = zone.setdefault("hsm", {})
+    if hsm.get("pin_file"):
+        hsm["pin_file"] = str((base / hsm["pin_file"]).resolve())
+    if hsm.get("softhsm_conf"):
+        lines = []
+        for line in (base / hsm["softhsm_conf"]).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "directories.tokendir":
+                line = f"directories.tokendir = {(base / value.strip()).resolve()}"
+            lines.append(line)
+        conf = state / "softhsm2.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        hsm["softhsm_conf"] = str(conf)
+
+
 def namespaced_policy(policy_path: Path, out: Path) -> tuple[Path, dict[str, str]]:
-    """A copy of the policy with each party at its own address on the bridge; (path, party -> address)."""
+    """A copy of the policy with each party at its own address on the bridge (and its tee zones' files where
+    every party's processes find them); (path, party -> address)."""
     data = yaml.safe_load(policy_path.read_text())
     addresses = {party: f"{SUBNET}.{i + 1}" for i, party in enumerate(data["parties"])}
     for party, addr in addresses.items():
         data["parties"][party]["address"] = addr
+    for name, zone in data["zones"].items():
+        if zone.get("kind") == "tee":
+            _tee_files(name, zone, out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / policy_path.name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, addresses
 
 
-def _shape(ns: str, prof: Profile) -> str:
-    """Apply the profile to the namespace's eth0: netem delay and rate, or (no netem in this kernel) tbf rate."""
+def _shape(ns: str, prof: Profile) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """Apply the profile to the namespace's eth0: (what was applied, the delay process if one was started)."""
     try:
         _run("tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", f"{prof.delay_ms}ms", "rate", prof.rate,
              ns=ns)
-        return f"netem delay {prof.delay_ms} ms rate {prof.rate}"
+        return f"netem delay {prof.delay_ms} ms rate {prof.rate}", None
     except NetnsError as e:
-        if "unknown" not in str(e) or prof.delay_ms > 1.0:
-            raise NetnsError(f"{e} (tc netem is missing from this kernel, so a {prof.delay_ms} ms delay cannot be "
-                             "emulated here)") from None
-    # Sub-millisecond LAN latency is below what this comparison measures; keep the rate limit.
+        if "unknown" not in str(e):
+            raise
     _run("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", prof.rate, "burst", "4mb", "latency", "50ms",
          ns=ns)
-    return f"tbf rate {prof.rate} (no netem in this kernel: {prof.delay_ms} ms delay not applied)"
+    if prof.delay_ms < MIN_QUEUED_DELAY_MS:
+        # A user-space hop adds ~0.2 ms of its own: below a millisecond, the rate limit alone is closer.
+        return f"tbf rate {prof.rate} (no netem in this kernel: {prof.delay_ms} ms delay not applied)", None
+    if shutil.which("iptables") is None:
+        raise NetnsError(f"the {prof.delay_ms} ms delay needs netem or iptables' NFQUEUE; this kernel has no netem "
+                         "and iptables is not installed (apt-get install iptables)")
+    _run("iptables", "-A", "INPUT", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", "0", ns=ns)
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "orchestrator.delay_queue",
+                             "--queue", "0", "--delay-ms", str(prof.delay_ms)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout is not None
+    if not proc.stdout.readline().startswith(b"delaying"):
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise NetnsError(f"the delay queue of namespace {ns} did not start: {err.strip()[-500:]}")
+    return f"tbf rate {prof.rate} + nfqueue delay {prof.delay_ms} ms on ingress (no netem in this kernel)", proc
 
 
 def _teardown(namespaces: list[str]) -> None:
@@ -118,20 +171,40 @@ def _teardown(namespaces: list[str]) -> None:
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
 
+@dataclass
+class Network:
+    """Namespaces of parties on one bridge, shaped: party -> namespace and address, what shaping was applied."""
+
+    namespaces: dict[str, str]
+    addresses: dict[str, str]
+    shaping: str
+    procs: list[subprocess.Popen[bytes]]
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
-def netns_deployment(policy_path: str | Path, workdir: str | Path, profile: str = "lan",
-                     startup_s: float = 120.0) -> Iterator[NetnsDeployment]:
-    """Run every party of the policy in its own namespace under a network profile; tear all down after."""
+def network(addresses: dict[str, str], profile: str = "lan") -> Iterator[Network]:
+    """A namespace per party (named by `addresses`' order) on one bridge under a network profile; torn down
+    after, or on failure."""
     if os.geteuid() != 0:
         raise NetnsError("network namespaces need root")
     if profile not in PROFILES:
         raise NetnsError(f"unknown network profile {profile!r}; known: {', '.join(PROFILES)}")
     prof = PROFILES[profile]
-    work = Path(workdir)
-    path, addresses = namespaced_policy(Path(policy_path), work / "policy")
     namespaces = {party: f"hsi-{i}" for i, party in enumerate(addresses)}
     _teardown(list(namespaces.values()))  # leftovers of a crashed run
-    dep = NetnsDeployment(path, namespaces, addresses, {})
+    net = Network(namespaces, dict(addresses), "", [])
     try:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "link", "set", BRIDGE, "up")
@@ -142,30 +215,45 @@ def netns_deployment(policy_path: str | Path, workdir: str | Path, profile: str 
             _run("ip", "addr", "add", f"{addresses[party]}/24", "dev", "eth0", ns=ns)
             _run("ip", "link", "set", "eth0", "up", ns=ns)
             _run("ip", "link", "set", "lo", "up", ns=ns)
-            dep.shaping = _shape(ns, prof)
-        hsi = str(Path(sys.executable).parent / "hsi")
-        for party, ns in namespaces.items():
-            dep.bundles[party] = work / "bundles" / party
-            # a PKI of its own: the certificates must name the namespace addresses
-            make_bundle(path, party, dep.bundles[party], pki=work / "pki")
-            dep.procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", ns, str(dep.bundles[party] / "start.sh")],
-                env={**os.environ, "HSI": hsi}, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        dep.policy = dep.bundles[load_policy(path).client] / "policy.yaml"
-        _wait_ready(dep, startup_s)
-        yield dep
+            net.shaping, proc = _shape(ns, prof)
+            if proc is not None:
+                net.procs.append(proc)
+        yield net
     finally:
-        for p in dep.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in dep.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
+        _stop(net.procs)
         _teardown(list(namespaces.values()))
+
+
+@contextlib.contextmanager
+def netns_deployment(policy_path: str | Path, workdir: str | Path, profile: str = "lan",
+                     startup_s: float = 120.0) -> Iterator[NetnsDeployment]:
+    """Run every party of the policy in its own namespace under a network profile; tear all down after."""
+    work = Path(workdir)
+    path, addresses = namespaced_policy(Path(policy_path), work / "policy")
+    with network(addresses, profile) as net:
+        dep = NetnsDeployment(path, net.namespaces, addresses, {}, shaping=net.shaping)
+        try:
+            hsi = str(Path(sys.executable).parent / "hsi")
+            for party, ns in net.namespaces.items():
+                dep.bundles[party] = work / "bundles" / party
+                # a PKI of its own: the certificates must name the namespace addresses
+                make_bundle(path, party, dep.bundles[party], pki=work / "pki")
+                dep.procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", ns, str(dep.bundles[party] / "start.sh")],
+                    env={**os.environ, "HSI": hsi}, start_new_session=True,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            policy = load_policy(path)
+            dep.policy = dep.bundles[policy.client] / "policy.yaml"
+            _wait_ready(dep, startup_s)
+            for zone in policy.zones.values():
+                if isinstance(zone, TeeZone):  # the key holder's admin creates the HE zones' keys, as `hsi up` does
+                    bundle_policy = dep.bundles[zone.party] / "policy.yaml"
+                    dep.party_python(zone.party, "from orchestrator.launcher import ensure_keys\n"
+                                     "from orchestrator.policy import load_policy\n"
+                                     f"ensure_keys(load_policy({str(bundle_policy)!r}))\n", 120.0)
+            yield dep
+        finally:
+            _stop(dep.procs)
 
 
 def _wait_ready(dep: NetnsDeployment, timeout: float) -> None:

@@ -62,14 +62,20 @@ if ! "$VENV/bin/python" -c 'import openfhe' 2>/dev/null; then
     exit 1
 fi
 
-if ! command -v softhsm2-util >/dev/null 2>&1; then
-    echo "setup: installing Debian's softhsm2"
+# Debian packages: softhsm2 (the TEE's HSM); iptables, as root only: the namespace deployments' WAN
+# profile queues packets to a user-space delay (orchestrator/delay_queue.py) where the kernel lacks netem.
+missing=""
+command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2"
+if [ "$(id -u)" -eq 0 ] && ! command -v iptables >/dev/null 2>&1; then missing="$missing iptables"; fi
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian's$missing"
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: softhsm2 is missing; run 'sudo apt-get install softhsm2'" >&2
         exit 1
     fi
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 if [ ! -f "$ROOT/.hsi/certs/ca.pem" ]; then
