@@ -264,6 +264,6 @@ def he_mask_bits(zone: HeZone) -> int:
     when it uses the lane layout. A linear layer's output in lanes is replicated, and a replicated slot vector's
     polynomial has sqrt(lanes)-times larger coefficients for the same slot values (measured at N=2^14, scale
     2^35, first modulus 2^60: uniform slots decrypt at +-2^29 and wrap at 2^30; slots replicated over 8 or 16
-    lanes decrypt at 2^27 and wrap at 2^28)."""
+    lanes decrypt at 2^27 and wrap at 2^28, over 32 lanes at 2^26 and sometimes wrap at 2^27)."""
     lane = lane_packing(zone)
     return zone.mask_bits - (0 if lane is None else -(-(lane.lanes.bit_length() - 1) // 2))
