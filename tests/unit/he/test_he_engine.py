@@ -16,6 +16,7 @@ from zones.common.ckks.tensor import CipherTensor
 from zones.common.engine import ZoneError
 from zones.common.material import bundle
 from zones.he.engine import HeEngine
+from zones.he.linear import OpCounts
 
 POLICY = Path(__file__).resolve().parents[2] / "integration" / "policies" / "he-block0-minilm.yaml"
 
@@ -61,6 +62,18 @@ def test_engine_ops_and_checks() -> None:
     short = CipherTensor(encrypt_matrix(ctx, kp.public, engine.packing, b[:8]), engine.packing, 8, 384)
     with pytest.raises(ZoneError, match=r"cannot add tensors of shapes \[40, 384\] and \[8, 384\]"):
         engine.add(ca, short)
+
+    # the lane layout: a linear layer's output (replicated lanes) is no linear input, and layouts do not mix
+    assert engine.lane is not None
+    lanes = CipherTensor(encrypt_matrix(ctx, kp.public, engine.lane, b[:8]), engine.lane, 8, 384)
+    with pytest.raises(ZoneError, match="cannot add tensors packed feature-major-complex and lanes-staggered") as e:
+        engine.add(short, lanes)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    out = engine.lane.output
+    replicated = CipherTensor(encrypt_matrix(ctx, kp.public, out, b[:8]), out, 8, 384)
+    with pytest.raises(ZoneError, match="cannot take its input packed lanes-replicated") as e:
+        engine.linear(None, "encoder.layer.0.attention.self.query", replicated, OpCounts())  # type: ignore[arg-type]
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_insecure_policy_refused_by_engine(tmp_path: Path) -> None:
