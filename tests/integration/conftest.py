@@ -17,6 +17,10 @@ from orchestrator.runtime import RunError, Runtime
 from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
 from zones.tee.hsm import Hsm, HsmConfig
 
+# Raw prompts (no chat template) of the SmolLM2 slow tests of whole-model private plans: short prefills.
+RAW_PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
+               "To make a cup of tea, first"]
+
 
 class Deployment:
     """A running local deployment of one policy."""

@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.reference import reference_generate
-from tests.integration.conftest import Deployment, deployment
-
-PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
-           "To make a cup of tea, first"]
+from tests.integration.conftest import RAW_PROMPTS, Deployment, deployment
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +22,7 @@ def test_all_mpc_greedy_tokens_match_plaintext(all_mpc_smollm2: Deployment) -> N
     rt = all_mpc_smollm2.runtime()
     matches = []
     try:
-        for prompt in PROMPTS:
+        for prompt in RAW_PROMPTS:
             ids = rt.prompt_ids(prompt, chat=False)
             want = reference_generate("smollm2-135m", ids, 8)
             r = rt.generate(prompt, max_new_tokens=8, chat=False)
@@ -36,4 +33,4 @@ def test_all_mpc_greedy_tokens_match_plaintext(all_mpc_smollm2: Deployment) -> N
             assert r.privacy["mismatches"] == []
     finally:
         rt.close()
-    assert sum(matches) >= 3, f"only {sum(matches)} of {len(PROMPTS)} prompts matched plaintext"
+    assert sum(matches) >= 3, f"only {sum(matches)} of {len(RAW_PROMPTS)} prompts matched plaintext"

@@ -11,10 +11,7 @@ import pytest
 
 from orchestrator.reference import compare_tokens, reference_generate
 from tests.conftest import SoftHsm
-from tests.integration.conftest import Deployment, enclave_deployment
-
-PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
-           "To make a cup of tea, first"]  # raw prompts (no chat template), as the all-MPC slow test
+from tests.integration.conftest import RAW_PROMPTS, Deployment, enclave_deployment
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +25,7 @@ def test_private_smollm2_eight_greedy_tokens(private: Deployment) -> None:
     rt = private.runtime()
     matches = []
     try:
-        for prompt in PROMPTS:
+        for prompt in RAW_PROMPTS:
             ids = rt.prompt_ids(prompt, chat=False)
             r = rt.generate(prompt, 8, chat=False)
             want = reference_generate("smollm2-135m", ids, 8)

@@ -135,14 +135,21 @@ class HeEngine:
             if op.type not in SUPPORTED:
                 raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
             if op.type == OpType.LINEAR:
-                for packing in self.packings:
-                    if packing is self.lane or (packing.linear_input and self._batched_used() and
-                                                self._fits(op.weights[0], packing)):
-                        self._layer(stage, name, packing)
+                if self.lane is not None:
+                    self._layer(stage, name, self.lane)
+                shape = tuple(self._model_weights()[op.weights[0]].shape)
+                if self._batched_used() and self._fits(shape, self.packing):
+                    self._layer(stage, name, self.packing)
 
     def _batched_used(self) -> bool:
         """Whether any input can arrive token-batched (more tokens than the lane layout takes)."""
         return self.lane is None or self.spec.lane_max_tokens < self.policy.model.max_tokens
+
+    def _model_weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights, loaded on first need (and kept: layers of a layout may be built on first use)."""
+        if self._weights is None:
+            self._weights = load_model(self.policy.model.name).weights()
+        return self._weights
 
     def _layer(self, stage: Stage, name: str, packing: AnyPacking) -> EncryptedLinear:
         """The linear op `name` of `stage` for inputs in `packing`, encoded on first use."""
@@ -150,13 +157,11 @@ class HeEngine:
             layer = self._layers.get((name, packing))
             if layer is None:
                 assert self._graph is not None
-                op = self._graph.op(name)
-                if self._weights is None:
-                    self._weights = load_model(self.policy.model.name).weights()
+                op, weights = self._graph.op(name), self._model_weights()
                 # A prescaled output leaves times 2^-k, so the he->mpc mask hides it (the plan says why).
                 factor = 2.0 ** -stage.prescale.get(name, 0)
-                w = self._weights[op.weights[0]].detach().double().numpy() * factor
-                b = self._weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
+                w = weights[op.weights[0]].detach().double().numpy() * factor
+                b = weights[op.weights[1]].detach().double().numpy() * factor if len(op.weights) > 1 else None
                 layer = EncryptedLinear(self._context(), packing, w, b, cached=self._reserve(name, w.shape, packing))
                 self._layers[(name, packing)] = layer
             return layer
@@ -166,19 +171,17 @@ class HeEngine:
         _, n_in = packing.grid(1, shape[1])
         return n_out * n_in * packing.diagonals * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
 
-    def _fits(self, weight: str, packing: AnyPacking) -> bool:
-        if self._weights is None:
-            self._weights = load_model(self.policy.model.name).weights()
-        return self._cache_used + self._need(tuple(self._weights[weight].shape), packing) <= self._cache_budget
+    def _fits(self, shape: tuple[int, ...], packing: AnyPacking) -> bool:
+        """Whether a layer of this weight shape in `packing` fits what is left of the plaintext cache."""
+        return self._cache_used + self._need(shape, packing) <= self._cache_budget
 
     def _reserve(self, name: str, shape: tuple[int, ...], packing: AnyPacking) -> bool:
         """Whether layer `name` in `packing` fits the plaintext cache (and, if so, count it in)."""
-        need = self._need(shape, packing)
-        if self._cache_used + need > self._cache_budget:
+        if not self._fits(shape, packing):
             log.warning("zone %s: layer %s (%s) does not fit the %d MB plaintext cache; it is encoded during each "
                         "call", self.zone, name, packing.meta()["packing"], self._cache_budget >> 20)
             return False
-        self._cache_used += need
+        self._cache_used += self._need(shape, packing)
         return True
 
     def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:

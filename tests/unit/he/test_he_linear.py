@@ -25,12 +25,16 @@ CASES = [
 ]
 
 
+def _weight_and_bias(model: str, op: str) -> tuple[np.ndarray, np.ndarray | None]:
+    weights = load_model(model).weights()
+    bias = weights[f"{op}.bias"].double().numpy() if f"{op}.bias" in weights else None
+    return weights[f"{op}.weight"].double().numpy(), bias
+
+
 @pytest.mark.parametrize(("model", "op", "source"), CASES, ids=[c[1].split(".", 3)[-1] for c in CASES])
 def test_real_linear_matches_torch(he_keys: Keys, model: str, op: str, source: str) -> None:
     x = capture(model, [source])[source]
-    weights = load_model(model).weights()
-    w = weights[f"{op}.weight"].double().numpy()
-    b = weights[f"{op}.bias"].double().numpy() if f"{op}.bias" in weights else None
+    w, b = _weight_and_bias(model, op)
     layer = EncryptedLinear(he_keys.ctx.cc, he_keys.packing, w, b)
     counts = OpCounts()
     out = layer.forward(encrypt_matrix(he_keys.ctx, he_keys.keys.public, he_keys.packing, x), counts)
@@ -102,9 +106,7 @@ LANE_CASES = [  # (model, op, source, width): one chunk with bias, several input
                          ids=[c[1].split(".", 3)[-1] for c in LANE_CASES])
 def test_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: str, width: int) -> None:
     x = capture(model, [source])[source][-3:]  # the last three tokens, as generation sends them: a pair and one
-    weights = load_model(model).weights()
-    w = weights[f"{op}.weight"].double().numpy()
-    b = weights[f"{op}.bias"].double().numpy() if f"{op}.bias" in weights else None
+    w, b = _weight_and_bias(model, op)
     packing = LanePacking(he_keys.ctx.slots, width)
     layer = EncryptedLinear(he_keys.ctx.cc, packing, w, b)
     batched = -(-w.shape[0] // width) * -(-w.shape[1] // width) * width

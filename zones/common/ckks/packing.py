@@ -143,9 +143,14 @@ class LanePacking:
 
     def __post_init__(self) -> None:
         _check_width(self.slots, self.width)
-        if self.width * self.width < self.slots:
+        if not self.wide_enough(self.slots, self.width):
             raise ValueError(f"lane packing needs width^2 >= slots ({self.slots}); width {self.width} is too "
                              "narrow")
+
+    @staticmethod
+    def wide_enough(slots: int, width: int) -> bool:
+        """Whether `width` features leave each of the slots/width lanes at least one diagonal."""
+        return width * width >= slots
 
     @property
     def lanes(self) -> int:
@@ -245,7 +250,7 @@ def packing_from_meta(meta: dict[str, str]) -> AnyPacking:
 def lane_packing(zone: HeZone) -> LanePacking | None:
     """The lane layout of an HE zone (staggered, for linear inputs), or None when its width is too narrow."""
     slots = zone.ckks.ring_dim // 2
-    if zone.pack_width * zone.pack_width < slots or zone.lane_max_tokens == 0:
+    if not LanePacking.wide_enough(slots, zone.pack_width) or zone.lane_max_tokens == 0:
         return None
     return LanePacking(slots, zone.pack_width)
 
