@@ -40,8 +40,8 @@ SENTENCES = [
     "Post-operative day two: afebrile, wound clean and dry, tolerating oral intake, plan discharge tomorrow.",
 ]
 PROMPTS = ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."]
-PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm", "all-mpc-smollm2", "selective-smollm2",
-         "private-smollm2"]
+PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm", "enclave-minilm", "all-mpc-smollm2",
+         "selective-smollm2", "private-smollm2"]
 
 
 def _hf_embed(model: str, text: str) -> dict[str, Any]:

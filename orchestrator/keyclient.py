@@ -127,3 +127,15 @@ def fetch_public_material(policy: Policy, principal: str, key: str,
     finally:
         client.close()
     return data, meta, tees[0]
+
+
+def attest_enclave(policy: Policy, zone: str, principal: str) -> None:
+    """Verify tee zone `zone`'s quote against the policy's pins before sending it plaintext, as `principal`;
+    KeyServiceError or AttestationError (naming the zone) when it does not verify."""
+    client = KeyClient(policy, zone, principal)
+    try:
+        client.attest()
+    except (KeyServiceError, AttestationError) as e:
+        raise type(e)(f"tee zone {zone!r}: {e}") from None
+    finally:
+        client.close()

@@ -303,6 +303,8 @@ def _privacy(graph: Graph, policy: Policy, stages: list[Stage], conversions: lis
     for c in conversions:
         if c.to_stage is None:  # returned to the client
             client["activations"].add(c.tensor)
+        if c.kind == "he->tee":  # the enclave receives the ciphertext it decrypts
+            views[f"{policy.zones[c.to_zone].party} (enclave {c.to_zone})"]["ciphertexts"].add(c.tensor)  # type: ignore[union-attr]
         if c.kind in ("he->mpc", "mpc->he"):
             he, mpc = (c.from_zone, c.to_zone) if c.kind == "he->mpc" else (c.to_zone, c.from_zone)
             tee, party = conversion_enclave(policy, he, mpc)

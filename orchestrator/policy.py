@@ -192,7 +192,7 @@ class PrivacyConstraint(_Strict):
 
 
 Operation = Literal["create", "list", "get_public_material", "decrypt_to_share", "encrypt_share", "reencrypt",
-                    "rotate", "destroy", "audit"]
+                    "decrypt_in_enclave", "encrypt_result", "rotate", "destroy", "audit"]
 
 
 class KeyGrant(_Strict):
@@ -204,8 +204,9 @@ class KeyGrant(_Strict):
     max_calls: int | None = Field(None, ge=1)
     max_sessions: int | None = Field(None, ge=1)
     recipients: list[str] = Field([], description="who may receive the result: the MPC party principal "
-                                                  "(decrypt_to_share), the HE zone principal (encrypt_share), "
-                                                  "the key handle (reencrypt); none: the operation is denied")
+                                                  "(decrypt_to_share), the HE zone principal (encrypt_share, "
+                                                  "encrypt_result), the key handle (reencrypt); none: the "
+                                                  "operation is denied")
 
 
 class TlsSettings(_Strict):

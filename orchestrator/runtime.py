@@ -13,11 +13,13 @@ from typing import Any
 import grpc
 import torch
 
+from orchestrator.keyclient import KeyServiceError, attest_enclave
 from orchestrator.models.registry import load_graph, load_tokenizer
 from orchestrator.planner import CLIENT, Plan, Stage, make_plan
-from orchestrator.policy import MpcZone, Policy
+from orchestrator.policy import MpcZone, Policy, TeeZone
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
+from zones.common.attestation import AttestationError
 from zones.common.certs import Credentials, load_credentials
 from zones.common.codec import decode_tensor, encode_tensor
 from zones.common.engine import StoredTensor, ZoneError
@@ -27,7 +29,8 @@ from zones.common.stream import StreamError, frames, receive
 from zones.serve import certs_dir
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
-SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain", "plain->he", "he->mpc", "mpc->he"})
+SUPPORTED_CONVERSIONS = frozenset({"plain->plain", "plain->mpc", "mpc->plain", "plain->he", "he->mpc", "mpc->he",
+                                   "he->tee", "tee->he", "plain->tee", "tee->plain"})
 
 
 class _NotAnswering(Exception):
@@ -110,6 +113,7 @@ class Runtime:
         self._stubs: dict[str, zone_pb2_grpc.ZoneStub] = {}
         self._loaded = False
         self._tokenizer: Any = None
+        self._attested: set[str] = set()  # enclaves whose quote this runtime verified
 
     # -- plumbing ------------------------------------------------------------------------------------------------
 
@@ -208,6 +212,8 @@ class Runtime:
         if isinstance(zone, MpcZone):
             sent = split(tensor, len(stage.parties), zone.fixed_point_bits)
         else:
+            if isinstance(zone, TeeZone):
+                self._attest(stage.zone)
             dtype, shape, data = encode_tensor(tensor)
             sent = [StoredTensor(pb.PLAIN, dtype, tuple(shape), data)] * len(stage.parties)
         for party, t in zip(stage.parties, sent, strict=True):
@@ -221,6 +227,16 @@ class Runtime:
                 raise RunError(f"zone {stage.zone!r} refused input {name!r}: {e.code().name}: {e.details()}") from None
             link = f"{self.policy.runtime_principal}->{self.policy.principal(party, stage.zone)}"
             m.bytes_by_link[link] += len(t.data)
+
+    def _attest(self, zone: str) -> None:
+        """Verify an enclave's quote against the policy's pins once, before the first plaintext goes to it."""
+        if zone in self._attested:
+            return
+        try:
+            attest_enclave(self.policy, zone, self.policy.runtime_principal)
+        except (KeyServiceError, AttestationError) as e:
+            raise RunError(f"no plaintext goes to enclave {zone!r}: its attestation failed: {e}") from None
+        self._attested.add(zone)
 
     def _pull_one(self, session: str, stage: Stage, party: str, name: str, m: Metrics) -> Any:
         stream = self._stub(stage.zone, party).PullTensor(zone_pb2.PullTensorRequest(session=session, name=name),

@@ -13,6 +13,7 @@ import grpc
 from orchestrator.policy import Policy
 from protos import zone_pb2_grpc
 from zones.common.certs import load_credentials
+from zones.common.engine import ZoneEngine
 from zones.common.server import ServerOptions, build_server
 from zones.common.zone_service import ZONE_SERVICE, ZoneServicer, zone_allow_table
 
@@ -30,7 +31,7 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     if zone not in policy.zones:
         raise SystemExit(f"policy {policy.name!r} has no zone {zone!r}")
     endpoints = policy.zone_endpoints(zone)
-    engine = None
+    engine: ZoneEngine | None = None
     if dealer:
         if policy.zones[zone].kind != "mpc":
             raise SystemExit(f"zone {zone!r} is not an MPC zone and has no dealer")
@@ -45,17 +46,20 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
         from zones.mpc.engine import MpcDealer
 
         engine = MpcDealer(policy, zone, party)
-    servicer = ZoneServicer(policy, zone, party, creds, engine)
-
-    allow = zone_allow_table(policy, servicer.plan, zone)
     enclave = None
     if policy.zones[zone].kind == "tee":
         from protos import keys_pb2_grpc
         from zones.tee.delivery import Delivery
         from zones.tee.enclave import Enclave
+        from zones.tee.engine import TeeEngine
         from zones.tee.service import KEY_SERVICE, KeyServiceServicer, key_service_allow_table
 
-        enclave = Enclave(policy, zone)
+        enclave = Enclave(policy, zone)  # one enclave: its key service and its stage engine
+        engine = TeeEngine(policy, zone, party, enclave)
+    servicer = ZoneServicer(policy, zone, party, creds, engine)
+
+    allow = zone_allow_table(policy, servicer.plan, zone)
+    if enclave is not None:
         allow |= key_service_allow_table()
 
     def register(server: grpc.Server) -> list[str]:

@@ -201,3 +201,18 @@ def test_shipped_selective_smollm2_reveals_exactly_block_1s_output_onwards() -> 
     assert plan.privacy["keyholder"].activations == [] and plan.privacy["keyholder"].weights == []
     masked = [c for c in plan.conversions if c.kind in ("he->mpc", "mpc->he")]
     assert len(masked) == 22 and min(c.hiding_bits or 0 for c in masked) >= 20
+
+
+def test_shipped_enclave_minilm_owner_sees_ciphertexts_the_enclave_the_rest() -> None:
+    graph = load_graph("minilm-l6")
+    plan = make_plan(graph, load_policy(POLICIES / "enclave-minilm.yaml"))
+    kinds = {c.kind for c in plan.conversions}
+    assert kinds == {"plain->tee", "tee->he", "he->tee", "tee->plain"}
+    linears = {op.name for op in graph.ops if op.type.value == "linear"}
+    owner, enclave = plan.privacy["owner"], plan.privacy["keyholder (enclave enclave)"]
+    assert owner.activations == [] and plan.privacy["keyholder"].activations == []
+    assert linears <= set(owner.ciphertexts)
+    assert set(enclave.ciphertexts) == linears  # every linear's output comes back to it encrypted
+    # the enclave decrypts and computes on every activation: the trust this plan puts in its hardware
+    assert set(enclave.activations) == {op.name for op in graph.ops} | {"input_ids"}
+    assert plan.privacy["client"].activations == ["input_ids", "pool"]

@@ -93,6 +93,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._encryptor: Any = None  # plain -> he: the attested public key, fetched on first use
+        self._attested: set[str] = set()  # enclaves whose quote this zone verified before sending plaintext
         transport = policy.transport
         self._max_tensor = transport.max_tensor_bytes
         self._chunk = transport.chunk_bytes
@@ -160,14 +161,16 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             if self.kind == ZoneKind.HE and PIECES in stored.meta:
                 self._add_piece(session, h.name, stored)
                 return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
-            with self._lock:
-                if stored.encoding == pb.SHARE and self.kind != ZoneKind.MPC:
-                    # mpc -> here: this zone's party may see the tensor; it keeps it once every share came
+            whole: StoredTensor | None = stored
+            if stored.encoding == pb.SHARE and self.kind != ZoneKind.MPC:
+                # mpc -> here: this zone may see the tensor; it keeps it once every share came
+                with self._lock:
                     whole = session.shares.add(h.name, stored)
-                    if whole is not None:
-                        session.tensors[h.name] = whole
-                else:
-                    session.tensors[h.name] = stored
+            if whole is not None:
+                if self.kind == ZoneKind.TEE:  # into the enclave: decrypted or reconstructed, then sealed
+                    whole = self.engine.admit(h.session, h.name, whole, principal)  # type: ignore[attr-defined]
+                with self._lock:
+                    session.tensors[h.name] = whole
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
 
     def record_incoming(self, sid: str, name: str, t: StoredTensor, principal: str, source_party: str = "") -> None:
@@ -211,6 +214,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Stream a held tensor to the caller."""
         with _Errors(context):
             t = self._held(request.session, request.name)
+            if self.kind == ZoneKind.TEE:
+                if not any(c.tensor == request.name and c.from_zone == self.zone and c.to_zone == CLIENT
+                           for c in self.plan.conversions):
+                    raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"the plan does not release {request.name!r} from enclave {self.zone!r} to the "
+                                    "client")
+                t = self.engine.export(request.session, request.name, t, CLIENT)  # type: ignore[attr-defined]
         yield from frames(self._header(request.session, request.name, t), t.data, self._chunk)
 
     def RunStage(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -253,6 +263,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             endpoints = self.policy.zone_endpoints(request.to_zone)
             start = time.perf_counter()
             target_kind = self.policy.zones[request.to_zone].kind
+            if self.kind == ZoneKind.TEE:  # out of the enclave: encrypted for an HE zone, else plaintext
+                t = self.engine.export(request.session, request.name, t, request.to_zone)  # type: ignore[attr-defined]
+            if target_kind == "tee" and t.encoding == pb.PLAIN:
+                self._attest(request.to_zone)
             if target_kind == "he" and self.kind == ZoneKind.PLAIN:
                 sent = self._encrypt_out(request.session, request.name, t, request.to_zone)
                 return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
@@ -277,6 +291,22 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                                 f"zone {request.to_zone!r} has no process at party {party!r}")
             self._send(request.session, request.name, t, request.to_zone, party)
             return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
+
+    def _attest(self, tee: str) -> None:
+        """Verify enclave `tee`'s quote against the policy's pins once, before this zone sends it plaintext."""
+        from orchestrator.keyclient import KeyServiceError, attest_enclave
+        from zones.common.attestation import AttestationError
+
+        if tee in self._attested:
+            return
+        try:
+            attest_enclave(self.policy, tee, self.policy.principal(self.party, self.zone))
+        except (KeyServiceError, AttestationError) as e:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"zone {self.zone!r} sends no plaintext to enclave {tee!r}: its attestation failed: "
+                            f"{e}") from None
+        with self._lock:
+            self._attested.add(tee)
 
     def _send(self, sid: str, name: str, t: StoredTensor, to_zone: str, party: str) -> None:
         target = self.policy.zone_endpoints(to_zone)[party]

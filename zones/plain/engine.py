@@ -37,7 +37,8 @@ class PlainEngine:
         self._executors[stage.index] = PlainExecutor([graph.op(n) for n in stage.ops], weights)
         self._graph = graph
 
-    def _decode(self, name: str, t: StoredTensor) -> torch.Tensor:
+    def _decode(self, name: str, t: StoredTensor, ctx: RunContext) -> torch.Tensor:
+        """An input as the tensor the executor computes on."""
         if t.encoding != pb.PLAIN:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"plain zone {self.zone!r} got tensor {name!r} encoded as {t.encoding_name}")
@@ -45,6 +46,11 @@ class PlainEngine:
             return decode_tensor(t.dtype, list(t.shape), t.data)
         except CodecError as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r}: {e}") from None
+
+    def _encode(self, name: str, t: torch.Tensor, ctx: RunContext) -> StoredTensor:
+        """An output as the zone keeps it."""
+        dtype, shape, data = encode_tensor(t)
+        return StoredTensor(pb.PLAIN, dtype, tuple(shape), data)
 
     def _check_embed_inputs(self, stage: Stage, tensors: dict[str, torch.Tensor]) -> None:
         assert self._graph is not None
@@ -67,7 +73,7 @@ class PlainEngine:
         executor = self._executors.get(stage.index)
         if executor is None:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
-        tensors = {n: self._decode(n, t) for n, t in inputs.items()}
+        tensors = {n: self._decode(n, t, ctx) for n, t in inputs.items()}
         self._check_embed_inputs(stage, tensors)
         with self._lock:
             state = self._sessions.setdefault(ctx.session, SessionState())
@@ -76,11 +82,7 @@ class PlainEngine:
         except (RuntimeError, IndexError) as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"stage {stage.index} failed on its inputs: {e}") from None
-        result = {}
-        for name, t in out.items():
-            dtype, shape, data = encode_tensor(t)
-            result[name] = StoredTensor(pb.PLAIN, dtype, tuple(shape), data)
-        return result
+        return {name: self._encode(name, t, ctx) for name, t in out.items()}
 
     def release(self, session: str) -> None:
         """Drop the session's KV caches."""

@@ -22,9 +22,9 @@ class Denied(Exception):
 
 # Calls any authenticated principal may make: they reveal nothing secret.
 OPEN_OPERATIONS = frozenset({"attest"})
-# Calls whose result goes to a recipient: an MPC party (decrypt_to_share), an HE zone (encrypt_share), a key
-# (reencrypt).
-RECIPIENT_OPERATIONS = frozenset({"decrypt_to_share", "encrypt_share", "reencrypt"})
+# Calls whose result goes to a recipient: an MPC party (decrypt_to_share), an HE zone (encrypt_share,
+# encrypt_result), a key (reencrypt). decrypt_in_enclave has none: the plaintext stays in the enclave.
+RECIPIENT_OPERATIONS = frozenset({"decrypt_to_share", "encrypt_share", "reencrypt", "encrypt_result"})
 
 
 class AccessControl:

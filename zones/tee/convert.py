@@ -1,5 +1,5 @@
-"""The enclave's conversions between ciphertexts and MPC shares. Every result is a share or a ciphertext:
-no plaintext leaves the enclave."""
+"""The enclave's conversions: ciphertexts to MPC shares and back, and ciphertexts to the values it computes on
+and back. Every result that leaves the enclave is a share or a ciphertext."""
 
 from __future__ import annotations
 
@@ -31,12 +31,26 @@ def _open_ct(keys: KeyStore, key: str, t: StoredTensor) -> tuple[CipherTensor, C
     return ct, ctx, pair
 
 
+def decrypt_values(keys: KeyStore, key: str, t: StoredTensor) -> np.ndarray:
+    """The (tokens, features) matrix a ciphertext tensor under `key` holds, for use inside the enclave only."""
+    ct, ctx, pair = _open_ct(keys, key, t)
+    return decrypt_matrix(ctx, pair.secret, ct.packing, ct.blocks, ct.tokens, ct.features)
+
+
+def encrypt_values(keys: KeyStore, key: str, values: np.ndarray, packing: AnyPacking) -> StoredTensor:
+    """A (tokens, features) matrix encrypted under `key` in `packing`."""
+    ctx, pair = keys.open(key)
+    if packing.slots != ctx.params.ring_dim // 2:
+        raise ConversionError(f"packing of {packing.slots} slots does not fit key {key!r} (ring dimension "
+                              f"{ctx.params.ring_dim})")
+    blocks = encrypt_matrix(ctx, pair.public, packing, values)
+    return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()
+
+
 def decrypt_to_share(keys: KeyStore, key: str, t: StoredTensor, index: int, count: int, precision: int,
                      prescale: int) -> StoredTensor:
     """The masked ciphertext x - r decrypted into share `index` of a bounded sharing (times 2^prescale)."""
-    ct, ctx, pair = _open_ct(keys, key, t)
-    values = decrypt_matrix(ctx, pair.secret, ct.packing, ct.blocks, ct.tokens, ct.features)
-    return bounded_share(values, index, count, precision, prescale)
+    return bounded_share(decrypt_values(keys, key, t), index, count, precision, prescale)
 
 
 def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: AnyPacking) -> StoredTensor:
@@ -48,12 +62,7 @@ def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: AnyPac
     if np.abs(values).max(initial=0.0) > MAX_BOUNDED:
         raise ConversionError(f"share values reach {np.abs(values).max():.3g}, beyond a bounded share's "
                               f"{MAX_BOUNDED:.3g}")
-    ctx, pair = keys.open(key)
-    if packing.slots != ctx.params.ring_dim // 2:
-        raise ConversionError(f"packing of {packing.slots} slots does not fit key {key!r} (ring dimension "
-                              f"{ctx.params.ring_dim})")
-    blocks = encrypt_matrix(ctx, pair.public, packing, values)
-    return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()
+    return encrypt_values(keys, key, values, packing)
 
 
 def reencrypt(keys: KeyStore, key: str, t: StoredTensor, recipient: str) -> StoredTensor:

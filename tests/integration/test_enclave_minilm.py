@@ -1,0 +1,119 @@
+"""MiniLM with linears in HE at the owner and everything else inside the keyholder's enclave: he -> tee (the
+enclave decrypts), tee -> he (it encrypts), plain -> tee (after attestation) and tee -> client, across real zone
+processes. Accuracy, what every party received, the enclave's grants and audit, and its refusals."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.policy import Policy
+from orchestrator.reference import reference_embedding
+from orchestrator.runtime import RunError
+from protos import tensor_pb2 as pb
+from protos import zone_pb2, zone_pb2_grpc
+from tests.conftest import SoftHsm
+from tests.integration.conftest import Deployment, enclave_deployment
+from zones.common.certs import load_credentials
+from zones.common.ckks.encryptor import PublicEncryptor
+from zones.common.engine import StoredTensor
+from zones.common.server import secure_channel
+from zones.common.stream import frames
+from zones.tee.audit import read_log, verify_records
+
+RPC_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def enclave(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    yield from enclave_deployment("enclave-minilm.yaml", softhsm, tmp_path_factory, RPC_S)
+
+
+def _cosine(got: list[float], text: str) -> float:
+    want = reference_embedding("minilm-l6", text)
+    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
+
+
+def test_enclave_minilm_matches_plaintext_and_the_owner_sees_ciphertexts_only(enclave: Deployment) -> None:
+    rt = enclave.runtime()
+    try:
+        # three tokens go to the HE zone in the lane layout, the long one token-batched
+        for text in ["Chest pain", "Quarterly dividend of $0.24 per share payable to holders of record on June 1."]:
+            run = rt.embed(text).to_dict()
+            cosine = _cosine(run["output"]["embedding"], text)
+            print(f"enclave-minilm cosine {cosine:.6f}, {run['output']['tokens']} tokens, {run['metrics']['wall_s']} s, "
+                  f"{run['metrics']['time_by_zone']}")
+            assert cosine >= 0.999
+            privacy = run["privacy"]
+            assert privacy["mismatches"] == []
+            got: dict[tuple[str, str], set[tuple[str, str]]] = {}
+            for r in privacy["observed"]:
+                got.setdefault((r["zone"], r["party"]), set()).add((r["encoding"], r["source_principal"]))
+            assert got[("he", "owner")] == {("ckks", "keyholder/enclave")}
+            assert got[("enclave", "keyholder")] == {("plain", "client/runtime"), ("ckks", "owner/he")}
+            report = privacy["report"]
+            assert report["owner"]["activations"] == [] and report["keyholder"]["activations"] == []
+            assert "pool" in report["client"]["activations"]
+    finally:
+        rt.close()
+    log = read_log(Path(enclave.policy.zones["enclave"].audit_log))  # type: ignore[union-attr]
+    assert verify_records(log) == []
+    allowed = {(r.principal, r.operation, r.reason) for r in log if r.decision == "allow"}
+    assert ("owner/he", "decrypt_in_enclave", "granted") in allowed
+    assert ("keyholder/enclave", "encrypt_result", "granted, to owner/he") in allowed
+
+
+def _push(policy: Policy, principal: str, name: str, t: StoredTensor) -> grpc.RpcError:
+    """The error the enclave zone answers a pushed tensor with, sent as `principal`."""
+    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), principal)
+    ch = secure_channel(creds, policy.zone_endpoints("enclave")["keyholder"])
+    try:
+        header = pb.TensorHeader(session="probe", name=name, encoding=t.encoding,  # type: ignore[arg-type]
+                                 source_party=principal.split("/")[0], dtype=t.dtype, shape=list(t.shape),
+                                 meta=t.meta)
+        with pytest.raises(grpc.RpcError) as e:
+            zone_pb2_grpc.ZoneStub(ch).PushTensor(frames(header, t.data, 1 << 20), timeout=RPC_S)
+        return e.value
+    finally:
+        ch.close()
+
+
+def test_enclave_decrypts_only_for_granted_he_zones_and_releases_only_outputs(enclave: Deployment) -> None:
+    policy = enclave.policy
+    ct = PublicEncryptor(policy, "owner/he").encrypt("he", np.random.default_rng(0).normal(size=(3, 384)))
+    # the runtime may push input ids to the enclave, but a ciphertext from it is not an HE zone's to decrypt
+    e = _push(policy, "client/runtime", "encoder.layer.0.attention.self.query", ct)
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "no HE zone" in e.details()
+    # a sealed blob from outside opens nowhere
+    sealed = StoredTensor(pb.SEALED, "float32", (1,), b"\0" * 32, {"nonce": "00" * 12})
+    e = _push(policy, "client/runtime", "input_ids", sealed)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "sealed" in e.details()
+    # the enclave releases to the client only the plan's outputs, never an intermediate activation
+    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), "client/runtime")
+    ch = secure_channel(creds, policy.zone_endpoints("enclave")["keyholder"])
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            list(zone_pb2_grpc.ZoneStub(ch).PullTensor(
+                zone_pb2.PullTensorRequest(session="probe", name="input_ids"), timeout=RPC_S))
+    finally:
+        ch.close()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND or (
+        err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "does not release" in err.value.details())
+
+
+def test_no_plaintext_goes_to_an_enclave_that_fails_attestation(enclave: Deployment) -> None:
+    rt = enclave.runtime()
+    zone = rt.policy.zones["enclave"]
+    # the client expects another enclave build than the one running (the plan itself is unchanged)
+    rt.policy.zones["enclave"] = zone.model_copy(update={"measurement": "ab" * 32})
+    try:
+        with pytest.raises(RunError, match="no plaintext goes to enclave 'enclave': its attestation failed.*measurement"):
+            rt.embed("Sunny with a light breeze.")
+    finally:
+        rt.close()
