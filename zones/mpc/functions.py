@@ -114,3 +114,70 @@ def argmax_index(x: Any) -> Any:
             top_i = crypten.cat([top_i, index[-1:] if not torch.is_tensor(index) else crypten.cryptensor(index[-1:])])
         values, index = top_v, top_i
     return index
+
+
+# rows·n·n up to which a row maximum compares all pairs in one round instead of a log2(n)-level tournament
+PAIRWISE_MAX_ELEMENTS = 1 << 16
+RECIPROCAL_TOLERANCE = 2.0 ** -14  # relative error the softmax denominator's Newton iterations reach
+
+
+def row_max(x: Any) -> Any:
+    """The maximum over the last dimension (kept as a dimension of size 1).
+
+    Few rows (a decoder's new token): every pair compared in one comparison round; x_i is the first maximum
+    iff x_i >= x_j for every later j and x_i > x_j for every earlier j, a product of bits (log2(n)
+    multiplications), so ties select one element. Many rows (a prefill): a tournament of log2(n) levels of one
+    comparison and one multiplication. Either way the maximum value only: CrypTen's max also computes a
+    one-hot argmax with an equality test over every element, which costs as much again.
+    """
+    import torch
+
+    from zones.mpc.compat import import_crypten
+
+    crypten = import_crypten()
+    n = x.size(-1)
+    if n == 1:
+        return x
+    rows = x.numel() // n
+    if rows * n * n <= PAIRWISE_MAX_ELEMENTS:
+        i, j = torch.triu_indices(n, n, offset=1)              # the n(n-1)/2 pairs i < j, compared once
+        diff = (x.unsqueeze(-1) - x.unsqueeze(-2)).flatten(-2).index_select(-1, i * n + j)
+        ge = diff >= 0                                         # x_i >= x_j
+        both = crypten.cat([ge, 1 - ge], dim=-1)               # and x_j > x_i
+        pairs = len(i)
+        where = torch.empty(n, n, dtype=torch.long)            # where[a, b]: the bit "a beats b" in `both`
+        where[i, j] = torch.arange(pairs)
+        where[j, i] = torch.arange(pairs) + pairs
+        others = ~torch.eye(n, dtype=torch.bool)
+        beats = both.index_select(-1, where[others]).reshape(*x.size()[:-1], n, n - 1)
+        first = beats.prod(-1)                                 # one-hot of the first maximum
+        return (x * first).sum(-1, keepdim=True)
+    v = x
+    while v.size(-1) > 1:
+        m = v.size(-1)
+        a, b, rest = v.split([m // 2, m // 2, m % 2], dim=-1)
+        d = a - b
+        top = b + d * (d >= 0)
+        v = crypten.cat([top, rest], dim=-1) if m % 2 else top
+    return v
+
+
+def reciprocal_in(s: Any, hi: float) -> Any:
+    """1/s for s known to lie in [1, hi]: Newton's iteration from the minimax linear start on that range, as
+    many iterations as the range needs for RECIPROCAL_TOLERANCE (no exp-based start, no fixed ten steps)."""
+    if hi <= 1:
+        return s * 0 + 1
+    b = 8.0 / (hi * hi + 6 * hi + 1)          # y0 = b (hi + 1) - b s equioscillates on [1, hi]
+    e0 = (hi - 1) ** 2 / (hi * hi + 6 * hi + 1)  # its largest relative error |1 - s y0|
+    iters = max(0, math.ceil(math.log2(math.log(RECIPROCAL_TOLERANCE) / math.log(e0))))
+    y = s * -b + b * (hi + 1)
+    for _ in range(iters):
+        y = y * ((s * y).neg() + 2)
+    return y
+
+
+def softmax(x: Any) -> Any:
+    """Softmax over the last dimension: exp(x - max) has its largest element 1, so the denominator lies in
+    [1, n] and its reciprocal needs only the iterations that range calls for."""
+    num = (x - row_max(x)).exp()
+    return num * reciprocal_in(num.sum(-1, keepdim=True), float(x.size(-1)))

@@ -117,7 +117,7 @@ def _scores(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> A
 
 @mpc_kernel(OpType.SOFTMAX)
 def _softmax(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
-    return x[0].softmax(-1)
+    return fn.softmax(x[0])
 
 
 @mpc_kernel(OpType.ATTN_CONTEXT)
