@@ -70,8 +70,23 @@ class NetnsDeployment:
     namespaces: dict[str, str]
     addresses: dict[str, str]
     bundles: dict[str, Path]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # party -> its start.sh group
     shaping: str = ""                  # what tc applied on every party's interface
+
+    def start(self, party: str) -> None:
+        """Start `party`'s zones from its bundle's start script, in its namespace."""
+        hsi = str(Path(sys.executable).parent / "hsi")
+        self.procs[party] = subprocess.Popen(
+            ["ip", "netns", "exec", self.namespaces[party], str(self.bundles[party] / "start.sh")],
+            env={**os.environ, "HSI": hsi}, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def restart(self, party: str, startup_s: float = 120.0) -> None:
+        """Kill every zone process of `party` (as a crash or reboot would) and start them again from the same
+        bundle; return once the client reaches every zone again."""
+        _stop([self.procs.pop(party)], signal.SIGKILL)
+        self.start(party)
+        _wait_ready(self, startup_s)
 
     def party_python(self, party: str, code: str, timeout: float) -> str:
         """Run Python code as `party`, in its namespace with its bundle's keys; its stdout."""
@@ -181,10 +196,10 @@ class Network:
     procs: list[subprocess.Popen[bytes]]
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def _stop(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
     for p in procs:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+            os.killpg(p.pid, sig)
     for p in procs:
         try:
             p.wait(timeout=15)
@@ -233,15 +248,11 @@ def netns_deployment(policy_path: str | Path, workdir: str | Path, profile: str 
     with network(addresses, profile) as net:
         dep = NetnsDeployment(path, net.namespaces, addresses, {}, shaping=net.shaping)
         try:
-            hsi = str(Path(sys.executable).parent / "hsi")
-            for party, ns in net.namespaces.items():
+            for party in net.namespaces:
                 dep.bundles[party] = work / "bundles" / party
                 # a PKI of its own: the certificates must name the namespace addresses
                 make_bundle(path, party, dep.bundles[party], pki=work / "pki")
-                dep.procs.append(subprocess.Popen(
-                    ["ip", "netns", "exec", ns, str(dep.bundles[party] / "start.sh")],
-                    env={**os.environ, "HSI": hsi}, start_new_session=True,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                dep.start(party)
             policy = load_policy(path)
             dep.policy = dep.bundles[policy.client] / "policy.yaml"
             _wait_ready(dep, startup_s)
@@ -253,7 +264,7 @@ def netns_deployment(policy_path: str | Path, workdir: str | Path, profile: str 
                                      f"ensure_keys(load_policy({str(bundle_policy)!r}))\n", 120.0)
             yield dep
         finally:
-            _stop(dep.procs)
+            _stop(list(dep.procs.values()))
 
 
 def _wait_ready(dep: NetnsDeployment, timeout: float) -> None:

@@ -59,7 +59,10 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
         except HeParamsError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except SealError as e:
-            context.abort(grpc.StatusCode.DATA_LOSS, f"sealed key {key!r} does not open: {e}")
+            context.abort(grpc.StatusCode.DATA_LOSS,
+                          f"sealed key {key!r} does not open: {e}. Keys are sealed to one enclave build: after the "
+                          f"enclave code changed, its keys under {self.enclave.zone.key_dir} do not open (there is "
+                          "no migration); a dev deployment re-creates them (hsi down, remove that directory, hsi up)")
         raise AssertionError("unreachable")
 
     def Attest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
