@@ -50,8 +50,10 @@ def _hf_embed(model: str, text: str) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - start}
 
 
-def client_records(policy_path: str | Path, name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
-    """As the client, with the policy's zones running: the plan's records and HF's on the benchmark inputs."""
+def client_records(policy_path: str | Path, name: str, new_tokens: int, network: str,
+                   inputs: int | None = None) -> list[dict[str, Any]]:
+    """As the client, with the policy's zones running: the plan's records and HF's on the benchmark inputs (the
+    first `inputs` of them, or all)."""
     policy = load_policy(policy_path)
     records: list[dict[str, Any]] = []
     load_model(policy.model.name)  # warm the reference outside the timings
@@ -60,7 +62,7 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
         rt.load()
         if policy.model.name == "minilm-l6":
             rt.embed("warm-up")
-            for text in SENTENCES:
+            for text in SENTENCES[:inputs]:
                 want = reference_embedding(policy.model.name, text)
                 hf = _hf_embed(policy.model.name, text)
                 r = rt.embed(text)
@@ -71,7 +73,7 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
                 records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
                                 "max_abs_err": acc["max_abs_err"]})
         else:
-            for prompt in PROMPTS:
+            for prompt in PROMPTS[:inputs]:
                 ids = rt.prompt_ids(prompt)
                 start = time.perf_counter()
                 want = reference_generate(policy.model.name, ids, new_tokens)
@@ -89,19 +91,20 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
     return records
 
 
-def bench_plan(name: str, new_tokens: int, network: str) -> list[dict[str, Any]]:
+def bench_plan(name: str, new_tokens: int, network: str, inputs: int | None = None) -> list[dict[str, Any]]:
     """Run one shipped policy on the benchmark inputs, its zones on loopback or one network namespace per party
     under the `lan` or `wan` profile (orchestrator/netns.py); records for the plan and for HF called directly."""
     path = ROOT / "deploy" / "policies" / f"{name}.yaml"
     if network == "loopback":
         with zones_up(path):
-            return client_records(path, name, new_tokens, network)
+            return client_records(path, name, new_tokens, network, inputs)
     from orchestrator.netns import netns_deployment
 
     with tempfile.TemporaryDirectory(prefix=f"hsi-bench-{name}-") as work, \
             netns_deployment(path, work, network, startup_s=600.0) as dep:
         code = (f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom bench.e2e import client_records\n"
-                f"print(json.dumps(client_records({str(dep.policy)!r}, {name!r}, {new_tokens}, {network!r})))\n")
+                f"print(json.dumps(client_records({str(dep.policy)!r}, {name!r}, {new_tokens}, {network!r}, "
+                f"{inputs!r})))\n")
         out = dep.client_python(code, timeout=6 * 3600)
         records: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         for r in records:
@@ -138,13 +141,14 @@ def main() -> int:
     ap.add_argument("--network", nargs="*", default=["loopback"], choices=["loopback", "lan", "wan"],
                     help="where the parties run: loopback, or a network namespace each under the lan (0.2 ms, "
                          "10 Gbit/s) or wan (40 ms, 100 Mbit/s) profile (needs root); several run side by side")
+    ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
     torch.set_num_threads(2)
     records: list[dict[str, Any]] = []
     for plan in args.plans:
         for network in args.network:
-            records += bench_plan(plan, args.new_tokens, network)
+            records += bench_plan(plan, args.new_tokens, network, args.inputs)
     print_table(records)
     write_records(args.json, records)
     return 0

@@ -181,7 +181,10 @@ def _shape(ns: str, prof: Profile) -> tuple[str, subprocess.Popen[bytes] | None]
 
 
 def _teardown(namespaces: list[str]) -> None:
-    for ns in namespaces:
+    for i, ns in enumerate(namespaces):
+        # The host end first: deleting it removes the pair at once, whereas the kernel frees a deleted
+        # namespace's devices later, and a deployment right after would find `hsi-v0` still there.
+        subprocess.run(["ip", "link", "del", f"hsi-v{i}"], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
