@@ -110,6 +110,15 @@ class NetnsDeployment:
         return dict(json.loads(self.client_python(code, timeout).strip().splitlines()[-1]))
 
 
+    def generate(self, prompt: str, max_new_tokens: int, chat: bool = True,
+                 timeout: float = 3600.0) -> dict[str, Any]:
+        """The client's `generate` result (the `--json` object) run across the namespaces."""
+        code = ("import json\nfrom orchestrator.policy import load_policy\nfrom orchestrator.runtime import Runtime\n"
+                f"rt = Runtime(load_policy({str(self.policy)!r}))\n"
+                f"print(json.dumps(rt.generate({prompt!r}, {max_new_tokens}, {chat!r}).to_dict()))\nrt.close()\n")
+        return dict(json.loads(self.client_python(code, timeout).strip().splitlines()[-1]))
+
+
 def _tee_files(name: str, zone: dict[str, Any], out: Path) -> None:
     """A tee zone's files for parties whose processes start in their bundles' directories: the dev HSM token,
     PIN and platform key at absolute paths (SoftHSM's config rewritten to name its token directory absolutely),
