@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from orchestrator.launcher import down, running, up
 from orchestrator.policy import Policy, load_policy
+from orchestrator.reference import reference_embedding
 from orchestrator.runtime import RunError, Runtime
 from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
 from zones.tee.hsm import Hsm, HsmConfig
@@ -20,6 +22,12 @@ from zones.tee.hsm import Hsm, HsmConfig
 # Raw prompts (no chat template) of the SmolLM2 slow tests of whole-model private plans: short prefills.
 RAW_PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
                "To make a cup of tea, first"]
+
+
+def minilm_cosine(got: list[float], text: str) -> float:
+    """Cosine similarity of an embedding a plan computed to the plaintext MiniLM embedding of `text`."""
+    want = reference_embedding("minilm-l6", text)
+    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
 
 
 class Deployment:

@@ -13,11 +13,10 @@ import torch
 import yaml
 
 from orchestrator.launcher import down, running, up
-from orchestrator.reference import reference_embedding
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from tests.conftest import POLICIES, policy_on_free_ports
-from tests.integration.conftest import Deployment, fault_during_run
+from tests.integration.conftest import Deployment, fault_during_run, minilm_cosine
 from zones.common.certs import load_credentials
 from zones.common.server import secure_channel
 from zones.common.shares import split
@@ -44,18 +43,13 @@ def all_mpc(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         down(path)
 
 
-def _cosine(got: list[float], text: str) -> float:
-    want = reference_embedding("minilm-l6", text)
-    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
-
-
 def _embed(dep: Deployment, texts: list[str]) -> list[tuple[float, dict]]:  # type: ignore[type-arg]
     rt = dep.runtime()
     try:
         out = []
         for text in texts:
             r = rt.embed(text)
-            out.append((_cosine(r.output["embedding"], text), r.to_dict()))
+            out.append((minilm_cosine(r.output["embedding"], text), r.to_dict()))
         return out
     finally:
         rt.close()

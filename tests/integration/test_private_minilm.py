@@ -17,11 +17,10 @@ import torch
 from orchestrator.keyclient import KeyClient
 from orchestrator.launcher import up
 from orchestrator.policy import Policy
-from orchestrator.reference import reference_embedding
 from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
 from tests.conftest import SoftHsm
-from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run
+from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run, minilm_cosine
 from zones.common.certs import load_credentials
 from zones.common.ckks.encryptor import PublicEncryptor
 from zones.common.engine import StoredTensor
@@ -38,11 +37,6 @@ def private(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFa
     yield from enclave_deployment("private-minilm.yaml", softhsm, tmp_path_factory, RPC_S)
 
 
-def _cosine(got: list[float], text: str) -> float:
-    want = reference_embedding("minilm-l6", text)
-    return float(torch.nn.functional.cosine_similarity(torch.tensor(got), want, dim=0))
-
-
 def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(private: Deployment) -> None:
     rt = private.runtime()
     try:
@@ -54,7 +48,7 @@ def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(pri
         texts = ["Chest pain", "Biopsy: invasive ductal carcinoma, grade 2, estrogen-receptor positive."]
         for text in texts:
             run = rt.embed(text).to_dict()
-            cosine = _cosine(run["output"]["embedding"], text)
+            cosine = minilm_cosine(run["output"]["embedding"], text)
             print(f"private cosine {cosine:.6f}, {run['output']['tokens']} tokens, {run['metrics']['wall_s']} s, "
                   f"{run['metrics']['time_by_zone']}: {text}")
             assert cosine >= 0.995
@@ -115,7 +109,7 @@ def test_private_minilm_twenty_varied_sentences(private: Deployment) -> None:
         results = []
         for text in TWENTY:
             r = rt.embed(text)
-            results.append((r.output["tokens"], _cosine(r.output["embedding"], text), r.metrics["wall_s"]))
+            results.append((r.output["tokens"], minilm_cosine(r.output["embedding"], text), r.metrics["wall_s"]))
     finally:
         rt.close()
     for tokens, cosine, wall in results:
@@ -181,6 +175,6 @@ def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(priva
     rt = private.runtime()
     try:
         text = "Back in service."
-        assert _cosine(rt.embed(text).output["embedding"], text) >= 0.995
+        assert minilm_cosine(rt.embed(text).output["embedding"], text) >= 0.995
     finally:
         rt.close()
