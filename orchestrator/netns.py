@@ -102,21 +102,21 @@ class NetnsDeployment:
         """Run Python code as the client party, in its namespace with its bundle's keys; its stdout."""
         return self.party_python(load_policy(self.policy).client, code, timeout)
 
-    def embed(self, text: str, timeout: float = 600.0) -> dict[str, Any]:
-        """The client's `embed` result (the `--json` object) run across the namespaces."""
+    def _client_run(self, call: str, timeout: float) -> dict[str, Any]:
+        """The `--json` object of `Runtime(policy).<call>` run as the client across the namespaces."""
         code = ("import json\nfrom orchestrator.policy import load_policy\nfrom orchestrator.runtime import Runtime\n"
                 f"rt = Runtime(load_policy({str(self.policy)!r}))\n"
-                f"print(json.dumps(rt.embed({text!r}).to_dict()))\nrt.close()\n")
+                f"print(json.dumps(rt.{call}.to_dict()))\nrt.close()\n")
         return dict(json.loads(self.client_python(code, timeout).strip().splitlines()[-1]))
 
+    def embed(self, text: str, timeout: float = 600.0) -> dict[str, Any]:
+        """The client's `embed` result (the `--json` object) run across the namespaces."""
+        return self._client_run(f"embed({text!r})", timeout)
 
     def generate(self, prompt: str, max_new_tokens: int, chat: bool = True,
                  timeout: float = 3600.0) -> dict[str, Any]:
         """The client's `generate` result (the `--json` object) run across the namespaces."""
-        code = ("import json\nfrom orchestrator.policy import load_policy\nfrom orchestrator.runtime import Runtime\n"
-                f"rt = Runtime(load_policy({str(self.policy)!r}))\n"
-                f"print(json.dumps(rt.generate({prompt!r}, {max_new_tokens}, {chat!r}).to_dict()))\nrt.close()\n")
-        return dict(json.loads(self.client_python(code, timeout).strip().splitlines()[-1]))
+        return self._client_run(f"generate({prompt!r}, {max_new_tokens}, {chat!r})", timeout)
 
 
 def _tee_files(name: str, zone: dict[str, Any], out: Path) -> None:

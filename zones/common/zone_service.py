@@ -215,8 +215,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         with _Errors(context):
             t = self._held(request.session, request.name)
             if self.kind == ZoneKind.TEE:
-                if not any(c.tensor == request.name and c.from_zone == self.zone and c.to_zone == CLIENT
-                           for c in self.plan.conversions):
+                if not self._plans_move(request.name, CLIENT):
                     raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
                                     f"the plan does not release {request.name!r} from enclave {self.zone!r} to the "
                                     "client")
@@ -255,9 +254,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             t = self._held(request.session, request.name)
             if request.to_zone not in self.policy.zones:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {request.to_zone!r}")
-            allowed = any(c.tensor == request.name and c.from_zone == self.zone and c.to_zone == request.to_zone
-                          for c in self.plan.conversions)
-            if not allowed:
+            if not self._plans_move(request.name, request.to_zone):
                 raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
                                 f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
             endpoints = self.policy.zone_endpoints(request.to_zone)
@@ -350,6 +347,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         ct = self._encryptor.encrypt(to_zone, values)
         self._send(sid, name, ct, to_zone, self.policy.zones[to_zone].party)  # type: ignore[union-attr]
         return len(ct.data)
+
+    def _plans_move(self, name: str, to_zone: str) -> bool:
+        """Whether the plan moves tensor `name` from this zone to `to_zone` (CLIENT: the runtime)."""
+        return any(c.tensor == name and c.from_zone == self.zone and c.to_zone == to_zone
+                   for c in self.plan.conversions)
 
     def _conversion(self, name: str, to_zone: str) -> Any:
         return next(c for c in self.plan.conversions
