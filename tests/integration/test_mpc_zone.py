@@ -22,7 +22,7 @@ from zones.common.server import secure_channel
 from zones.common.shares import split
 from zones.common.stream import frames
 
-PEER_TIMEOUT_S = 45.0  # a party waiting this long for a peer within a stage gives the session up
+PEER_TIMEOUT_S = 30.0  # a party waiting this long for a peer within a stage gives the session up
 RPC_S = 15.0
 # Far below the 600 s stage deadline: the 4 s before the fault, a peer's timeout, an RPC deadline (the fault
 # may strike a transfer rather than the stage), health probes.

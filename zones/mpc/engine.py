@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -25,16 +26,20 @@ from protos import tensor_pb2 as pb
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
 from zones.common.masking import BOUNDED
 from zones.common.shares import ring_of, share_index, share_meta
-from zones.mpc.worker import DEALER, PARTY, WorkerSpec, interface_for, worker_main
+from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, interface_for, worker_main
 
 log = logging.getLogger("hsi.mpc")
-_CTX = multiprocessing.get_context("spawn")  # a forked child deadlocks on PyTorch's OpenMP pool
+# Workers fork from a server that has done their imports (zones/mpc/preload.py) but never ran tensor math: a child
+# forked from a process that used PyTorch's OpenMP pool deadlocks in it.
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(["zones.mpc.preload"])
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpc-spare")
 
 
 class _Worker:
     """A spawned CrypTen worker and the pipe to it."""
 
-    def __init__(self, preload: str | None = None) -> None:
+    def __init__(self, preload: Preload | None = None) -> None:
         self.conn, child = _CTX.Pipe()
         self.process = _CTX.Process(target=worker_main, args=(child, preload), daemon=True)
         self.process.start()
@@ -102,9 +107,11 @@ class _Base:
         self.owner_rank = names.index(policy.model.owner) if policy.model.owner in names else None
         self._lock = threading.Lock()
         self._sessions: dict[str, _Worker] = {}
-        # the owner's workers load the model while they wait for a session
-        self._preload = policy.model.name if self.role == PARTY and self.rank == self.owner_rank else None
-        self._spare: _Worker | None = _Worker(self._preload)
+        # a compute party's workers load the model's graph (the owner's also its weights) while they wait
+        self._preload = (Preload(policy.model.name, weights=self.rank == self.owner_rank) if self.role == PARTY
+                         else None)
+        # Started in the background: the first fork waits for the fork server's imports, the zone need not.
+        self._spare: Future[_Worker] | None = _STARTER.submit(_Worker, self._preload)
         self._traffic: dict[str, tuple[int, int]] = {}
 
     def _calibration(self) -> dict[str, Any]:
@@ -136,8 +143,10 @@ class _Base:
                                 "run one session at a time, retry when it is released")
             time.sleep(0.2)
         with self._lock:
-            w = self._spare if self._spare is not None and self._spare.process.is_alive() else _Worker(self._preload)
-            self._spare = _Worker(self._preload)
+            w = self._spare.result() if self._spare is not None else _Worker(self._preload)
+            if not w.process.is_alive():
+                w = _Worker(self._preload)
+            self._spare = _STARTER.submit(_Worker, self._preload)
             self._sessions[session] = w
         spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), self.rendezvous,  # type: ignore[arg-type]
                           self.interface, self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
@@ -173,7 +182,7 @@ class _Base:
     def close(self) -> None:
         """Stop every worker (zone shutdown)."""
         with self._lock:
-            workers = list(self._sessions.values()) + ([self._spare] if self._spare else [])
+            workers = list(self._sessions.values()) + ([self._spare.result()] if self._spare else [])
             self._sessions.clear()
             self._spare = None
         for w in workers:

@@ -16,8 +16,9 @@ from typing import Any
 
 def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, results: Any,
            args: tuple[Any, ...], ttp: bool) -> None:
-    from zones.mpc.compat import import_crypten
+    from zones.mpc.compat import import_crypten, single_threaded_torch
 
+    single_threaded_torch()  # as the zones' workers run
     # CrypTen's convention: WORLD_SIZE counts the compute parties; the dealer is rank WORLD_SIZE.
     os.environ.update(WORLD_SIZE=str(parties), RANK=str(rank), RENDEZVOUS=f"file://{rendezvous}",
                       DISTRIBUTED_BACKEND="gloo")

@@ -76,6 +76,15 @@ def _join(spec: WorkerSpec) -> Any:
     return crypten
 
 
+@dataclass(frozen=True)
+class Preload:
+    """What a compute party's worker loads before its session: the model's graph (measured: 10 s at a session's
+    start when left to it, under the load of the other zones' new spare workers), and the weights at the owner."""
+
+    model: str
+    weights: bool
+
+
 class _Party:
     """The compute party's side of a session: shared weights, KV caches, stage execution."""
 
@@ -197,15 +206,19 @@ class _Party:
         return out, figures  # type: ignore[return-value]
 
 
-def worker_main(conn: Any, preload: str | None = None) -> None:
-    """Entry point of a spawned worker: import CrypTen (and the owner's model) while idle, then serve one session."""
-    from zones.mpc.compat import import_crypten
+def worker_main(conn: Any, preload: Preload | None = None) -> None:
+    """Entry point of a spawned worker: import CrypTen and load what `preload` names while idle, then serve one
+    session."""
+    from zones.mpc.compat import import_crypten, single_threaded_torch
 
+    single_threaded_torch()
     import_crypten()  # the slow parts, done before a session needs this worker
     if preload:
-        from orchestrator.models.registry import load_model
+        from orchestrator.models.registry import load_graph, load_model
 
-        load_model(preload).weights()
+        load_graph(preload.model)
+        if preload.weights:
+            load_model(preload.model).weights()
     try:
         msg = conn.recv()
     except EOFError:
