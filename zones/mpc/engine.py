@@ -37,7 +37,7 @@ _STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpc-spare")
 
 
 class _Worker:
-    """A spawned CrypTen worker and the pipe to it."""
+    """A CrypTen worker process (forked from the fork server) and the pipe to it."""
 
     def __init__(self, preload: Preload | None = None) -> None:
         self.conn, child = _CTX.Pipe()

@@ -207,7 +207,7 @@ class _Party:
 
 
 def worker_main(conn: Any, preload: Preload | None = None) -> None:
-    """Entry point of a spawned worker: import CrypTen and load what `preload` names while idle, then serve one
+    """Entry point of a worker: import CrypTen and load what `preload` names while idle, then serve one
     session."""
     from zones.mpc.compat import import_crypten, single_threaded_torch
 
