@@ -209,10 +209,8 @@ class _Party:
 def worker_main(conn: Any, preload: Preload | None = None) -> None:
     """Entry point of a worker: import CrypTen and load what `preload` names while idle, then serve one
     session."""
-    from zones.mpc.compat import import_crypten, single_threaded_torch
+    import zones.mpc.preload  # noqa: F401  (already imported in the fork server this worker forks from)
 
-    single_threaded_torch()
-    import_crypten()  # the slow parts, done before a session needs this worker
     if preload:
         from orchestrator.models.registry import load_graph, load_model
 
