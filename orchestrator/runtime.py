@@ -15,8 +15,9 @@ import torch
 
 from orchestrator.keyclient import KeyServiceError, attest_enclave
 from orchestrator.models.registry import load_graph, load_tokenizer
-from orchestrator.planner import CLIENT, Plan, Stage, make_plan
+from orchestrator.planner import Plan, Stage, make_plan
 from orchestrator.policy import MpcZone, Policy, TeeZone
+from orchestrator.schedule import Move, step_program
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.attestation import AttestationError
@@ -50,6 +51,11 @@ class Metrics:
     mpc_rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     mpc_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     time_by_conversion: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    peak_held_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def held(self, zone: str, n: int) -> None:
+        """Note the bytes of session tensors a zone held after a stage (the run keeps the peak)."""
+        self.peak_held_bytes[zone] = max(self.peak_held_bytes[zone], n)
 
     def to_dict(self, wall_s: float) -> dict[str, Any]:
         """The `metrics` block of a run's JSON result."""
@@ -58,6 +64,8 @@ class Metrics:
                                "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
         if self.time_by_conversion:  # seconds the senders spent moving tensors, by conversion kind
             out["time_by_conversion"] = {k: round(v, 4) for k, v in sorted(self.time_by_conversion.items())}
+        if self.peak_held_bytes:  # the most bytes of the session's tensors a zone held after any stage
+            out["peak_held_bytes"] = dict(sorted(self.peak_held_bytes.items()))
         if self.mpc_rounds:
             out["mpc"] = {z: {"rounds": self.mpc_rounds[z], "bytes": self.mpc_bytes[z]}
                           for z in sorted(self.mpc_rounds)}
@@ -102,6 +110,7 @@ class Runtime:
         self.graph = load_graph(policy.model.name)
         self.plan = make_plan(self.graph, policy)
         self._producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
+        self._program = step_program(self.plan, self.graph.outputs)
         pending = sorted({c.kind for c in self.plan.conversions if c.kind not in SUPPORTED_CONVERSIONS})
         if pending:
             raise RunError(f"policy {policy.name!r} needs conversions {pending}, which the runtime cannot perform "
@@ -268,15 +277,18 @@ class Runtime:
             raise RunError(f"output {name!r} arrived as {pb.Encoding.Name(got.header.encoding)}, not plaintext")
         return decode_tensor(got.header.dtype, list(got.header.shape), got.data)
 
-    def _move(self, session: str, t: str, src: Stage, dst: Stage, m: Metrics) -> None:
-        """Move tensor `t` from the zone that produced it to `dst`'s zone, zone to zone."""
+    def _move(self, session: str, t: str, src: Stage, dst: Stage, m: Metrics, release: bool) -> None:
+        """Move tensor `t` from the zone that produced it to `dst`'s zone, zone to zone (the senders free their
+        copies after the last send when `release`)."""
         senders = src.parties if src.kind == "mpc" else src.parties[:1]  # every party sends its own share
         # A plaintext tensor enters an MPC zone in one call that shares it to every party.
         receivers = [""] if dst.kind == "mpc" and src.kind != "mpc" else dst.parties
         for sender in senders:
             for receiver in receivers:
+                last = release and receiver == receivers[-1]
                 reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
-                    session=session, name=t, to_zone=dst.zone, to_party=receiver), self.deadline.rpc_s, sender)
+                    session=session, name=t, to_zone=dst.zone, to_party=receiver, release=last), self.deadline.rpc_s,
+                    sender)
                 m.time_by_conversion[f"{src.kind}->{dst.kind}"] += reply.seconds
                 for link, n in reply.bytes_by_link.items():  # a conversion through the enclave: every hop
                     m.bytes_by_link[link] += n
@@ -286,16 +298,18 @@ class Runtime:
                 link = f"{self.policy.principal(sender, src.zone)}->{to}"
                 m.bytes_by_link[link] += reply.bytes
 
-    def _run_stage(self, session: str, s: Stage, offset: int, m: Metrics) -> None:
-        """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep)."""
+    def _run_stage(self, session: str, s: Stage, offset: int, m: Metrics, release: list[str]) -> None:
+        """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep);
+        the zone frees `release` afterwards."""
         request = zone_pb2.RunStageRequest(session=session, plan_digest=self.plan.digest, stage=s.index,
-                                           position_offset=offset)
+                                           position_offset=offset, release=release)
         calls: list[tuple[str, str, bool]] = [(p, self.policy.zone_endpoints(s.zone)[p], False) for p in s.parties]
         if s.kind == "mpc":
             calls.append((*self.policy.dealer_endpoint(s.zone), True))
         if len(calls) == 1:
             reply = self._call(s.zone, "RunStage", request, self.deadline.stage_s, s.parties[0])
             m.time_by_zone[s.zone] += reply.seconds
+            m.held(s.zone, reply.held_bytes)
             return
         finished: queue.Queue[Any] = queue.Queue()
         futures = {}
@@ -323,6 +337,7 @@ class Runtime:
         m.time_by_zone[s.zone] += max(r.seconds for r in replies)
         m.mpc_rounds[s.zone] += max(r.mpc_rounds for r in replies)
         m.mpc_bytes[s.zone] += sum(r.mpc_bytes for r in replies)
+        m.held(s.zone, max(r.held_bytes for r in replies))
 
     def _lockstep_failure(self, s: Stage, errors: dict[tuple[str, str, bool], Any]) -> str:
         """Name the process that broke a lockstep stage: one that is down or stalled, else every error."""
@@ -338,26 +353,18 @@ class Runtime:
         return f"stage {s.index} of zone {s.zone!r} failed: {detail}"
 
     def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics) -> dict[str, torch.Tensor]:
-        where: dict[str, set[str]] = defaultdict(set)
-        producer = self._producer
-        for c in self.plan.conversions:
-            if c.from_zone == CLIENT:
-                stage = self.plan.stages[c.to_stage]  # type: ignore[index]
-                if stage.zone not in where[c.tensor]:
-                    self._push(session, stage, c.tensor, inputs[c.tensor], m)
-                    where[c.tensor].add(stage.zone)
+        for push in self._program.pushes:
+            self._push(session, push.stage, push.tensor, inputs[push.tensor], m)
         total = len(self.plan.stages)
-        for s in self.plan.stages:
-            self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
-            for t in s.inputs:
-                if s.zone not in where[t]:
-                    self._move(session, t, producer[t], s, m)
-                    where[t].add(s.zone)
-            self._run_stage(session, s, offset, m)
-            for t in s.ops:
-                where[t].add(s.zone)
+        for action in self._program.actions:
+            if isinstance(action, Move):
+                self._move(session, action.tensor, action.src, action.dst, m, action.release)
+            else:
+                s = action.stage
+                self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
+                self._run_stage(session, s, offset, m, action.release)
         self.progress("done", total, total)
-        return {t: self._pull(session, producer[t], t, m) for t in self.graph.outputs}
+        return {t: self._pull(session, self._producer[t], t, m) for t in self.graph.outputs}
 
     def _receipts(self, session: str) -> list[dict[str, Any]]:
         out = []

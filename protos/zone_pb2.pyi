@@ -64,40 +64,46 @@ class PullTensorRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RunStageRequest(_message.Message):
-    __slots__ = ("session", "plan_digest", "stage", "position_offset")
+    __slots__ = ("session", "plan_digest", "stage", "position_offset", "release")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     POSITION_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     session: str
     plan_digest: str
     stage: int
     position_offset: int
-    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ...) -> None: ...
+    release: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunStageReply(_message.Message):
-    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes")
+    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     MPC_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MPC_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     seconds: float
     mpc_rounds: int
     mpc_bytes: int
-    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ...) -> None: ...
+    held_bytes: int
+    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ..., held_bytes: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
-    __slots__ = ("session", "name", "to_zone", "to_party")
+    __slots__ = ("session", "name", "to_zone", "to_party", "release")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TO_ZONE_FIELD_NUMBER: _ClassVar[int]
     TO_PARTY_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     session: str
     name: str
     to_zone: str
     to_party: str
-    def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ..., to_zone: _Optional[str] = ..., to_party: _Optional[str] = ...) -> None: ...
+    release: bool
+    def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ..., to_zone: _Optional[str] = ..., to_party: _Optional[str] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class TransferReply(_message.Message):
     __slots__ = ("bytes", "seconds", "bytes_by_link")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -244,50 +244,66 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             seconds = time.perf_counter() - start
             with self._lock:
                 session.tensors.update(outputs)
+            held = self._drop(request.session, request.release)
             traffic = getattr(self.engine, "stage_traffic", None)
             rounds, sent = traffic(request.session) if traffic else (0, 0)
-            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent)
+            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
+                                          held_bytes=held)
+
+    def _drop(self, sid: str, names: Iterable[str]) -> int:
+        """Free the session's tensors `names` (their last use in this zone is over); the bytes still held."""
+        session = self._session(sid)
+        with self._lock:
+            for name in names:
+                session.tensors.pop(name, None)
+            return sum(len(t.data) for t in session.tensors.values())
 
     def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Send a held tensor to another zone of the policy, zone to zone."""
+        """Send a held tensor to another zone of the policy, zone to zone (and free it if asked)."""
         with _Errors(context):
-            t = self._held(request.session, request.name)
-            if request.to_zone not in self.policy.zones:
-                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {request.to_zone!r}")
-            if not self._plans_move(request.name, request.to_zone):
-                raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
-                                f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
-            endpoints = self.policy.zone_endpoints(request.to_zone)
-            start = time.perf_counter()
-            target_kind = self.policy.zones[request.to_zone].kind
-            if self.kind == ZoneKind.TEE:  # out of the enclave: encrypted for an HE zone, else plaintext
-                t = self.engine.export(request.session, request.name, t, request.to_zone)  # type: ignore[attr-defined]
-            if target_kind == "tee" and t.encoding == pb.PLAIN:
-                self._attest(request.to_zone)
-            if target_kind == "he" and self.kind == ZoneKind.PLAIN:
-                sent = self._encrypt_out(request.session, request.name, t, request.to_zone)
-                return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
-            if target_kind == "mpc" and self.kind == ZoneKind.HE:
-                links = self._he_to_mpc(request.session, request.name, t, request.to_zone)
-                return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
-                                              bytes_by_link=links)
-            if target_kind == "he" and self.kind == ZoneKind.MPC:
-                links = self._mpc_to_he(request.session, request.name, t, request.to_zone)
-                return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
-                                              bytes_by_link=links)
-            if target_kind == "mpc" and t.encoding == pb.PLAIN:
-                if request.to_party:
-                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "a plaintext tensor goes to an MPC zone as one share per party; leave to_party "
-                                    "empty")
-                sent = self._share_out(request.session, request.name, t, request.to_zone)
-                return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
-            party = request.to_party or next(iter(endpoints))
-            if party not in endpoints:
+            reply = self._transfer(request)
+            if request.release:
+                self._drop(request.session, [request.name])
+            return reply
+
+    def _transfer(self, request: zone_pb2.TransferRequest) -> zone_pb2.TransferReply:
+        t = self._held(request.session, request.name)
+        if request.to_zone not in self.policy.zones:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {request.to_zone!r}")
+        if not self._plans_move(request.name, request.to_zone):
+            raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                            f"the plan does not move {request.name!r} from {self.zone!r} to {request.to_zone!r}")
+        endpoints = self.policy.zone_endpoints(request.to_zone)
+        start = time.perf_counter()
+        target_kind = self.policy.zones[request.to_zone].kind
+        if self.kind == ZoneKind.TEE:  # out of the enclave: encrypted for an HE zone, else plaintext
+            t = self.engine.export(request.session, request.name, t, request.to_zone)  # type: ignore[attr-defined]
+        if target_kind == "tee" and t.encoding == pb.PLAIN:
+            self._attest(request.to_zone)
+        if target_kind == "he" and self.kind == ZoneKind.PLAIN:
+            sent = self._encrypt_out(request.session, request.name, t, request.to_zone)
+            return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
+        if target_kind == "mpc" and self.kind == ZoneKind.HE:
+            links = self._he_to_mpc(request.session, request.name, t, request.to_zone)
+            return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
+                                          bytes_by_link=links)
+        if target_kind == "he" and self.kind == ZoneKind.MPC:
+            links = self._mpc_to_he(request.session, request.name, t, request.to_zone)
+            return zone_pb2.TransferReply(bytes=sum(links.values()), seconds=time.perf_counter() - start,
+                                          bytes_by_link=links)
+        if target_kind == "mpc" and t.encoding == pb.PLAIN:
+            if request.to_party:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"zone {request.to_zone!r} has no process at party {party!r}")
-            self._send(request.session, request.name, t, request.to_zone, party)
-            return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
+                                "a plaintext tensor goes to an MPC zone as one share per party; leave to_party "
+                                "empty")
+            sent = self._share_out(request.session, request.name, t, request.to_zone)
+            return zone_pb2.TransferReply(bytes=sent, seconds=time.perf_counter() - start)
+        party = request.to_party or next(iter(endpoints))
+        if party not in endpoints:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"zone {request.to_zone!r} has no process at party {party!r}")
+        self._send(request.session, request.name, t, request.to_zone, party)
+        return zone_pb2.TransferReply(bytes=len(t.data), seconds=time.perf_counter() - start)
 
     def _attest(self, tee: str) -> None:
         """Verify enclave `tee`'s quote against the policy's pins once, before this zone sends it plaintext."""
