@@ -48,6 +48,16 @@ def single_threaded_torch() -> None:
     torch.set_num_threads(1)
 
 
+def fast_crypten() -> None:
+    """Install this project's two measured speed-ups of CrypTen (same protocol, same messages, same values
+    seen): configuration reads without OmegaConf (`config_view`), dealer triples requested before the opening
+    rather than after (`triples`). Call after setting the configuration and `crypten.init()`."""
+    from zones.mpc import config_view, triples
+
+    config_view.install()
+    triples.install()
+
+
 def set_collective_timeout(seconds: float) -> None:
     """Make torch.distributed groups created from now on give up after `seconds` (rendezvous and every op).
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from zones.mpc import triples
 from zones.mpc.compat import import_crypten
 
 
@@ -44,15 +45,17 @@ class FixedWeight:
         return self.masked.size()
 
     def apply(self, x: Any) -> Any:
-        """x @ W for a shared x (..., d_in): one opening of x - a, one dealer request."""
+        """x @ W for a shared x (..., d_in): one opening of x - a, one dealer request sent before it."""
         crypten, comm, ttp, ring = _parts()
         gen = ttp.get_generator(device=None)
         a = ring(x.size(), generator=gen)
         if comm.get_rank() == 0:
-            c = ttp.ttp_request("fixed_triple", None, self.key, x.size())
+            triples.request("fixed_triple", self.key, x.size())  # answered while x - a is opened
         else:
             c = ring(x.size()[:-1] + self.masked.size()[-1:], generator=gen)
         e = comm.all_reduce(x.share - a)  # x - a, public
+        if comm.get_rank() == 0:
+            c = triples.receive()
         z = e.matmul(self.b) + a.matmul(self.masked) + c
         if comm.get_rank() == 0:
             z = z + e.matmul(self.masked)

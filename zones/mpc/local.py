@@ -15,8 +15,8 @@ from typing import Any
 
 
 def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, results: Any,
-           args: tuple[Any, ...], ttp: bool) -> None:
-    from zones.mpc.compat import import_crypten, single_threaded_torch
+           args: tuple[Any, ...], ttp: bool, fast: bool) -> None:
+    from zones.mpc.compat import fast_crypten, import_crypten, single_threaded_torch
 
     single_threaded_torch()  # as the zones' workers run
     # CrypTen's convention: WORLD_SIZE counts the compute parties; the dealer is rank WORLD_SIZE.
@@ -25,7 +25,10 @@ def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, r
     crypten = import_crypten()
     if ttp:
         crypten.cfg.mpc.provider = "TTP"
+    crypten.cfg.communicator.verbose = True  # count rounds and bytes, as the zones' workers do
     crypten.init()
+    if fast:
+        fast_crypten()
     try:
         if rank == parties:
             from zones.mpc.fixed_weights import serve_dealer
@@ -40,6 +43,7 @@ def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, r
 
 
 def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: int = 2, ttp: bool = False,
+                fast: bool = True,
                 timeout: float = 300.0) -> list[Any]:
     """Run `func(*args)` at every compute party (plus a dealer with `ttp`); their results in rank order.
 
@@ -50,7 +54,7 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
     processes = parties + (1 if ttp else 0)
     with tempfile.TemporaryDirectory() as tmp:
         rendezvous = os.path.join(tmp, "rendezvous")
-        procs = [ctx.Process(target=_party, args=(func, r, parties, rendezvous, results, args, ttp))
+        procs = [ctx.Process(target=_party, args=(func, r, parties, rendezvous, results, args, ttp, fast))
                  for r in range(processes)]
         for p in procs:
             p.start()
@@ -79,7 +83,6 @@ def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]
     from zones.mpc.worker import WorkerSpec, _Party
 
     crypten = import_crypten()
-    crypten.cfg.communicator.verbose = True
     rank = crypten.communicator.get().get_rank()
     parties = crypten.communicator.get().get_world_size()
     party = _Party(WorkerSpec("local", "party", rank, parties, "", None, precision, 600, model, 0, calibration),

@@ -61,7 +61,7 @@ def interface_for(address: str) -> str | None:
 
 
 def _join(spec: WorkerSpec) -> Any:
-    from zones.mpc.compat import import_crypten, set_collective_timeout
+    from zones.mpc.compat import fast_crypten, import_crypten, set_collective_timeout
 
     os.environ.update(WORLD_SIZE=str(spec.parties), RANK=str(spec.rank), RENDEZVOUS=spec.rendezvous,
                       DISTRIBUTED_BACKEND="gloo")
@@ -73,6 +73,7 @@ def _join(spec: WorkerSpec) -> Any:
     crypten.cfg.encoder.precision_bits = spec.precision_bits
     crypten.cfg.communicator.verbose = True  # count rounds and bytes
     crypten.init()
+    fast_crypten()
     return crypten
 
 

@@ -16,7 +16,6 @@ def _on_shares(cases: list[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor
     from zones.mpc.compat import import_crypten
 
     crypten = import_crypten()
-    crypten.cfg.communicator.verbose = True
     comm = crypten.communicator.get()
     out = []
     for what, x in cases:
