@@ -1,4 +1,5 @@
-"""Beaver multiplication with the dealer's triple fetched while the parties open their masked inputs.
+"""Beaver multiplication (and binary AND, bit conversion) with the dealer's triple fetched while the parties
+open their masked inputs.
 
 CrypTen's Beaver protocol asks the dealer (its trusted third party) for c = a * b and waits for the answer
 before the parties open x - a and y - b; the request does not depend on x or y, so here party 0 sends it
@@ -78,12 +79,60 @@ def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
     return c
 
 
+def binary_and(x: Any, y: Any) -> Any:
+    """x & y for binary shares x, y (CrypTen's `beaver.AND`, dealer request overlapped): the rounds of every
+    comparison's adder circuit."""
+    crypten = import_crypten()
+    from crypten.common.rng import generate_kbit_random_tensor as bits
+    from crypten.mpc.primitives.binary import BinarySharedTensor
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    rank = crypten.communicator.get().get_rank()
+    generator = TTPClient.get().get_generator(device=x.device)
+    a = bits(x.size(), generator=generator, device=x.device)
+    b = bits(y.size(), generator=generator, device=x.device)
+    c_share = None
+    if rank == 0:
+        request("binary", x.size(), y.size())
+    else:
+        c_share = bits(torch.broadcast_shapes(x.size(), y.size()), generator=generator, device=x.device)
+    a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
+    epsilon, delta = BinarySharedTensor.reveal_batch([x ^ a, y ^ b])
+    c = BinarySharedTensor.from_shares(receive() if c_share is None else c_share)
+    return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ c
+
+
+def bit_to_arithmetic(x: Any) -> Any:
+    """Arithmetic shares of the bits of binary shares x (CrypTen's `beaver.B2A_single_bit`, dealer request
+    overlapped): the last round of every comparison."""
+    crypten = import_crypten()
+    from crypten.common.rng import generate_kbit_random_tensor as bits
+    from crypten.common.rng import generate_random_ring_element as ring
+    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
+    from crypten.mpc.primitives.binary import BinarySharedTensor
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    rank = crypten.communicator.get().get_rank()
+    generator = TTPClient.get().get_generator(device=x.device)
+    r_bits = bits(x.size(), bitlength=1, generator=generator, device=x.device)
+    r_share = None
+    if rank == 0:
+        request("B2A", x.size())
+    else:
+        r_share = ring(x.size(), generator=generator, device=x.device)
+    z = (x ^ BinarySharedTensor.from_shares(r_bits)).reveal()
+    r = ArithmeticSharedTensor.from_shares(receive() if r_share is None else r_share, precision=0)
+    return r * (1 - 2 * z) + z
+
+
 def install() -> None:
-    """Make CrypTen's multiplications and matrix products (with the TTP dealer, passive security) use
-    `beaver_protocol`."""
+    """Make CrypTen's multiplications, matrix products, binary ANDs and bit conversions (with the TTP dealer,
+    passive security, two or more parties) use the overlapped versions above."""
     crypten = import_crypten()
     from crypten.mpc.primitives import beaver
 
     if crypten.cfg.mpc.active_security or crypten.cfg.mpc.provider != "TTP":
         return
     setattr(beaver, "__beaver_protocol", beaver_protocol)  # the module-level name CrypTen calls
+    beaver.AND = binary_and
+    beaver.B2A_single_bit = bit_to_arithmetic

@@ -21,15 +21,18 @@ def _products(fast: bool) -> dict[str, Any]:
     sx, sy, sw, sv = (crypten.cryptensor(t, src=0) for t in (x, y, w, v))
     before = comm.comm_rounds
     got = {"mul": (sx * sy).get_plain_text(), "matmul": sw.matmul(sv).get_plain_text(),
-           "exp": sy.exp().get_plain_text()}  # exp runs under CrypTen's temp_override of its iterations
+           "exp": sy.exp().get_plain_text(),  # exp runs under CrypTen's temp_override of its iterations
+           "lt": (sx < sy).get_plain_text()}  # a comparison: binary ANDs, then bits to arithmetic
     rounds = comm.comm_rounds - before
     errors = {"mul": float((got["mul"] - x * y).abs().max()), "matmul": float((got["matmul"] - w @ v).abs().max()),
-              "exp": float(((got["exp"] - y.exp()) / y.exp()).abs().max())}
+              "exp": float(((got["exp"] - y.exp()) / y.exp()).abs().max()),
+              "lt": float((got["lt"] - (x < y).float()).abs().max())}
     from crypten.mpc.primitives import beaver
 
     from zones.mpc import triples
 
-    overlapped = getattr(beaver, "__beaver_protocol") is triples.beaver_protocol
+    overlapped = (getattr(beaver, "__beaver_protocol") is triples.beaver_protocol
+                  and beaver.AND is triples.binary_and and beaver.B2A_single_bit is triples.bit_to_arithmetic)
     refused = ""
     if fast:
         try:
@@ -44,7 +47,7 @@ def test_fast_crypten_matches_crypten() -> None:
     plain = run_parties(_products, (False,), ttp=True, fast=False)
     for party in fast + plain:
         assert party["errors"]["mul"] < 1e-3 and party["errors"]["matmul"] < 5e-3, party
-        assert party["errors"]["exp"] < 2e-2, party
+        assert party["errors"]["exp"] < 2e-2 and party["errors"]["lt"] == 0, party
     assert fast[0]["rounds"] == plain[0]["rounds"] > 0
     assert fast[0]["overlapped"] and not plain[0]["overlapped"]
     assert "read-only" in fast[0]["refused"] and "provider" in fast[0]["refused"]
