@@ -12,6 +12,7 @@ op(a, b) (CrypTen multiplies two random tensors for it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,30 +49,42 @@ def _result_size(op: str, size0: torch.Size, size1: torch.Size, *args: Any, **kw
     return getattr(torch, op)(a, b, *args, **kwargs).size()
 
 
+def _dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+           draw: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """This party's share of the dealer's `function(*args, **kwargs)`, to collect after the opening: party 0
+    sends the request now and receives the answer when the returned function is called; every other party
+    draws its share now with `draw` (from the seed it shares with the dealer, in CrypTen's order)."""
+    if import_crypten().communicator.get().get_rank() == 0:
+        request(function, *args, **kwargs)
+        return receive
+    share = draw()
+    return lambda: share
+
+
+def _generator(x: Any) -> torch.Generator:
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    return TTPClient.get().get_generator(device=x.device)
+
+
 def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
     """x op y for arithmetic shares x, y (CrypTen's Beaver protocol, dealer request overlapped)."""
-    crypten = import_crypten()
+    import_crypten()
     from crypten.common.rng import generate_random_ring_element as ring
     from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
     from crypten.mpc.primitives.beaver import IgnoreEncodings
-    from crypten.mpc.provider.ttp_provider import TTPClient
 
     if x.device != y.device:
         raise ValueError(f"x lives on device {x.device} but y on device {y.device}")
-    rank = crypten.communicator.get().get_rank()
-    generator = TTPClient.get().get_generator(device=x.device)
-    a = ring(x.size(), generator=generator, device=x.device)
-    b = ring(y.size(), generator=generator, device=x.device)
-    c_share = None
-    if rank == 0:
-        request("additive", x.size(), y.size(), op, *args, **kwargs)
-    else:
-        c_share = ring(_result_size(op, x.size(), y.size(), *args, **kwargs), generator=generator, device=x.device)
+    g = _generator(x)
+    a, b = ring(x.size(), generator=g, device=x.device), ring(y.size(), generator=g, device=x.device)
+    c_share = _dealt("additive", (x.size(), y.size(), op, *args), kwargs, lambda: ring(
+        _result_size(op, x.size(), y.size(), *args, **kwargs), generator=g, device=x.device))
     a = ArithmeticSharedTensor.from_shares(a, precision=0)
     b = ArithmeticSharedTensor.from_shares(b, precision=0)
     with IgnoreEncodings([a, b, x, y]):
         epsilon, delta = ArithmeticSharedTensor.reveal_batch([x - a, y - b])
-    c = ArithmeticSharedTensor.from_shares(receive() if c_share is None else c_share, precision=0)
+    c = ArithmeticSharedTensor.from_shares(c_share(), precision=0)
     # z = c + (a * delta) + (epsilon * b) + epsilon * delta
     c._tensor += getattr(torch, op)(epsilon, b._tensor, *args, **kwargs)
     c._tensor += getattr(torch, op)(a._tensor, delta, *args, **kwargs)
@@ -82,46 +95,33 @@ def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
 def binary_and(x: Any, y: Any) -> Any:
     """x & y for binary shares x, y (CrypTen's `beaver.AND`, dealer request overlapped): the rounds of every
     comparison's adder circuit."""
-    crypten = import_crypten()
+    import_crypten()
     from crypten.common.rng import generate_kbit_random_tensor as bits
     from crypten.mpc.primitives.binary import BinarySharedTensor
-    from crypten.mpc.provider.ttp_provider import TTPClient
 
-    rank = crypten.communicator.get().get_rank()
-    generator = TTPClient.get().get_generator(device=x.device)
-    a = bits(x.size(), generator=generator, device=x.device)
-    b = bits(y.size(), generator=generator, device=x.device)
-    c_share = None
-    if rank == 0:
-        request("binary", x.size(), y.size())
-    else:
-        c_share = bits(torch.broadcast_shapes(x.size(), y.size()), generator=generator, device=x.device)
+    g = _generator(x)
+    a, b = bits(x.size(), generator=g, device=x.device), bits(y.size(), generator=g, device=x.device)
+    c_share = _dealt("binary", (x.size(), y.size()), {}, lambda: bits(
+        torch.broadcast_shapes(x.size(), y.size()), generator=g, device=x.device))
     a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
     epsilon, delta = BinarySharedTensor.reveal_batch([x ^ a, y ^ b])
-    c = BinarySharedTensor.from_shares(receive() if c_share is None else c_share)
-    return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ c
+    return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ BinarySharedTensor.from_shares(c_share())
 
 
 def bit_to_arithmetic(x: Any) -> Any:
     """Arithmetic shares of the bits of binary shares x (CrypTen's `beaver.B2A_single_bit`, dealer request
     overlapped): the last round of every comparison."""
-    crypten = import_crypten()
+    import_crypten()
     from crypten.common.rng import generate_kbit_random_tensor as bits
     from crypten.common.rng import generate_random_ring_element as ring
     from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
     from crypten.mpc.primitives.binary import BinarySharedTensor
-    from crypten.mpc.provider.ttp_provider import TTPClient
 
-    rank = crypten.communicator.get().get_rank()
-    generator = TTPClient.get().get_generator(device=x.device)
-    r_bits = bits(x.size(), bitlength=1, generator=generator, device=x.device)
-    r_share = None
-    if rank == 0:
-        request("B2A", x.size())
-    else:
-        r_share = ring(x.size(), generator=generator, device=x.device)
+    g = _generator(x)
+    r_bits = bits(x.size(), bitlength=1, generator=g, device=x.device)
+    r_share = _dealt("B2A", (x.size(),), {}, lambda: ring(x.size(), generator=g, device=x.device))
     z = (x ^ BinarySharedTensor.from_shares(r_bits)).reveal()
-    r = ArithmeticSharedTensor.from_shares(receive() if r_share is None else r_share, precision=0)
+    r = ArithmeticSharedTensor.from_shares(r_share(), precision=0)
     return r * (1 - 2 * z) + z
 
 
