@@ -53,7 +53,7 @@ class FixedWeight:
             triples.request("fixed_triple", self.key, x.size())  # answered while x - a is opened
         else:
             c = ring(x.size()[:-1] + self.masked.size()[-1:], generator=gen)
-        e = comm.all_reduce(x.share - a)  # x - a, public
+        e = triples.reveal_or_end(lambda masked: comm.all_reduce(masked[0]), [x.share - a])  # x - a, public
         if comm.get_rank() == 0:
             c = triples.receive()
         z = e.matmul(self.b) + a.matmul(self.masked) + c

@@ -49,6 +49,21 @@ def _result_size(op: str, size0: torch.Size, size1: torch.Size, *args: Any, **kw
     return getattr(torch, op)(a, b, *args, **kwargs).size()
 
 
+class OpeningFailed(Exception):
+    """An opening between the parties failed (a peer died, or stalled past the collective timeout): the session is
+    over. Deliberately not a RuntimeError: CrypTen's A2B conversion takes those for out-of-memory and retries with
+    more communication, which here would also wait out the dealer's unanswered reply (measured: 80 s instead of
+    34 s for a stalled peer under a 30 s timeout)."""
+
+
+def reveal_or_end(reveal: Callable[[list[Any]], Any], masked: list[Any]) -> Any:
+    """reveal(masked), a failure raised as OpeningFailed."""
+    try:
+        return reveal(masked)
+    except RuntimeError as e:
+        raise OpeningFailed(str(e)) from e
+
+
 def _dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any],
            draw: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     """This party's share of the dealer's `function(*args, **kwargs)`, to collect after the opening: party 0
@@ -83,7 +98,7 @@ def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
     a = ArithmeticSharedTensor.from_shares(a, precision=0)
     b = ArithmeticSharedTensor.from_shares(b, precision=0)
     with IgnoreEncodings([a, b, x, y]):
-        epsilon, delta = ArithmeticSharedTensor.reveal_batch([x - a, y - b])
+        epsilon, delta = reveal_or_end(ArithmeticSharedTensor.reveal_batch, [x - a, y - b])
     c = ArithmeticSharedTensor.from_shares(c_share(), precision=0)
     # z = c + (a * delta) + (epsilon * b) + epsilon * delta
     c._tensor += getattr(torch, op)(epsilon, b._tensor, *args, **kwargs)
@@ -104,7 +119,7 @@ def binary_and(x: Any, y: Any) -> Any:
     c_share = _dealt("binary", (x.size(), y.size()), {}, lambda: bits(
         torch.broadcast_shapes(x.size(), y.size()), generator=g, device=x.device))
     a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
-    epsilon, delta = BinarySharedTensor.reveal_batch([x ^ a, y ^ b])
+    epsilon, delta = reveal_or_end(BinarySharedTensor.reveal_batch, [x ^ a, y ^ b])
     return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ BinarySharedTensor.from_shares(c_share())
 
 
@@ -120,7 +135,7 @@ def bit_to_arithmetic(x: Any) -> Any:
     g = _generator(x)
     r_bits = bits(x.size(), bitlength=1, generator=g, device=x.device)
     r_share = _dealt("B2A", (x.size(),), {}, lambda: ring(x.size(), generator=g, device=x.device))
-    z = (x ^ BinarySharedTensor.from_shares(r_bits)).reveal()
+    z = reveal_or_end(lambda masked: masked[0].reveal(), [x ^ BinarySharedTensor.from_shares(r_bits)])
     r = ArithmeticSharedTensor.from_shares(r_share(), precision=0)
     return r * (1 - 2 * z) + z
 
