@@ -109,7 +109,6 @@ class Runtime:
         self.policy = policy
         self.graph = load_graph(policy.model.name)
         self.plan = make_plan(self.graph, policy)
-        self._producer: dict[str, Stage] = {t: s for s in self.plan.stages for t in s.ops}
         self._program = step_program(self.plan, self.graph.outputs)
         pending = sorted({c.kind for c in self.plan.conversions if c.kind not in SUPPORTED_CONVERSIONS})
         if pending:
@@ -364,7 +363,7 @@ class Runtime:
                 self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
                 self._run_stage(session, s, offset, m, action.release)
         self.progress("done", total, total)
-        return {t: self._pull(session, self._producer[t], t, m) for t in self.graph.outputs}
+        return {t: self._pull(session, self._program.producer[t], t, m) for t in self.graph.outputs}
 
     def _receipts(self, session: str) -> list[dict[str, Any]]:
         out = []

@@ -41,6 +41,7 @@ class StepProgram:
 
     pushes: list[Push]
     actions: list[Move | Run]
+    producer: dict[str, Stage]  # tensor -> the stage that computes it
 
 
 def step_program(plan: Plan, outputs: Sequence[str]) -> StepProgram:
@@ -79,4 +80,4 @@ def step_program(plan: Plan, outputs: Sequence[str]) -> StepProgram:
             action.release = True
         else:
             action.release.append(t)
-    return StepProgram(pushes, actions)
+    return StepProgram(pushes, actions, producer)

@@ -49,14 +49,10 @@ class FixedWeight:
         crypten, comm, ttp, ring = _parts()
         gen = ttp.get_generator(device=None)
         a = ring(x.size(), generator=gen)
-        if comm.get_rank() == 0:
-            triples.request("fixed_triple", self.key, x.size())  # answered while x - a is opened
-        else:
-            c = ring(x.size()[:-1] + self.masked.size()[-1:], generator=gen)
+        c = triples.dealt("fixed_triple", (self.key, x.size()), {},
+                          lambda: ring(x.size()[:-1] + self.masked.size()[-1:], generator=gen))
         e = triples.reveal_or_end(lambda masked: comm.all_reduce(masked[0]), [x.share - a])  # x - a, public
-        if comm.get_rank() == 0:
-            c = triples.receive()
-        z = e.matmul(self.b) + a.matmul(self.masked) + c
+        z = e.matmul(self.b) + a.matmul(self.masked) + c()
         if comm.get_rank() == 0:
             z = z + e.matmul(self.masked)
         precision = x._tensor.encoder._precision_bits

@@ -64,7 +64,7 @@ def reveal_or_end(reveal: Callable[[list[Any]], Any], masked: list[Any]) -> Any:
         raise OpeningFailed(str(e)) from e
 
 
-def _dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+def dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any],
            draw: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     """This party's share of the dealer's `function(*args, **kwargs)`, to collect after the opening: party 0
     sends the request now and receives the answer when the returned function is called; every other party
@@ -93,7 +93,7 @@ def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"x lives on device {x.device} but y on device {y.device}")
     g = _generator(x)
     a, b = ring(x.size(), generator=g, device=x.device), ring(y.size(), generator=g, device=x.device)
-    c_share = _dealt("additive", (x.size(), y.size(), op, *args), kwargs, lambda: ring(
+    c_share = dealt("additive", (x.size(), y.size(), op, *args), kwargs, lambda: ring(
         _result_size(op, x.size(), y.size(), *args, **kwargs), generator=g, device=x.device))
     a = ArithmeticSharedTensor.from_shares(a, precision=0)
     b = ArithmeticSharedTensor.from_shares(b, precision=0)
@@ -116,7 +116,7 @@ def binary_and(x: Any, y: Any) -> Any:
 
     g = _generator(x)
     a, b = bits(x.size(), generator=g, device=x.device), bits(y.size(), generator=g, device=x.device)
-    c_share = _dealt("binary", (x.size(), y.size()), {}, lambda: bits(
+    c_share = dealt("binary", (x.size(), y.size()), {}, lambda: bits(
         torch.broadcast_shapes(x.size(), y.size()), generator=g, device=x.device))
     a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
     epsilon, delta = reveal_or_end(BinarySharedTensor.reveal_batch, [x ^ a, y ^ b])
@@ -134,7 +134,7 @@ def bit_to_arithmetic(x: Any) -> Any:
 
     g = _generator(x)
     r_bits = bits(x.size(), bitlength=1, generator=g, device=x.device)
-    r_share = _dealt("B2A", (x.size(),), {}, lambda: ring(x.size(), generator=g, device=x.device))
+    r_share = dealt("B2A", (x.size(),), {}, lambda: ring(x.size(), generator=g, device=x.device))
     z = reveal_or_end(lambda masked: masked[0].reveal(), [x ^ BinarySharedTensor.from_shares(r_bits)])
     r = ArithmeticSharedTensor.from_shares(r_share(), precision=0)
     return r * (1 - 2 * z) + z
