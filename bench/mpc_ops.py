@@ -28,12 +28,12 @@ TEXT = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and sta
         "started on metformin 500 mg twice daily.")
 # (model, op name) pairs: one of each op type, from the first block of each model
 OPS = {
-    "minilm-l6": ["encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.scores",
+    "minilm-l6": ["encoder.layer.0.attention.self.qkv", "encoder.layer.0.attention.self.scores",
                   "encoder.layer.0.attention.self.softmax", "encoder.layer.0.attention.self.context",
                   "encoder.layer.0.attention.output.residual", "encoder.layer.0.attention.output.LayerNorm",
                   "encoder.layer.0.intermediate.dense", "encoder.layer.0.intermediate.intermediate_act_fn",
                   "encoder.layer.0.output.dense", "pool"],
-    "smollm2-135m": ["model.layers.1.input_layernorm", "model.layers.1.self_attn.q_proj",
+    "smollm2-135m": ["model.layers.1.input_layernorm", "model.layers.1.self_attn.qkv_proj",
                      "model.layers.1.self_attn.rope_q", "model.layers.1.self_attn.scores",
                      "model.layers.1.self_attn.softmax", "model.layers.1.mlp.act_fn", "model.layers.1.mlp.down_proj",
                      "lm_head", "sample"],

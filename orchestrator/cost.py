@@ -26,6 +26,7 @@ MPC_S_PER_ELEMENT = {
     OpType.RMSNORM: 0.08 / (16 * 384),
     OpType.GELU: 0.05 / (16 * 1536),
     OpType.SILU_MUL: 0.05 / (16 * 1536),
+    OpType.SLICE: 0.0,  # local to each party
 }
 MPC_S_PER_MAC = 0.05 / (16 * 384 * 384)
 MPC_DEFAULT_S_PER_ELEMENT = 2e-6

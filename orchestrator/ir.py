@@ -37,6 +37,7 @@ class OpType(str, Enum):
     POOL = "pool"
     LM_HEAD = "lm_head"
     SAMPLE = "sample"
+    SLICE = "slice"
 
 
 _ALL = frozenset(ZoneKind)
@@ -60,6 +61,8 @@ ELIGIBLE_KINDS: dict[OpType, frozenset[ZoneKind]] = {
     OpType.POOL: _NONLINEAR,
     OpType.LM_HEAD: _NONLINEAR,
     OpType.SAMPLE: _NONLINEAR,
+    # A slice of a ciphertext would cost masking rotations; in shares or plaintext it is free.
+    OpType.SLICE: _NONLINEAR,
 }
 
 
@@ -69,7 +72,8 @@ class Op:
 
     `shape` is the output shape with the symbol "T" for the number of new tokens
     and "S" for the number of attended positions (past + new) in decoders.
-    `weights` names the model parameters the op reads (state-dict keys).
+    `weights` names the model parameters the op reads (state-dict keys, or for a fused
+    linear the keys `fused_weights` derives from them).
     """
 
     name: str
@@ -145,3 +149,37 @@ class Graph:
         """A SHA-256 over the op list, so two processes can prove they hold the same graph."""
         blob = json.dumps([op.to_dict() for op in self.ops], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def linear(name: str, src: str, d_out: int, has_bias: bool, params: dict[str, Any] | None = None) -> Op:
+    """The linear op `name` (module `name`'s weight, and its bias if it has one) reading `src`."""
+    weights = (f"{name}.weight", f"{name}.bias") if has_bias else (f"{name}.weight",)
+    return Op(name, OpType.LINEAR, (src,), ("T", d_out), weights, params or {})
+
+
+def fused_linear(name: str, src: str, parts: list[tuple[str, int]], has_bias: bool) -> list[Op]:
+    """Linear layers `parts` (module name, output width) that read the same input, as one linear op `name` over
+    their stacked weights followed by a slice op per part, named after the part, so later ops read what they
+    read before. One matmul instead of several: in HE the input's rotations are shared, and the result crosses
+    to the next zone as one tensor."""
+    d_out = sum(width for _, width in parts)
+    ops = [linear(name, src, d_out, has_bias, {"fused": [part for part, _ in parts]})]
+    start = 0
+    for part, width in parts:
+        ops.append(Op(part, OpType.SLICE, (name,), ("T", width), params={"start": start, "stop": start + width}))
+        start += width
+    return ops
+
+
+def fused_weights(graph: Graph, state: dict[str, Any]) -> dict[str, Any]:
+    """The stacked weights (and biases) of the graph's fused linear ops, from the state dict of the parts."""
+    import torch
+
+    out = {}
+    for op in graph.ops:
+        parts = op.params.get("fused")
+        if not parts:
+            continue
+        for key, suffix in zip(op.weights, ("weight", "bias"), strict=False):
+            out[key] = torch.cat([state[f"{part}.{suffix}"] for part in parts], dim=0)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.ir import Graph, Op, OpType
+from orchestrator.ir import Graph, Op, OpType, fused_linear, linear
 
 
 def bert_graph(model_name: str, config: Any) -> Graph:
@@ -41,13 +41,9 @@ def bert_graph(model_name: str, config: Any) -> Graph:
         p = f"encoder.layer.{i}"
         att = f"{p}.attention.self"
 
-        def linear(name: str, src: str, d_out: int) -> Op:
-            return Op(name, OpType.LINEAR, (src,), ("T", d_out), (f"{name}.weight", f"{name}.bias"))
-
         ops += [
-            linear(f"{att}.query", x, hidden),
-            linear(f"{att}.key", x, hidden),
-            linear(f"{att}.value", x, hidden),
+            *fused_linear(f"{att}.qkv", x, [(f"{att}.query", hidden), (f"{att}.key", hidden),
+                                             (f"{att}.value", hidden)], has_bias=True),
             Op(
                 f"{att}.scores",
                 OpType.ATTN_SCORES,
@@ -63,7 +59,7 @@ def bert_graph(model_name: str, config: Any) -> Graph:
                 ("T", hidden),
                 params={"heads": heads, "kv_heads": heads, "head_dim": head_dim, "cache": False},
             ),
-            linear(f"{p}.attention.output.dense", f"{att}.context", hidden),
+            linear(f"{p}.attention.output.dense", f"{att}.context", hidden, has_bias=True),
             Op(f"{p}.attention.output.residual", OpType.ADD, (f"{p}.attention.output.dense", x), ("T", hidden)),
             Op(
                 f"{p}.attention.output.LayerNorm",
@@ -73,9 +69,9 @@ def bert_graph(model_name: str, config: Any) -> Graph:
                 (f"{p}.attention.output.LayerNorm.weight", f"{p}.attention.output.LayerNorm.bias"),
                 {"eps": eps},
             ),
-            linear(f"{p}.intermediate.dense", f"{p}.attention.output.LayerNorm", inter),
+            linear(f"{p}.intermediate.dense", f"{p}.attention.output.LayerNorm", inter, has_bias=True),
             Op(f"{p}.intermediate.intermediate_act_fn", OpType.GELU, (f"{p}.intermediate.dense",), ("T", inter)),
-            linear(f"{p}.output.dense", f"{p}.intermediate.intermediate_act_fn", hidden),
+            linear(f"{p}.output.dense", f"{p}.intermediate.intermediate_act_fn", hidden, has_bias=True),
             Op(
                 f"{p}.output.residual",
                 OpType.ADD,

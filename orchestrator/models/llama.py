@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.ir import Graph, Op, OpType
+from orchestrator.ir import Graph, Op, OpType, fused_linear, linear
 
 
 def _rope_theta(config: Any) -> float:
@@ -28,10 +28,6 @@ def llama_graph(model_name: str, config: Any, tied_embeddings: bool) -> Graph:
     mlp_bias = bool(getattr(config, "mlp_bias", False))
     vocab = int(config.vocab_size)
 
-    def linear(name: str, src: str, d_out: int, has_bias: bool) -> Op:
-        weights = (f"{name}.weight", f"{name}.bias") if has_bias else (f"{name}.weight",)
-        return Op(name, OpType.LINEAR, (src,), ("T", d_out), weights)
-
     ops: list[Op] = [
         Op("model.embed_tokens", OpType.EMBED, ("input_ids",), ("T", hidden), ("model.embed_tokens.weight",),
            {"style": "lookup"}),
@@ -44,9 +40,9 @@ def llama_graph(model_name: str, config: Any, tied_embeddings: bool) -> Graph:
         ops += [
             Op(f"{p}.input_layernorm", OpType.RMSNORM, (x,), ("T", hidden), (f"{p}.input_layernorm.weight",),
                {"eps": eps}),
-            linear(f"{a}.q_proj", f"{p}.input_layernorm", heads * head_dim, bias),
-            linear(f"{a}.k_proj", f"{p}.input_layernorm", kv_heads * head_dim, bias),
-            linear(f"{a}.v_proj", f"{p}.input_layernorm", kv_heads * head_dim, bias),
+            *fused_linear(f"{a}.qkv_proj", f"{p}.input_layernorm",
+                          [(f"{a}.q_proj", heads * head_dim), (f"{a}.k_proj", kv_heads * head_dim),
+                           (f"{a}.v_proj", kv_heads * head_dim)], bias),
             Op(f"{a}.rope_q", OpType.ROPE, (f"{a}.q_proj",), ("T", heads * head_dim),
                params={"heads": heads, "head_dim": head_dim, "theta": theta}),
             Op(f"{a}.rope_k", OpType.ROPE, (f"{a}.k_proj",), ("T", kv_heads * head_dim),
@@ -60,8 +56,8 @@ def llama_graph(model_name: str, config: Any, tied_embeddings: bool) -> Graph:
             Op(f"{a}.residual", OpType.ADD, (f"{a}.o_proj", x), ("T", hidden)),
             Op(f"{p}.post_attention_layernorm", OpType.RMSNORM, (f"{a}.residual",), ("T", hidden),
                (f"{p}.post_attention_layernorm.weight",), {"eps": eps}),
-            linear(f"{p}.mlp.gate_proj", f"{p}.post_attention_layernorm", inter, mlp_bias),
-            linear(f"{p}.mlp.up_proj", f"{p}.post_attention_layernorm", inter, mlp_bias),
+            *fused_linear(f"{p}.mlp.gate_up_proj", f"{p}.post_attention_layernorm",
+                          [(f"{p}.mlp.gate_proj", inter), (f"{p}.mlp.up_proj", inter)], mlp_bias),
             Op(f"{p}.mlp.act_fn", OpType.SILU_MUL, (f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj"), ("T", inter)),
             linear(f"{p}.mlp.down_proj", f"{p}.mlp.act_fn", hidden, mlp_bias),
             Op(f"{p}.mlp.residual", OpType.ADD, (f"{p}.mlp.down_proj", f"{a}.residual"), ("T", hidden)),

@@ -8,11 +8,11 @@ import importlib.util
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ir import Graph
+from orchestrator.ir import Graph, fused_weights
 from orchestrator.models.bert import bert_graph
 from orchestrator.models.llama import llama_graph
 
@@ -73,10 +73,15 @@ class LoadedModel:
     hf: Any
     tokenizer: Any
     graph: Graph
+    _fused: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def weights(self) -> dict[str, Any]:
-        """State-dict tensors by name (tied weights appear under every name)."""
-        return dict(self.hf.state_dict())
+        """State-dict tensors by name (tied weights appear under every name), and the stacked weights of the
+        graph's fused linear ops."""
+        state = dict(self.hf.state_dict())
+        if self._fused is None:  # stacked once per process (~280 MB for SmolLM2)
+            self._fused = fused_weights(self.graph, state)
+        return state | self._fused
 
 
 @functools.lru_cache(maxsize=8)

@@ -81,7 +81,7 @@ def test_enclave_decrypts_only_for_granted_he_zones_and_releases_only_outputs(en
     policy = enclave.policy
     ct = PublicEncryptor(policy, "owner/he").encrypt("he", np.random.default_rng(0).normal(size=(3, 384)))
     # the runtime may push input ids to the enclave, but a ciphertext from it is not an HE zone's to decrypt
-    e = _push(policy, "client/runtime", "encoder.layer.0.attention.self.query", ct)
+    e = _push(policy, "client/runtime", "encoder.layer.0.attention.self.qkv", ct)
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "no HE zone" in e.details()
     # a sealed blob from outside opens nowhere
     sealed = StoredTensor(pb.SEALED, "float32", (1,), b"\0" * 32, {"nonce": "00" * 12})

@@ -158,7 +158,7 @@ def test_bad_ciphertexts_refused_and_zone_keeps_serving(he: HeDeployment, keys: 
     ctx, kp = keys
     packing = Packing(ctx.slots, 512)
     plan = he.plan
-    q_stage = next(s for s in plan.stages if s.zone == "h" and "encoder.layer.0.attention.self.query" in s.ops)
+    q_stage = next(s for s in plan.stages if s.zone == "h" and "encoder.layer.0.attention.self.qkv" in s.ops)
     he.runtime.LoadStage(zone_pb2.LoadStageRequest(plan_digest=plan.digest, stage=q_stage.index), timeout=300)
     x = np.random.default_rng(1).normal(size=(5, 384))
     good = CipherTensor(encrypt_matrix(ctx, kp.public, packing, x), packing, 5, 384).to_stored()

@@ -24,7 +24,7 @@ def test_only_reveals_to_plain_hosts() -> None:
 
 def test_cost_counts() -> None:
     g = load_graph("minilm-l6")
-    q = g.op("encoder.layer.0.attention.self.query")
+    q = g.op("encoder.layer.0.attention.output.dense")
     assert elements(q, 32) == 32 * 384 and macs(q, 384, 32) == 32 * 384 * 384
     scores = g.op("encoder.layer.0.attention.self.scores")
     assert elements(scores, 16, past=4) == 12 * 16 * 20 and macs(scores, 384, 16, past=4) == 12 * 16 * 20 * 32

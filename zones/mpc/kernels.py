@@ -93,6 +93,11 @@ def _linear(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> A
     return out + w[1] if len(w) > 1 else out
 
 
+@mpc_kernel(OpType.SLICE)
+def _slice(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
+    return x[0][..., op.params["start"]:op.params["stop"]]  # each party slices its share: no communication
+
+
 @mpc_kernel(OpType.LM_HEAD)
 def _lm_head(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
     h = x[0][-1:] if op.params.get("last_only") else x[0]

@@ -69,6 +69,11 @@ def _linear(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepConte
     return torch.nn.functional.linear(x[0], w[0], w[1] if len(w) > 1 else None)
 
 
+@kernel(OpType.SLICE)
+def _slice(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
+    return x[0][..., op.params["start"]:op.params["stop"]].contiguous()
+
+
 @kernel(OpType.ATTN_SCORES)
 def _scores(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
     p = op.params

@@ -72,7 +72,7 @@ def test_engine_ops_and_checks() -> None:
     out = engine.lane.output
     replicated = CipherTensor(encrypt_matrix(ctx, kp.public, out, b[:8]), out, 8, 384)
     with pytest.raises(ZoneError, match="cannot take its input packed lanes-replicated") as e:
-        engine.linear(None, "encoder.layer.0.attention.self.query", replicated, OpCounts())  # type: ignore[arg-type]
+        engine.linear(None, "encoder.layer.0.attention.self.qkv", replicated, OpCounts())  # type: ignore[arg-type]
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 

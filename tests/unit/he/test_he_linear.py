@@ -15,12 +15,12 @@ from zones.he.linear import EncryptedLinear, OpCounts, baby_giant_split, rotatio
 
 # (model, linear op, the activation that feeds it) for every matrix shape of the two models
 CASES = [
-    ("minilm-l6", "encoder.layer.0.attention.self.query", "embeddings.LayerNorm"),               # 384->384
+    ("minilm-l6", "encoder.layer.0.attention.self.qkv", "embeddings.LayerNorm"),                 # 384->1152
     ("minilm-l6", "encoder.layer.0.intermediate.dense", "encoder.layer.0.attention.output.LayerNorm"),  # 384->1536
     ("minilm-l6", "encoder.layer.0.output.dense", "encoder.layer.0.intermediate.intermediate_act_fn"),  # 1536->384
-    ("smollm2-135m", "model.layers.0.self_attn.q_proj", "model.layers.0.input_layernorm"),       # 576->576
-    ("smollm2-135m", "model.layers.0.self_attn.k_proj", "model.layers.0.input_layernorm"),       # 576->192
-    ("smollm2-135m", "model.layers.0.mlp.gate_proj", "model.layers.0.post_attention_layernorm"),  # 576->1536
+    ("smollm2-135m", "model.layers.0.self_attn.qkv_proj", "model.layers.0.input_layernorm"),      # 576->960
+    ("smollm2-135m", "model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.context"),      # 576->576
+    ("smollm2-135m", "model.layers.0.mlp.gate_up_proj", "model.layers.0.post_attention_layernorm"),  # 576->3072
     ("smollm2-135m", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.act_fn"),               # 1536->576
 ]
 
@@ -97,7 +97,7 @@ def test_uncached_layer_encodes_per_call_and_agrees(he_keys: Keys) -> None:
 
 LANE_CASES = [  # (model, op, source, width): one chunk with bias, several input / output chunks
     ("minilm-l6", "encoder.layer.0.attention.self.query", "embeddings.LayerNorm", 512),
-    ("smollm2-135m", "model.layers.0.mlp.gate_proj", "model.layers.0.post_attention_layernorm", 1024),
+    ("smollm2-135m", "model.layers.0.mlp.gate_up_proj", "model.layers.0.post_attention_layernorm", 1024),
     ("smollm2-135m", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.act_fn", 1024),
 ]
 
