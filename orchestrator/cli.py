@@ -170,7 +170,9 @@ def cmd_zone_serve(args: argparse.Namespace) -> int:
     from zones.serve import serve_zone
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve_zone(load_policy(args.policy), args.zone, args.party, dealer=args.dealer)
+    if not serve_zone(load_policy(args.policy), args.zone, args.party, dealer=args.dealer):
+        logging.shutdown()
+        os._exit(1)  # a handler thread still in an RPC would hold the interpreter's exit (the executor joins it)
     return 0
 
 

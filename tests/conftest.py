@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +90,24 @@ def hsi_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    """Wait until the zone process `proc` answers health checks at `target`; its log if it dies or times out."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from zones.common.certs import load_credentials
+    from zones.common.server import secure_channel
+
+    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), "client/runtime")
+    stub = health_pb2_grpc.HealthStub(secure_channel(creds, target))
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return
+        except grpc.RpcError:
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(log.read_text()) from None
+            time.sleep(0.3)

@@ -18,6 +18,8 @@ from zones.common.server import ServerOptions, build_server
 from zones.common.zone_service import ZONE_SERVICE, ZoneServicer, zone_allow_table
 
 log = logging.getLogger("hsi.zone")
+_POLL_S = 0.2  # how often the serving loop looks for a signal
+_STOP_S = 10.0  # how long a stopping zone waits for its RPCs to end, grace period included
 
 
 def certs_dir(policy: Policy) -> Path:
@@ -26,8 +28,11 @@ def certs_dir(policy: Policy) -> Path:
 
 
 def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | None = None,
-               stop: threading.Event | None = None, dealer: bool = False) -> None:
-    """Serve the zone (or, with `dealer`, an MPC zone's dealer) until `stop` is set or the process is signalled."""
+               stop: threading.Event | None = None, dealer: bool = False) -> bool:
+    """Serve the zone (or, with `dealer`, an MPC zone's dealer) until `stop` is set or the process is signalled.
+
+    Returns whether every RPC had ended when the server stopped.
+    """
     if zone not in policy.zones:
         raise SystemExit(f"policy {policy.name!r} has no zone {zone!r}")
     endpoints = policy.zone_endpoints(zone)
@@ -74,16 +79,23 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)
     server, _, _ = build_server(creds, endpoints[party], allow, register, options)
     stop = stop or threading.Event()
+    signalled: list[int] = []
     if threading.current_thread() is threading.main_thread():
+        # The handler only appends: Event.set() takes the event's lock, which this thread may hold when a second
+        # signal lands (start.sh's trap re-sends TERM right after a group kill), and that deadlocks the process.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     server.start()
     log.info("zone %s (%s%s) of policy %s serving at %s", zone, party, ", dealer" if dealer else "", policy.name,
              endpoints[party])
     if ready:
         ready.set()
-    stop.wait()
-    server.stop(grace=2).wait()
+    while not (signalled or stop.wait(_POLL_S)):
+        pass
+    clean = server.stop(grace=2).wait(timeout=_STOP_S)
+    if not clean:
+        log.warning("zone %s: RPCs still running %.0f s after stop; closing without them", zone, _STOP_S)
     servicer.close()
     if enclave is not None:
         enclave.close()
+    return clean

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from orchestrator.bundle import BundleError, make_bundle
+from orchestrator.launcher import ensure_certs
 from orchestrator.policy import load_policy
 from orchestrator.reference import reference_embedding
 from orchestrator.runtime import Runtime
-from tests.conftest import POLICIES, policy_on_free_ports
+from tests.conftest import POLICIES, ROOT, policy_on_free_ports, wait_serving
 from zones.common.certs import load_credentials
 
 
@@ -72,3 +73,25 @@ def test_parties_run_their_zones_from_their_bundles(hsi_env: Path, tmp_path: Pat
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+
+
+def test_a_zone_stops_under_a_burst_of_signals(hsi_env: Path, tmp_path: Path) -> None:
+    # start.sh's trap re-sends TERM right after a group kill; a handler taking a lock the main thread may hold
+    # deadlocked a zone here once (CI, session 8), so the zone gets many signals back to back
+    path = policy_on_free_ports(POLICIES / "plain-minilm.yaml", tmp_path)
+    ensure_certs(load_policy(path))
+    log = tmp_path / "zone.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(path),
+                                 "--zone", "embed-client", "--party", "client"], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_serving(load_policy(path).zone_endpoints("embed-client")["client"], proc, log)
+        for _ in range(500):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

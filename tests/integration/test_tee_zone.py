@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from orchestrator.planner import make_plan
 from orchestrator.policy import Policy, load_policy
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import ROOT, SoftHsm, policy_on_free_ports
+from tests.conftest import ROOT, SoftHsm, policy_on_free_ports, wait_serving
 from zones.common.attestation import AttestationError
 from zones.common.certs import issue, load_credentials
 from zones.common.server import secure_channel
@@ -43,20 +42,7 @@ class TeeDeployment:
         self.procs[zone] = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(self.path), "--zone", zone,
              "--party", party], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        target = self.policy.zone_endpoints(zone)[party]
-        creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), "client/runtime")
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(secure_channel(creds, target))
-        end = time.monotonic() + 120
-        while True:
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                return
-            except grpc.RpcError:
-                if self.procs[zone].poll() is not None or time.monotonic() > end:
-                    raise RuntimeError((self.workdir / f"{zone}.log").read_text()) from None
-                time.sleep(0.3)
+        wait_serving(self.policy.zone_endpoints(zone)[party], self.procs[zone], self.workdir / f"{zone}.log")
 
     def stop(self, zone: str, sig: int = signal.SIGTERM) -> None:
         p = self.procs.pop(zone)
