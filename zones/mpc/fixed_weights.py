@@ -49,8 +49,8 @@ class FixedWeight:
         crypten, comm, ttp, ring = _parts()
         gen = ttp.get_generator(device=None)
         a = ring(x.size(), generator=gen)
-        c = triples.dealt("fixed_triple", (self.key, x.size()), {},
-                          lambda: ring(x.size()[:-1] + self.masked.size()[-1:], generator=gen))
+        size = x.size()[:-1] + self.masked.size()[-1:]
+        c = triples.dealt("fixed_triple", (self.key, x.size()), {}, size, lambda: ring(size, generator=gen))
         e = triples.reveal_or_end(lambda masked: comm.all_reduce(masked[0]), [x.share - a])  # x - a, public
         z = e.matmul(self.b) + a.matmul(self.masked) + c()
         if comm.get_rank() == 0:
@@ -62,14 +62,37 @@ class FixedWeight:
 
 
 def serve_dealer() -> None:
-    """Run CrypTen's trusted third party, able also to keep per-weight masks, until rank 0 terminates it."""
-    import_crypten()
+    """Run CrypTen's trusted third party, able also to keep per-weight masks, until rank 0 terminates it.
+
+    Requests marked `reply: tensor` (this project's, whose result shape party 0 knows) are answered with the
+    result alone, one message; CrypTen's own requests with its size object and a broadcast, three.
+    """
+    crypten = import_crypten()
+    import torch.distributed as dist
     from crypten.mpc.provider.ttp_provider import TTPServer
 
+    comm = crypten.communicator.get()
+
     class _Dealer(TTPServer):
-        def __init__(self) -> None:
+        def __init__(self) -> None:  # CrypTen's set-up (crypten.init() has run), then this project's loop
             self.masks: dict[str, torch.Tensor] = {}
-            super().__init__()  # serves requests until "terminate"
+            self.ttp_group = comm.ttp_group
+            self.comm_group = comm.ttp_comm_group
+            self.device = "cpu"
+            self._setup_generators()
+
+        def serve(self) -> None:
+            while True:
+                message = comm.recv_obj(0, self.ttp_group)
+                if message == "terminate":
+                    return
+                self.device = message["device"]
+                result = getattr(self, message["function"])(*message["args"], **message["kwargs"])
+                if message.get("reply") == triples.REPLY_TENSOR:
+                    dist.send(result, dst=0, group=self.ttp_group)
+                else:
+                    comm.send_obj(result.size(), 0, self.ttp_group)
+                    comm.broadcast(result, comm.get_ttp_rank(), self.comm_group)
 
         def fixed_mask(self, key: str, size: torch.Size) -> torch.Tensor:
             self.masks[key] = self._get_additive_PRSS(size)
@@ -80,4 +103,7 @@ def serve_dealer() -> None:
             c = a.matmul(self.masks[key])
             return c - self._get_additive_PRSS(c.size(), remove_rank=True)
 
-    _Dealer()
+    try:
+        _Dealer().serve()
+    except RuntimeError:  # a party left mid-session (CrypTen's server ends the same way)
+        return

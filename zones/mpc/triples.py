@@ -4,8 +4,10 @@ open their masked inputs.
 CrypTen's Beaver protocol asks the dealer (its trusted third party) for c = a * b and waits for the answer
 before the parties open x - a and y - b; the request does not depend on x or y, so here party 0 sends it
 first, the opening runs while the dealer computes, and party 0 collects c afterwards. Measured on the 2-core
-machine, the request and its answer took ~4 ms of a ~10 ms multiplication. The messages, the dealer's
-computation and the values every party sees are CrypTen's own; only their order changes. The other parties,
+machine, the request and its answer took ~4 ms of a ~10 ms multiplication. The dealer's computation and the
+values every party sees are CrypTen's own; three things change: the order, the answer (the result tensor alone,
+one message, where CrypTen sends its size as a pickled object, then broadcasts it: three), and the opening
+(x - a and y - b in one all-reduce, where CrypTen runs one per tensor). The other parties,
 which draw their share of c from the seed they share with the dealer, learn its shape without computing
 op(a, b) (CrypTen multiplies two random tensors for it).
 """
@@ -19,6 +21,8 @@ import torch
 
 from zones.mpc.compat import import_crypten
 
+REPLY_TENSOR = "tensor"  # a request's "reply": the dealer sends the result alone, its shape known to both sides
+
 
 def request(function: str, *args: Any, **kwargs: Any) -> None:
     """Party 0: send the dealer a request for `function(*args, **kwargs)`; collect the answer with `receive`."""
@@ -26,19 +30,22 @@ def request(function: str, *args: Any, **kwargs: Any) -> None:
     from crypten.mpc.provider.ttp_provider import TTPClient
 
     comm = crypten.communicator.get()
-    message = {"function": function, "device": None, "args": args, "kwargs": kwargs}
+    message = {"function": function, "device": None, "args": args, "kwargs": kwargs, "reply": REPLY_TENSOR}
     comm.send_obj(message, comm.get_ttp_rank(), TTPClient.get().ttp_group)
 
 
-def receive() -> torch.Tensor:
-    """Party 0: the dealer's answer to the request sent last (party 0's share of the result)."""
+def receive(size: torch.Size) -> torch.Tensor:
+    """Party 0: the dealer's answer to the request sent last (party 0's share of the result, of shape `size`)."""
+    import torch.distributed as dist
+
     crypten = import_crypten()
     from crypten.mpc.provider.ttp_provider import TTPClient
 
-    comm, client = crypten.communicator.get(), TTPClient.get()
-    size = comm.recv_obj(comm.get_ttp_rank(), client.ttp_group)
+    comm = crypten.communicator.get()
     result = torch.empty(size, dtype=torch.long)
-    comm.broadcast(result, comm.get_ttp_rank(), client.comm_group)
+    dist.recv(result, src=comm.get_ttp_rank(), group=TTPClient.get().ttp_group)
+    if crypten.cfg.communicator.verbose:
+        comm._log_communication(result.nelement())  # counted as CrypTen counts its own receives
     return result
 
 
@@ -64,14 +71,26 @@ def reveal_or_end(reveal: Callable[[list[Any]], Any], masked: list[Any]) -> Any:
         raise OpeningFailed(str(e)) from e
 
 
-def dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-           draw: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
-    """This party's share of the dealer's `function(*args, **kwargs)`, to collect after the opening: party 0
-    sends the request now and receives the answer when the returned function is called; every other party
-    draws its share now with `draw` (from the seed it shares with the dealer, in CrypTen's order)."""
+def open_together(masked: list[Any], op: Any = None) -> list[torch.Tensor]:
+    """The public values of several masked shared tensors, opened in one collective (CrypTen's reveal_batch
+    runs one per tensor). `op` is the reduction: sum for arithmetic shares, XOR for binary ones."""
+    import torch.distributed as dist
+
+    comm = import_crypten().communicator.get()
+    flat = torch.cat([m.share.reshape(-1) for m in masked])
+    opened = reveal_or_end(lambda _: comm.all_reduce(flat, op=op or dist.ReduceOp.SUM), masked)
+    return [part.view(m.share.size()) for part, m in zip(opened.split([m.share.numel() for m in masked]), masked,
+                                                         strict=True)]
+
+
+def dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], size: torch.Size,
+          draw: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """This party's share (of shape `size`) of the dealer's `function(*args, **kwargs)`, to collect after the
+    opening: party 0 sends the request now and receives the answer when the returned function is called; every
+    other party draws its share now with `draw` (from the seed it shares with the dealer, in CrypTen's order)."""
     if import_crypten().communicator.get().get_rank() == 0:
         request(function, *args, **kwargs)
-        return receive
+        return lambda: receive(size)
     share = draw()
     return lambda: share
 
@@ -93,12 +112,13 @@ def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"x lives on device {x.device} but y on device {y.device}")
     g = _generator(x)
     a, b = ring(x.size(), generator=g, device=x.device), ring(y.size(), generator=g, device=x.device)
-    c_share = dealt("additive", (x.size(), y.size(), op, *args), kwargs, lambda: ring(
-        _result_size(op, x.size(), y.size(), *args, **kwargs), generator=g, device=x.device))
+    size = _result_size(op, x.size(), y.size(), *args, **kwargs)
+    c_share = dealt("additive", (x.size(), y.size(), op, *args), kwargs, size,
+                    lambda: ring(size, generator=g, device=x.device))
     a = ArithmeticSharedTensor.from_shares(a, precision=0)
     b = ArithmeticSharedTensor.from_shares(b, precision=0)
     with IgnoreEncodings([a, b, x, y]):
-        epsilon, delta = reveal_or_end(ArithmeticSharedTensor.reveal_batch, [x - a, y - b])
+        epsilon, delta = open_together([x - a, y - b])
     c = ArithmeticSharedTensor.from_shares(c_share(), precision=0)
     # z = c + (a * delta) + (epsilon * b) + epsilon * delta
     c._tensor += getattr(torch, op)(epsilon, b._tensor, *args, **kwargs)
@@ -116,10 +136,10 @@ def binary_and(x: Any, y: Any) -> Any:
 
     g = _generator(x)
     a, b = bits(x.size(), generator=g, device=x.device), bits(y.size(), generator=g, device=x.device)
-    c_share = dealt("binary", (x.size(), y.size()), {}, lambda: bits(
-        torch.broadcast_shapes(x.size(), y.size()), generator=g, device=x.device))
+    size = torch.broadcast_shapes(x.size(), y.size())
+    c_share = dealt("binary", (x.size(), y.size()), {}, size, lambda: bits(size, generator=g, device=x.device))
     a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
-    epsilon, delta = reveal_or_end(BinarySharedTensor.reveal_batch, [x ^ a, y ^ b])
+    epsilon, delta = open_together([x ^ a, y ^ b], torch.distributed.ReduceOp.BXOR)
     return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ BinarySharedTensor.from_shares(c_share())
 
 
@@ -134,7 +154,7 @@ def bit_to_arithmetic(x: Any) -> Any:
 
     g = _generator(x)
     r_bits = bits(x.size(), bitlength=1, generator=g, device=x.device)
-    r_share = dealt("B2A", (x.size(),), {}, lambda: ring(x.size(), generator=g, device=x.device))
+    r_share = dealt("B2A", (x.size(),), {}, x.size(), lambda: ring(x.size(), generator=g, device=x.device))
     z = reveal_or_end(lambda masked: masked[0].reveal(), [x ^ BinarySharedTensor.from_shares(r_bits)])
     r = ArithmeticSharedTensor.from_shares(r_share(), precision=0)
     return r * (1 - 2 * z) + z
