@@ -26,6 +26,7 @@ class ServerOptions:
 
 
 KEEPALIVE_MS = 20_000  # pings detect dead peers on long calls (an MPC stage may run for minutes)
+RECONNECT_MS = 1000  # how often a channel to a peer that went away tries again
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -37,6 +38,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # A zone that restarts is back within a second for its peers: gRPC's default backoff grows to 120 s,
+        # and a call on a channel still backing off fails at once with the old "connection refused".
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MS),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue as queue_module
 import tempfile
 from collections.abc import Callable
@@ -35,7 +36,8 @@ def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, r
 
             serve_dealer()
             return
-        results.put((rank, "ok", func(*args)))
+        # pickled here: a queue sends tensors as file descriptors, which die with this process if it exits first
+        results.put((rank, "ok", pickle.dumps(func(*args))))
     except Exception as e:  # reported to the parent, which raises it
         results.put((rank, "error", f"{type(e).__name__}: {e}"))
     finally:
@@ -67,7 +69,7 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
                     raise TimeoutError(f"MPC parties gave no result within {timeout:.0f} s") from None
                 if status == "error":
                     raise RuntimeError(f"MPC party {rank} failed: {value}")
-                out[rank] = value
+                out[rank] = pickle.loads(value)  # noqa: S301 (bytes from this call's own child process)
         finally:
             for p in procs:
                 p.join(timeout=30)
