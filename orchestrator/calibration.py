@@ -67,24 +67,55 @@ def _normaliser_input(op: Op, x: torch.Tensor) -> torch.Tensor:
     return x.mean(0).pow(2).sum().reshape(1)  # pool with L2 normalisation
 
 
-def newton_iterations(lo: float, hi: float) -> tuple[float, float, int]:
-    """(scale, start, iterations) of 1/sqrt over [lo, hi] widened by NEWTON_MARGIN.
+def linear_start() -> tuple[float, float, float]:
+    """(a, b, e0): the line a + b w closest to 1/sqrt(w) on [1, 2] in largest relative error e0 (grid search)."""
+    w = torch.linspace(1.0, 2.0, 401, dtype=torch.float64)
+    a_lo, a_hi, b_lo, b_hi = 1.0, 2.0, -1.0, 0.0
+    best = (math.inf, 0.0, 0.0)
+    for _ in range(6):  # zoom in on the best cell of a 41 x 41 grid
+        aa = torch.linspace(a_lo, a_hi, 41, dtype=torch.float64)
+        bb = torch.linspace(b_lo, b_hi, 41, dtype=torch.float64)
+        y = aa[:, None, None] + bb[None, :, None] * w
+        err = (1 - y * w.sqrt()).abs().amax(-1)
+        i, j = divmod(int(err.argmin()), err.size(1))
+        best = (float(err[i, j]), float(aa[i]), float(bb[j]))
+        da, db = (a_hi - a_lo) / 20, (b_hi - b_lo) / 20
+        a_lo, a_hi, b_lo, b_hi = best[1] - da, best[1] + da, best[2] - db, best[2] + db
+    return best[1], best[2], best[0]
 
-    The input is multiplied by `scale` so the range is centred on 1; the Newton iteration
-    y <- y (3 - v y^2) / 2 starts at the public `start`, below 1/sqrt of the largest value so it never
-    overshoots, and runs until the worst point of the range is within NEWTON_TARGET.
-    """
+
+def inv_sqrt_reference(u: torch.Tensor, schedule: dict[str, Any]) -> torch.Tensor:
+    """1/sqrt(u) for u already multiplied by the schedule's `inv_sqrt_scale`, in exact arithmetic, step by step
+    as zones/mpc/functions.py's inv_sqrt computes it on shares."""
+    bottom, steps = float(schedule["inv_sqrt_bottom"]), int(schedule["inv_sqrt_steps"])
+    thresholds = bottom * 2.0 ** torch.arange(1, steps + 1, dtype=torch.float64)
+    k = (u.unsqueeze(-1) >= thresholds).sum(-1).to(torch.float64)  # octaves above the bottom
+    w = u / bottom * 2.0 ** -k  # in [1, 2) inside the range
+    a, b = schedule["inv_sqrt_start"]
+    y = a + b * w
+    for _ in range(int(schedule["inv_sqrt_iters"])):
+        y = y * (3 - w * y * y) / 2
+    return y * 2.0 ** (-k / 2) / math.sqrt(bottom)
+
+
+def newton_schedule(lo: float, hi: float) -> dict[str, Any]:
+    """How MPC computes 1/sqrt over [lo, hi] widened by NEWTON_MARGIN: the input is multiplied by
+    `inv_sqrt_scale` (centring the range on 1), compared with the `inv_sqrt_steps` octave thresholds
+    `inv_sqrt_bottom` * 2^j at once, brought by its octave into [1, 2), where the line `inv_sqrt_start` is
+    within a few percent of 1/sqrt and `inv_sqrt_iters` Newton iterations reach NEWTON_TARGET everywhere.
+    A public start over the whole range would need 10-16 iterations; one comparison costs about three."""
     scale = 1.0 / math.sqrt(lo * hi)
-    top = hi * scale * NEWTON_MARGIN
     bottom = lo * scale / NEWTON_MARGIN
-    start = 1.0 / math.sqrt(top)
-    v = torch.logspace(math.log10(bottom), math.log10(top), 400, dtype=torch.float64)
-    y = torch.full_like(v, start)
-    for k in range(1, 60):
-        y = y * (3 - v * y * y) / 2
-        if float((y * v.sqrt() - 1).abs().max()) < NEWTON_TARGET:
-            return scale, start, k
-    raise CalibrationError(f"1/sqrt over [{lo:.3g}, {hi:.3g}] does not converge in 60 Newton iterations")
+    top = hi * scale * NEWTON_MARGIN
+    steps = max(0, math.ceil(math.log2(top / bottom)) - 1)
+    a, b, _ = linear_start()
+    u = torch.logspace(math.log10(bottom), math.log10(top), 2000, dtype=torch.float64)
+    for iters in range(1, 8):
+        schedule = {"inv_sqrt_scale": scale, "inv_sqrt_bottom": bottom, "inv_sqrt_steps": steps,
+                    "inv_sqrt_start": [a, b], "inv_sqrt_iters": iters}
+        if float((inv_sqrt_reference(u, schedule) * u.sqrt() - 1).abs().max()) < NEWTON_TARGET:
+            return schedule
+    raise CalibrationError(f"1/sqrt over [{lo:.3g}, {hi:.3g}] does not converge in 7 Newton iterations")
 
 
 def calibrate(model: str, corpus: tuple[str, ...] = CORPUS) -> dict[str, Any]:
@@ -123,9 +154,8 @@ def calibrate(model: str, corpus: tuple[str, ...] = CORPUS) -> dict[str, Any]:
             vmax[name] = max(vmax.get(name, -math.inf), float(x.max()))
     ops: dict[str, Any] = {}
     for op in watched:
-        scale, start, iters = newton_iterations(lo[op.name], hi[op.name])
-        ops[op.name] = {"type": op.type.value, "min": lo[op.name], "max": hi[op.name], "inv_sqrt_scale": scale,
-                        "inv_sqrt_start": start, "inv_sqrt_iters": iters}
+        ops[op.name] = {"type": op.type.value, "min": lo[op.name], "max": hi[op.name],
+                        **newton_schedule(lo[op.name], hi[op.name])}
     for name, op in ranged.items():
         ops[name] = {"type": op.type.value, "min": vmin[name], "max": vmax[name]}
     return {"model": model, "graph_digest": m.graph.digest(), "corpus_sha256": corpus_digest(corpus),

@@ -1,8 +1,9 @@
 """Nonlinear functions on CrypTen shares, accurate over the ranges the packaged models really produce.
 
 CrypTen's own `erf` is wrong beyond |x| ~ 2 and its `exp` ((1 + x/256)^256) breaks past |x| ~ 256, so
-GELU is built piecewise from comparisons and a polynomial; inverse square roots run Newton's iteration
-with a public per-op scale, start and count chosen by calibration (orchestrator/calibration.py).
+GELU and SiLU are built piecewise from comparisons and a polynomial; inverse square roots bring their input
+into one octave with one comparison and run Newton's iteration there, from constants chosen by calibration
+(orchestrator/calibration.py).
 """
 
 from __future__ import annotations
@@ -15,20 +16,37 @@ import numpy as np
 
 GELU_CUTOFF = 4.0
 GELU_DEGREE = 8
+SILU_CUTOFF = 12.0
+SILU_DEGREE = 14
+
+
+def _chebyshev_tail(tail: Any, cutoff: float, degree: int) -> tuple[float, ...]:
+    """Monomial coefficients (constant first) in t = 2|x|/cutoff - 1 of a Chebyshev fit to tail(|x|) on
+    [0, cutoff]."""
+    t = np.cos(np.pi * (np.arange(4000) + 0.5) / 4000)
+    a = (t + 1) * cutoff / 2
+    cheb = np.polynomial.chebyshev.chebfit(t, tail(a), degree)
+    return tuple(float(c) for c in np.polynomial.chebyshev.cheb2poly(cheb))
 
 
 @functools.lru_cache(maxsize=1)
 def gelu_tail_coefficients() -> tuple[float, ...]:
-    """Monomial coefficients (constant first) in t = |x|/2 - 1 of a Chebyshev fit to |x|·Φ(-|x|) on [0, 4].
+    """The fit to GELU's tail |x|·Φ(-|x|) on [0, 4] (see _chebyshev_tail).
 
     Max fit error 1.3e-4; beyond the cut-off the tail is below 1.3e-4 and is dropped.
     """
     from scipy.stats import norm
 
-    t = np.cos(np.pi * (np.arange(2000) + 0.5) / 2000)
-    a = (t + 1) * GELU_CUTOFF / 2
-    cheb = np.polynomial.chebyshev.chebfit(t, a * norm.cdf(-a), GELU_DEGREE)
-    return tuple(float(c) for c in np.polynomial.chebyshev.cheb2poly(cheb))
+    return _chebyshev_tail(lambda a: a * norm.cdf(-a), GELU_CUTOFF, GELU_DEGREE)
+
+
+@functools.lru_cache(maxsize=1)
+def silu_tail_coefficients() -> tuple[float, ...]:
+    """The fit to SiLU's tail |x|·σ(-|x|) on [0, 12] (see _chebyshev_tail).
+
+    Max fit error 3.3e-5; beyond the cut-off the tail is below 7.4e-5 and is dropped.
+    """
+    return _chebyshev_tail(lambda a: a / (1 + np.exp(a)), SILU_CUTOFF, SILU_DEGREE)
 
 
 def gelu(x: Any) -> Any:
@@ -43,28 +61,59 @@ def gelu(x: Any) -> Any:
     return relu - tail * inside
 
 
-def inv_sqrt(v: Any, c: dict[str, Any]) -> Any:
-    """1/sqrt(v) for v in the op's calibrated range: Newton from a public start on the scaled input.
+def _weighted_bits(bits: Any, weights: Any, like: Any) -> Any:
+    """sum_j bits_j * weights_j over the last dimension, in `like`'s fixed point, without communication.
 
-    `c` is the op's calibration entry: the input is multiplied by `inv_sqrt_scale` so its range is centred
-    on 1, and `inv_sqrt_iters` iterations of y <- 1.5 y - 0.5 (v y) y^2 run from `inv_sqrt_start`. Each
-    iteration after the first is two rounds: v y and y^2 in one multiplication of stacked tensors, then
-    their product (y (3 - v y^2) / 2 takes three).
+    CrypTen's comparisons return 0/1 shares at scale 1, which would round public fractional weights to
+    integers; the weights scaled to the fixed point multiply those integer shares exactly instead.
     """
+    import torch
+
+    from zones.mpc.compat import import_crypten
+
+    if bits._tensor.encoder.scale != 1:
+        raise ValueError("_weighted_bits takes the integer 0/1 shares of a comparison")
+    precision = like._tensor.encoder._precision_bits
+    scaled = torch.round(weights.double() * 2.0**precision).long()
+    return import_crypten().mpc.MPCTensor.from_shares((bits._tensor.share * scaled).sum(-1, keepdim=True),
+                                                      precision=precision)
+
+
+def inv_sqrt(v: Any, c: dict[str, Any]) -> Any:
+    """1/sqrt(v) for v in the op's calibrated range, as orchestrator/calibration.py's inv_sqrt_reference.
+
+    `c` is the op's calibration entry (see newton_schedule): u = v * inv_sqrt_scale is compared with every
+    octave threshold in one comparison; the octave bits give, linearly, the public-constant factors that
+    bring u into [1, 2) and scale the result back; the line `inv_sqrt_start` starts `inv_sqrt_iters` Newton
+    iterations y <- 1.5 y - 0.5 (w y) y^2, two rounds each (w y and y^2 in one multiplication of stacked
+    tensors, then their product).
+    """
+    import torch
+
     from zones.mpc.compat import import_crypten
 
     crypten = import_crypten()
-    scale = float(c["inv_sqrt_scale"])
-    u = v * scale
-    y: Any = None
+    u = v * float(c["inv_sqrt_scale"])
+    bottom, steps = float(c["inv_sqrt_bottom"]), int(c["inv_sqrt_steps"])
+    # with k thresholds passed: w = u / bottom * 2^-k and 1/sqrt(u) = 1/sqrt(w) * 2^(-k/2) / sqrt(bottom);
+    # the bits are monotone, so each factor is its k = 0 value plus the bits times successive differences
+    octave = torch.arange(steps + 1, dtype=torch.float64)
+    down = 2.0 ** -octave / bottom
+    back = 2.0 ** (-octave / 2) * math.sqrt(float(c["inv_sqrt_scale"]) / bottom)
+    if steps:
+        thresholds = (bottom * 2.0 ** octave[1:]).float()
+        passed = (u - thresholds) >= 0  # (..., steps)
+        to_unit = _weighted_bits(passed, down[1:] - down[:-1], u) + float(down[0])
+        scale_back = _weighted_bits(passed, back[1:] - back[:-1], u) + float(back[0])
+        w = u * to_unit
+    else:
+        w, scale_back = u * float(down[0]), None
+    a, b = (float(x) for x in c["inv_sqrt_start"])
+    y = w * b + a
     for _ in range(int(c["inv_sqrt_iters"])):
-        if y is None:  # the first iteration from a public start is one multiplication
-            s0 = float(c["inv_sqrt_start"])
-            y = (u * (-s0 * s0) + 3) * (s0 / 2)
-        else:
-            both = crypten.stack([u, y]) * crypten.stack([y, y])
-            y = y * 1.5 - (both[0] * both[1]) * 0.5
-    return y * math.sqrt(scale)
+        both = crypten.stack([w, y]) * crypten.stack([y, y])
+        y = y * 1.5 - (both[0] * both[1]) * 0.5
+    return y * (float(back[0]) if scale_back is None else scale_back)
 
 
 def layernorm(x: Any, weight: Any, bias: Any, eps: float, c: dict[str, Any]) -> Any:
@@ -89,8 +138,24 @@ def rmsnorm(x: Any, weight: Any, eps: float, c: dict[str, Any]) -> Any:
 
 
 def silu_mul(gate: Any, up: Any) -> Any:
-    """SiLU(gate) · up, with CrypTen's sigmoid (exact enough for |gate| well below 256, where its exp holds)."""
-    return gate * gate.sigmoid() * up
+    """SiLU(gate)·up = relu(gate)·up - tail(|gate|)·up, the tail a polynomial on |gate| < 12: one comparison of
+    gate with 0 and +-12 at once, then six multiplication rounds (CrypTen's exp-and-reciprocal sigmoid took
+    about twice the rounds, and its exp fails past |x| ~ 256)."""
+    from zones.mpc.compat import import_crypten
+
+    crypten = import_crypten()
+    c = SILU_CUTOFF
+    bits = crypten.stack([gate, gate + c, gate - c]) < 0
+    negative, below, under = bits[0], bits[1], bits[2]  # gate < 0, gate < -c, gate < c
+    inside = under - below
+    # |gate|·inside = gate·(inside - 2·[-c <= gate < 0]), and [-c <= gate < 0] = negative - below
+    prods = crypten.stack([gate, gate, up]) * crypten.stack([negative, inside - 2 * (negative - below), inside])
+    relu = gate - prods[0]
+    t = prods[1] * (2 / c) - 2 * inside + 1  # 2|gate|/c - 1 inside the fit, 1 outside
+    coeffs = silu_tail_coefficients()
+    tail = t.polynomial(list(coeffs[1:])) + coeffs[0]
+    both = crypten.stack([relu, tail]) * crypten.stack([up, prods[2]])
+    return both[0] - both[1]
 
 
 def argmax_index(x: Any) -> Any:

@@ -4,11 +4,15 @@ One local MPC session runs every case (spawning parties costs more than the case
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
+from orchestrator.calibration import NEWTON_MARGIN, newton_schedule
 from zones.mpc.local import run_parties
+
+INV_SQRT_RANGE = (0.4, 130.0)  # LayerNorm variances of MiniLM
 
 
 def _on_shares(cases: list[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor, int]]:
@@ -22,12 +26,13 @@ def _on_shares(cases: list[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor
         shared = crypten.cryptensor(x, src=0)
         before = comm.comm_rounds
         got: Any = (fn.row_max(shared) if what == "max" else fn.softmax(shared) if what == "softmax"
+                    else fn.inv_sqrt(shared, newton_schedule(*INV_SQRT_RANGE)) if what == "inv_sqrt"
                     else fn.reciprocal_in(shared, float(x.max())))
         out.append((got.get_plain_text(), comm.comm_rounds - before))
     return out
 
 
-def test_row_max_softmax_and_reciprocal_on_shares() -> None:
+def test_row_max_softmax_reciprocal_and_inv_sqrt_on_shares() -> None:
     torch.manual_seed(1)
     few = torch.tensor([[[1.0, 3.5, 3.5, -2.0, 3.5]], [[0.25, 0.25, 0.25, 0.25, 0.25]]])  # ties: one winner
     many = (torch.randn(12, 24, 24) * 8).round()  # 12·24·24² elements: the tournament, with many ties
@@ -35,7 +40,10 @@ def test_row_max_softmax_and_reciprocal_on_shares() -> None:
     for x in (decode, prefill):
         x[..., -1] = x[..., 0]  # a tie at the maximum's neighbourhood
     s = torch.linspace(1, 128, 500)
-    cases = [("max", few), ("max", many), ("softmax", decode), ("softmax", prefill), ("reciprocal", s)]
+    lo, hi = INV_SQRT_RANGE  # the calibrated range widened by the margin, and beyond it by 2x either way
+    v = torch.logspace(math.log10(lo / NEWTON_MARGIN / 2), math.log10(hi * NEWTON_MARGIN * 2), 200).unsqueeze(-1)
+    cases = [("max", few), ("max", many), ("softmax", decode), ("softmax", prefill), ("reciprocal", s),
+             ("inv_sqrt", v)]
     results = run_parties(_on_shares, (cases,), ttp=True)[0]
     for (what, x), (got, rounds) in zip(cases, results, strict=True):
         if what == "max":
@@ -44,5 +52,10 @@ def test_row_max_softmax_and_reciprocal_on_shares() -> None:
         elif what == "softmax":
             assert (got - torch.softmax(x, -1)).abs().max() < 1e-2
             assert rounds < (160 if x.size(1) == 1 else 320)  # CrypTen's softmax: 420 on the same shapes
-        else:
+        elif what == "reciprocal":
             assert (got - 1 / x).abs().max() < 4 * 2.0 ** -16  # a few units of the 16-bit fixed point
+        else:
+            err = (got * x.sqrt() - 1).abs().flatten()
+            inside = ((x >= INV_SQRT_RANGE[0] / NEWTON_MARGIN) & (x <= INV_SQRT_RANGE[1] * NEWTON_MARGIN)).flatten()
+            assert float(err[inside].max()) < 2e-3 and float(err.max()) < 1e-2
+            assert rounds < 50  # Newton from a public start took 16 iterations here: 31 multiplications

@@ -9,7 +9,7 @@ import torch
 from orchestrator.ir import OpType
 from orchestrator.models.registry import load_model
 from tests.unit.he.conftest import capture
-from zones.mpc.functions import gelu_tail_coefficients
+from zones.mpc.functions import SILU_CUTOFF, gelu_tail_coefficients, silu_tail_coefficients
 from zones.mpc.kernels import MASKED_SCORE
 from zones.mpc.local import run_ops
 
@@ -23,6 +23,14 @@ def test_gelu_fit_in_plaintext() -> None:
     t = np.where(a < 4, a / 2 - 1, 1.0)
     tail = np.polynomial.polynomial.polyval(t, coeffs) * (a < 4)
     assert np.abs(np.maximum(x, 0) - tail - x * norm.cdf(x)).max() < 3e-4
+
+
+def test_silu_fit_in_plaintext() -> None:
+    x = np.linspace(-300, 300, 600001)
+    a = np.abs(x)
+    t = np.where(a < SILU_CUTOFF, 2 * a / SILU_CUTOFF - 1, 1.0)
+    tail = np.polynomial.polynomial.polyval(t, silu_tail_coefficients()) * (a < SILU_CUTOFF)
+    assert np.abs(np.maximum(x, 0) - tail - x / (1 + np.exp(-x))).max() < 1e-4
 
 
 # op -> (bound, relative?): relative bounds are against the output's largest magnitude.
