@@ -18,6 +18,7 @@ GELU_CUTOFF = 4.0
 GELU_DEGREE = 8
 SILU_CUTOFF = 12.0
 SILU_DEGREE = 14
+BATCHED_COMPARISON_ELEMENTS = 1 << 14  # SiLU inputs up to which the polynomial tail beats CrypTen's sigmoid
 
 
 def _chebyshev_tail(tail: Any, cutoff: float, degree: int) -> tuple[float, ...]:
@@ -138,11 +139,19 @@ def rmsnorm(x: Any, weight: Any, eps: float, c: dict[str, Any]) -> Any:
 
 
 def silu_mul(gate: Any, up: Any) -> Any:
-    """SiLU(gate)·up = relu(gate)·up - tail(|gate|)·up, the tail a polynomial on |gate| < 12: one comparison of
-    gate with 0 and +-12 at once, then six multiplication rounds (CrypTen's exp-and-reciprocal sigmoid took
-    about twice the rounds, and its exp fails past |x| ~ 256)."""
+    """SiLU(gate)·up.
+
+    Few elements (a decoder's new token): relu(gate)·up - tail(|gate|)·up, the tail a polynomial on
+    |gate| < 12, gate compared with 0 and +-12 in one comparison, then six multiplication rounds: half the
+    rounds of CrypTen's sigmoid. Many (a prefill): CrypTen's sigmoid (sign comparison, exp, reciprocal), whose
+    bytes are one comparison's, where the batched comparison's are three and a sign-then-|gate| pair's two
+    (measured on 69 x 1536: 0.64-0.67 s against 1.1 s and 0.92-1.36 s); exact enough for |gate| well below
+    256, where its exp holds (SmolLM2's gates reach -34...50).
+    """
     from zones.mpc.compat import import_crypten
 
+    if gate.numel() > BATCHED_COMPARISON_ELEMENTS:
+        return gate * gate.sigmoid() * up
     crypten = import_crypten()
     c = SILU_CUTOFF
     bits = crypten.stack([gate, gate + c, gate - c]) < 0

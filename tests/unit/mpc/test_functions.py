@@ -27,6 +27,7 @@ def _on_shares(cases: list[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor
         before = comm.comm_rounds
         got: Any = (fn.row_max(shared) if what == "max" else fn.softmax(shared) if what == "softmax"
                     else fn.inv_sqrt(shared, newton_schedule(*INV_SQRT_RANGE)) if what == "inv_sqrt"
+                    else fn.silu_mul(shared[0], shared[1]) if what == "silu_mul"
                     else fn.reciprocal_in(shared, float(x.max())))
         out.append((got.get_plain_text(), comm.comm_rounds - before))
     return out
@@ -42,8 +43,9 @@ def test_row_max_softmax_reciprocal_and_inv_sqrt_on_shares() -> None:
     s = torch.linspace(1, 128, 500)
     lo, hi = INV_SQRT_RANGE  # the calibrated range widened by the margin, and beyond it by 2x either way
     v = torch.logspace(math.log10(lo / NEWTON_MARGIN / 2), math.log10(hi * NEWTON_MARGIN * 2), 200).unsqueeze(-1)
+    gate_up = torch.stack([torch.linspace(-60, 60, 1536), torch.randn(1536) * 4]).unsqueeze(1)  # one token
     cases = [("max", few), ("max", many), ("softmax", decode), ("softmax", prefill), ("reciprocal", s),
-             ("inv_sqrt", v)]
+             ("inv_sqrt", v), ("silu_mul", gate_up)]
     results = run_parties(_on_shares, (cases,), ttp=True)[0]
     for (what, x), (got, rounds) in zip(cases, results, strict=True):
         if what == "max":
@@ -52,6 +54,10 @@ def test_row_max_softmax_reciprocal_and_inv_sqrt_on_shares() -> None:
         elif what == "softmax":
             assert (got - torch.softmax(x, -1)).abs().max() < 1e-2
             assert rounds < (160 if x.size(1) == 1 else 320)  # CrypTen's softmax: 420 on the same shapes
+        elif what == "silu_mul":  # the polynomial-tail path (a decoder token), across and beyond the cut-off
+            want = torch.nn.functional.silu(x[0]) * x[1]
+            assert float((got - want).abs().max()) < 2e-3 * float(want.abs().max())
+            assert rounds < 50  # CrypTen's sigmoid: 85
         elif what == "reciprocal":
             assert (got - 1 / x).abs().max() < 4 * 2.0 ** -16  # a few units of the 16-bit fixed point
         else:
