@@ -107,14 +107,14 @@ def inv_sqrt(v: Any, c: dict[str, Any]) -> Any:
         to_unit = _weighted_bits(passed, down[1:] - down[:-1], u) + float(down[0])
         scale_back = _weighted_bits(passed, back[1:] - back[:-1], u) + float(back[0])
         w = u * to_unit
-    else:
-        w, scale_back = u * float(down[0]), None
+    else:  # the range is one octave: both factors are public
+        w, scale_back = u * float(down[0]), float(back[0])
     a, b = (float(x) for x in c["inv_sqrt_start"])
     y = w * b + a
     for _ in range(int(c["inv_sqrt_iters"])):
         both = crypten.stack([w, y]) * crypten.stack([y, y])
         y = y * 1.5 - (both[0] * both[1]) * 0.5
-    return y * (float(back[0]) if scale_back is None else scale_back)
+    return y * scale_back
 
 
 def layernorm(x: Any, weight: Any, bias: Any, eps: float, c: dict[str, Any]) -> Any:

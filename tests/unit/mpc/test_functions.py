@@ -33,7 +33,7 @@ def _on_shares(cases: list[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor
     return out
 
 
-def test_row_max_softmax_reciprocal_and_inv_sqrt_on_shares() -> None:
+def test_row_max_softmax_reciprocal_inv_sqrt_and_silu_on_shares() -> None:
     torch.manual_seed(1)
     few = torch.tensor([[[1.0, 3.5, 3.5, -2.0, 3.5]], [[0.25, 0.25, 0.25, 0.25, 0.25]]])  # ties: one winner
     many = (torch.randn(12, 24, 24) * 8).round()  # 12·24·24² elements: the tournament, with many ties
