@@ -1,9 +1,10 @@
 """HE linear benchmark: encrypted X.W^T + b for every matrix shape of the two models.
 
-For each ring dimension, slot layout (token-batched or lanes, see packing.py), shape and
-token count: seconds per op (median of --reps runs),
-rotations and plaintext multiplies, bytes of the input and output ciphertexts, and the
-max abs error against numpy. Prints a table; `--json FILE` writes one record per row.
+For each ring dimension, slot layout (token-batched, lanes or complex lanes, see
+packing.py), shape and token count (the complex lane layout takes one token at a time):
+seconds per op (median of --reps runs), rotations and plaintext multiplies, bytes of the
+input and output ciphertexts, and the max abs error against numpy. Prints a table;
+`--json FILE` writes one record per row.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.records import write_records  # noqa: E402
 from orchestrator.policy import CkksParams  # noqa: E402
 from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys  # noqa: E402
-from zones.common.ckks.packing import AnyPacking, LanePacking, Packing  # noqa: E402
+from zones.common.ckks.packing import AnyPacking, ComplexLanePacking, LanePacking, Packing  # noqa: E402
 from zones.common.ckks.params import make_context  # noqa: E402
 from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices  # noqa: E402
 
@@ -43,7 +44,8 @@ def bench(ring_dims: list[int], shapes: list[tuple[int, int]], tokens: list[int]
     records = []
     for ring_dim in ring_dims:
         ctx = make_context(CkksParams(ring_dim=ring_dim))
-        packings: dict[str, AnyPacking] = {"batched": Packing(ctx.slots, width), "lanes": LanePacking(ctx.slots, width)}
+        packings: dict[str, AnyPacking] = {"batched": Packing(ctx.slots, width), "lanes": LanePacking(ctx.slots, width),
+                                           "complex": ComplexLanePacking(ctx.slots, width)}
         keys = generate_keys(ctx, sorted({r for name in layouts for r in rotation_indices(packings[name])}))
         for (d_in, d_out), layout in ((s, name) for s in shapes for name in layouts):
             packing = packings[layout]
@@ -52,7 +54,7 @@ def bench(ring_dims: list[int], shapes: list[tuple[int, int]], tokens: list[int]
             start = time.perf_counter()
             layer = EncryptedLinear(ctx.cc, packing, w, b)
             encode_s = time.perf_counter() - start
-            for n in tokens:
+            for n in [1] if layout == "complex" else tokens:
                 x = rng.normal(size=(n, d_in))
                 cts = encrypt_matrix(ctx, keys.public, packing, x)
                 times = []
@@ -103,7 +105,7 @@ def main() -> int:
                     help="d_in x d_out, e.g. 384x384")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--width", type=int, default=512, help="features per ciphertext block")
-    ap.add_argument("--layouts", nargs="*", default=["batched", "lanes"], choices=["batched", "lanes"])
+    ap.add_argument("--layouts", nargs="*", default=["batched", "lanes"], choices=["batched", "lanes", "complex"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]

@@ -48,6 +48,10 @@ CORPUS: tuple[str, ...] = (
 )
 NEWTON_MARGIN = 8.0  # inputs may leave the calibrated range by this factor either way and still converge
 NEWTON_TARGET = 1e-4  # relative error of 1/sqrt after the iterations, in exact arithmetic
+# The complex lane layouts whose partial-output gains a calibration lists: ring dimensions 2^13-2^16, every
+# power-of-two width from 64 to 4096 the layout allows.
+LANE_LAYOUTS: tuple[tuple[int, int], ...] = tuple((slots, 1 << e) for slots in (4096, 8192, 16384, 32768)
+                                                  for e in range(6, 13) if (1 << (e - 1)) ** 2 >= slots)
 
 
 class CalibrationError(LookupError):
@@ -162,7 +166,43 @@ def calibrate(model: str, corpus: tuple[str, ...] = CORPUS) -> dict[str, Any]:
     for name, op in ranged.items():
         ops[name] = {"type": op.type.value, "min": vmin[name], "max": vmax[name]}
     return {"model": model, "graph_digest": m.graph.digest(), "corpus_sha256": corpus_digest(corpus),
-            "newton_margin": NEWTON_MARGIN, "ops": ops, "absmax": absmax}
+            "newton_margin": NEWTON_MARGIN, "ops": ops, "absmax": absmax,
+            "partial_outputs": partial_outputs(m.graph, m.weights())}
+
+
+def layout_key(slots: int, width: int) -> str:
+    """How a complex lane layout is named in a calibration's partial-output gains."""
+    return f"{slots}/{width}"
+
+
+def partial_outputs(graph: Graph, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Per linear op: its largest bias magnitude and, per complex lane layout, the gain bounding its partial
+    output's slots (see packing.ComplexLanePacking.partial_gain). Public, like the ranges: derived from the
+    weights, not from any input."""
+    from zones.common.ckks.packing import ComplexLanePacking
+
+    out: dict[str, Any] = {}
+    for op in graph.ops:
+        if op.type != OpType.LINEAR:
+            continue
+        w = weights[op.weights[0]].detach().double().numpy()
+        bias = float(weights[op.weights[1]].abs().max()) if len(op.weights) > 1 else 0.0
+        out[op.name] = {"bias_absmax": bias, "gain": {layout_key(slots, width): ComplexLanePacking(
+            slots, width).partial_gain(w) for slots, width in LANE_LAYOUTS}}
+    return out
+
+
+def partial_output_bound(calibration: dict[str, Any], op: Op, slots: int, width: int) -> float:
+    """The largest magnitude a slot of linear op `op`'s partial output in the complex lane layout (slots,
+    width) may take: its gain times its input's bound, plus its bias."""
+    try:
+        entry = calibration["partial_outputs"][op.name]
+        gain = float(entry["gain"][layout_key(slots, width)])
+    except KeyError:
+        raise CalibrationError(f"the calibration has no partial-output gain of linear op {op.name!r} in the "
+                               f"complex lane layout of {slots} slots, width {width}; run `hsi calibrate` again "
+                               f"(it lists the layouts {', '.join(layout_key(*k) for k in LANE_LAYOUTS)})") from None
+    return gain * tensor_bound(calibration, op.inputs[0]) + float(entry["bias_absmax"])
 
 
 def tensor_bound(calibration: dict[str, Any], tensor: str) -> float:

@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from orchestrator import cost
-from orchestrator.calibration import CalibrationError, load_calibration, tensor_bound
+from orchestrator.calibration import CalibrationError, load_calibration, partial_output_bound, tensor_bound
 from orchestrator.conversions import conversion, conversion_enclave
 from orchestrator.ir import ELIGIBLE_KINDS, Graph, Op, OpType, ZoneKind
 from orchestrator.policy import HeZone, MpcZone, Policy, TeeZone
-from zones.common.ckks.packing import he_mask_bits
+from zones.common.ckks.packing import complex_lane_packing
 from zones.common.masking import hiding_bits, prescale_for
 
 
@@ -224,6 +224,18 @@ def ckks_conversion_error(scale_bits: int, mask_bits: int) -> float:
     return 2.0 ** -(scale_bits - 19) + 2.0 ** (mask_bits - 50)
 
 
+def _partial_bound(graph: Graph, calibration: dict[str, Any], tensor: str, slots: int, width: int) -> float:
+    """The largest magnitude a slot of an HE tensor in the complex lane layout may take: a linear output's
+    partial sums, a sum of such tensors the sum of their bounds, anything else its own bound."""
+    op = None if tensor in graph.inputs else graph.op(tensor)
+    if op is not None and op.type == OpType.LINEAR:
+        return partial_output_bound(calibration, op, slots, width)
+    if op is not None and op.type == OpType.ADD:
+        return sum(max(tensor_bound(calibration, t), _partial_bound(graph, calibration, t, slots, width))
+                   for t in op.inputs)
+    return tensor_bound(calibration, tensor)
+
+
 def _masks(graph: Graph, policy: Policy, stages: list[Stage],
            conversions: list[Conversion]) -> tuple[list[Stage], list[Conversion]]:
     """Choose each he<->mpc mask's prescale; state its hiding bits and error budget; refuse weak masks."""
@@ -239,13 +251,18 @@ def _masks(graph: Graph, policy: Policy, stages: list[Stage],
         he, mpc = policy.zones[he_name], policy.zones[mpc_name]
         assert isinstance(he, HeZone) and isinstance(mpc, MpcZone)
         try:
-            bound = tensor_bound(load_calibration(policy.model.name, graph, mpc.calibration), c.tensor)
+            calibration = load_calibration(policy.model.name, graph, mpc.calibration)
+            bound = tensor_bound(calibration, c.tensor)
+            single = complex_lane_packing(he)
+            if c.kind == "he->mpc" and single is not None:
+                # a one-token tensor leaves HE with its lanes unsummed: the enclave sees every lane's partial sum
+                bound = max(bound, _partial_bound(graph, calibration, c.tensor, single.slots, single.width))
         except CalibrationError as e:
             problems.append(f"tensor {c.tensor!r} ({c.kind}): {e}")
             continue
         step = 2.0 ** -mpc.fixed_point_bits
         if c.kind == "he->mpc":
-            mask = he_mask_bits(he)
+            mask = he.mask_bits
             k = prescale_for(mask, bound, he.min_hiding_bits)
             if k and graph.op(c.tensor).type != OpType.LINEAR:
                 problems.append(f"tensor {c.tensor!r} (up to {bound:.3g}) needs mask_bits "

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.ir import OpType
 
@@ -92,6 +101,10 @@ class HeZone(_Strict):
                                                       "share of the weight diagonals (that many times fewer "
                                                       "multiplies and plaintexts than the token-batched "
                                                       "layout, more rotations per token); 0 turns it off")
+    token_width: int | None = Field(None, description="features per ciphertext chunk of a single token (the "
+                                                      "complex lane layout of each generated token; a power of "
+                                                      "two). Wider: fewer ciphertexts per tensor, so fewer "
+                                                      "enclave conversions, more plaintexts. Default: pack_width")
     plaintext_cache_mb: int | None = Field(None, ge=0, description="memory for encoded weight plaintexts (about "
                                                                    "0.4 MB each at N=2^14); layers beyond it are "
                                                                    "encoded during each call, ~5x slower. Default: "
@@ -107,11 +120,11 @@ class HeZone(_Strict):
                              f"first_mod_bits - scale_bits + 3 = {limit}")
         return self
 
-    @field_validator("pack_width")
+    @field_validator("pack_width", "token_width")
     @classmethod
-    def _width_power_of_two(cls, v: int) -> int:
-        if v < 1 or v & (v - 1):
-            raise ValueError(f"pack_width must be a power of two, got {v}")
+    def _width_power_of_two(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and (v < 1 or v & (v - 1)):
+            raise ValueError(f"{info.field_name} must be a power of two, got {v}")
         return v
 
 

@@ -74,6 +74,9 @@ def _error(text: str) -> str:
         ("kind: plain, party: client", "kind: gpu, party: client", "unknown zone kind 'gpu'"),
         # ring dimension not a power of two
         ("ring_dim: 16384", "ring_dim: 10000", "bad.yaml:16 zones.h.ckks.ring_dim: Value error, ring_dim must be a power of two"),
+        # a single token's width not a power of two
+        ("scale_bits: 35}\n", "scale_bits: 35}\n    token_width: 1000\n",
+         "bad.yaml:17 zones.h.token_width: Value error, token_width must be a power of two, got 1000"),
         # port out of range
         ("port: 6001", "port: 70000", "bad.yaml:11 zones.c.port: Input should be less than or equal to 65535"),
         # placement references an unknown zone

@@ -20,7 +20,6 @@ from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
 from protos import tensor_pb2 as pb
 from zones.common.auth import peer_principal
 from zones.common.certs import Credentials
-from zones.common.ckks.packing import he_mask_bits
 from zones.common.codec import CodecError, decode_tensor
 from zones.common.engine import KeyedEngine, RunContext, StoredTensor, ZoneEngine, ZoneError, engine_for
 from zones.common.masking import BOUNDED, PIECES, PRESCALE, bounded_share
@@ -380,7 +379,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         assert isinstance(he, HeZone) and isinstance(mpc, MpcZone)
         tee, tee_party = conversion_enclave(self.policy, self.zone, to_zone)
         k = self._conversion(name, to_zone).prescale_bits
-        r, masked = self.engine.mask(name, t, he_mask_bits(he))  # type: ignore[attr-defined]
+        r, masked = self.engine.mask(name, t, he.mask_bits)  # type: ignore[attr-defined]
         names, bits = list(mpc.parties), mpc.fixed_point_bits
         me = self.policy.principal(self.party, self.zone)
         links: dict[str, int] = {}

@@ -17,13 +17,13 @@ from orchestrator.models.registry import load_model
 from orchestrator.planner import Stage
 from orchestrator.policy import HeZone, Policy
 from protos import tensor_pb2 as pb
-from zones.common.ckks.crypto import add_plain_matrix
+from zones.common.ckks.crypto import add_plain_matrix, mask_slots
 from zones.common.ckks.material import deserialize_public
-from zones.common.ckks.packing import AnyPacking, Packing, lane_packing
+from zones.common.ckks.packing import AnyPacking, Packing, complex_lane_packing, lane_packing
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
-from zones.common.masking import BOUNDED, bounded_values, uniform_mask
+from zones.common.masking import BOUNDED, bounded_values
 from zones.common.material import MaterialError, unbundle
 from zones.he.linear import EncryptedLinear, OpCounts, plaintext_bytes, rotation_indices
 
@@ -46,13 +46,16 @@ class HeEngine:
             raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"zone {zone!r}: {e}") from None
         self.packing = Packing(z.ckks.ring_dim // 2, z.pack_width)
         self.lane = lane_packing(z)
-        self.packings: list[AnyPacking] = [self.packing] + ([self.lane, self.lane.output] if self.lane else [])
+        self.single = complex_lane_packing(z)  # one token (each generated one)
+        self.packings: list[AnyPacking] = [self.packing] + [q for p in (self.lane, self.single) if p
+                                                            for q in (p, p.output)]
         self._cc: fhe.CryptoContext | None = None
         self._key_tag = ""
         self._zero: fhe.Ciphertext | None = None  # a fresh encryption of 0 (see _tensor)
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         self._cache_budget = (z.plaintext_cache_mb << 20) if z.plaintext_cache_mb is not None else memory * 3 // 4
         self._cache_used = 0
+        self._token_reserve: int | None = None  # cache held back for the single-token layers not yet encoded
         self._layers: dict[tuple[str, AnyPacking], EncryptedLinear] = {}
         self._graph: Graph | None = None
         self._weights: dict[str, torch.Tensor] | None = None
@@ -97,6 +100,7 @@ class HeEngine:
             self._zero = cc.Encrypt(public, cc.MakeCKKSPackedPlaintext([0.0]))
             self._layers.clear()  # plaintexts are bound to the context
             self._cache_used = 0
+            self._token_reserve = None
         return self._key_tag, len(self.rotations())
 
     def fetch_material(self) -> None:
@@ -123,20 +127,23 @@ class HeEngine:
         return self._cc
 
     def load_stage(self, stage: Stage, graph: Graph) -> None:
-        """Encode the weight plaintexts of the stage's linear ops (once per layout: the lane layout first, as it
-        is the smaller; a token-batched layer past the cache budget waits for its first call); fetch public
-        material first if needed."""
+        """Encode the weight plaintexts of the stage's linear ops (once per layout, smallest first: the complex
+        lane layout of one token, the lane layout, then the token-batched one, which waits for its first call
+        when past the cache budget); fetch public material first if needed."""
         if self._cc is None:
             self.fetch_material()
         self._context()
         self._graph = graph
+        if self._token_reserve is None:
+            self._token_reserve = self._single_token_need(graph)
         for name in stage.ops:
             op = graph.op(name)
             if op.type not in SUPPORTED:
                 raise ZoneError(grpc.StatusCode.UNIMPLEMENTED, f"HE zone cannot run {op.type.value} op {name!r}")
             if op.type == OpType.LINEAR:
-                if self.lane is not None:
-                    self._layer(stage, name, self.lane)
+                for packing in (self.single, self.lane):
+                    if packing is not None:
+                        self._layer(stage, name, packing)
                 shape = tuple(self._model_weights()[op.weights[0]].shape)
                 if self._batched_used() and self._fits(shape, self.packing):
                     self._layer(stage, name, self.packing)
@@ -169,15 +176,33 @@ class HeEngine:
     def _need(self, shape: tuple[int, ...], packing: AnyPacking) -> int:
         _, n_out = packing.grid(1, shape[0])
         _, n_in = packing.grid(1, shape[1])
-        return n_out * n_in * packing.diagonals * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
+        per_block = packing.diagonals * packing.terms
+        return n_out * n_in * per_block * plaintext_bytes(self.spec.ckks.ring_dim, self.spec.ckks.depth)
+
+    def _single_token_need(self, graph: Graph) -> int:
+        """Cache the single-token layout of every linear op placed in this zone takes: generation runs every
+        one of them at each token, so the other layouts leave room for them."""
+        from orchestrator.planner import place
+
+        if self.single is None:
+            return 0
+        weights = self._model_weights()
+        placed = place(graph, self.policy)[0]
+        return sum(self._need(tuple(weights[op.weights[0]].shape), self.single) for op in graph.ops
+                   if op.type == OpType.LINEAR and placed.get(op.name) == self.zone)
 
     def _fits(self, shape: tuple[int, ...], packing: AnyPacking) -> bool:
-        """Whether a layer of this weight shape in `packing` fits what is left of the plaintext cache."""
-        return self._cache_used + self._need(shape, packing) <= self._cache_budget
+        """Whether a layer of this weight shape in `packing` fits what is left of the plaintext cache (less what
+        the single-token layers still to come need, for other layouts)."""
+        held_back = 0 if packing == self.single else self._token_reserve or 0
+        return self._cache_used + self._need(shape, packing) + held_back <= self._cache_budget
 
     def _reserve(self, name: str, shape: tuple[int, ...], packing: AnyPacking) -> bool:
         """Whether layer `name` in `packing` fits the plaintext cache (and, if so, count it in)."""
-        if not self._fits(shape, packing):
+        fits = self._fits(shape, packing)
+        if packing == self.single and self._token_reserve:
+            self._token_reserve = max(0, self._token_reserve - self._need(shape, packing))
+        if not fits:
             log.warning("zone %s: layer %s (%s) does not fit the %d MB plaintext cache; it is encoded during each "
                         "call", self.zone, name, packing.meta()["packing"], self._cache_budget >> 20)
             return False
@@ -242,15 +267,12 @@ class HeEngine:
         return CipherTensor([[cc.Rescale(cc.EvalMult(ct, float(c))) for ct in row] for row in a.blocks],
                             a.packing, a.tokens, a.features)
 
-    def _with_plaintext(self, ct: CipherTensor, values: np.ndarray, sign: float) -> CipherTensor:
-        blocks = add_plain_matrix(self._context(), ct.packing, ct.blocks, values * sign)
-        return CipherTensor(blocks, ct.packing, ct.tokens, ct.features)
-
     def mask(self, name: str, t: StoredTensor, bits: int) -> tuple[np.ndarray, StoredTensor]:
-        """(r, ct(x - r)): a fresh mask uniform in +-2^bits and the tensor minus it, for the he->mpc conversion."""
+        """(r, ct(x - m)) for the he->mpc conversion: a fresh mask uniform in +-2^bits in every slot, and the
+        values r it unpacks to (see crypto.mask_slots)."""
         ct = self._tensor(name, t)
-        r = uniform_mask((ct.tokens, ct.features), bits)
-        return r, self._with_plaintext(ct, r, -1.0).to_stored()
+        r, blocks = mask_slots(self._context(), ct.packing, ct.blocks, ct.tokens, ct.features, bits)
+        return r, CipherTensor(blocks, ct.packing, ct.tokens, ct.features).to_stored()
 
     def unmask(self, name: str, parts: list[StoredTensor]) -> StoredTensor:
         """ct(y - s) + s = ct(y): the mpc->he conversion's two pieces (the enclave's ciphertext, the co-located
@@ -265,7 +287,8 @@ class HeEngine:
         if tuple(masks[0].shape) != (ct.tokens, ct.features) or masks[0].meta.get(BOUNDED) != "1":
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"the mask of {name!r} is not a bounded share of shape {[ct.tokens, ct.features]}")
-        return self._with_plaintext(ct, bounded_values(masks[0]), 1.0).to_stored()
+        blocks = add_plain_matrix(self._context(), ct.packing, ct.blocks, bounded_values(masks[0]))
+        return CipherTensor(blocks, ct.packing, ct.tokens, ct.features).to_stored()
 
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Run the stage's linear and add ops on ciphertexts."""

@@ -11,7 +11,9 @@ where diag[k] = packing.diagonal(block (o, c), k) and diag' is diag pre-rotated 
 -g*g1, so the g1 baby-step rotations of each input chunk are computed once (hoisted)
 and shared by every output chunk, and only K/g1 giant-step rotations remain per
 output chunk; lanesum adds the lanes of the lane layout (nothing in the token-batched
-one). Plaintext diagonals are encoded once per layer and cached.
+and the complex lane one). The complex lane layout has two diagonals per k, and the
+sum over the second is conjugated before it is added: y = M z + conj(N' z) (see
+packing.ComplexLanePacking). Plaintext diagonals are encoded once per layer and cached.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openfhe as fhe
 
+from zones.common.ckks.crypto import conjugation_index
 from zones.common.ckks.packing import AnyPacking
 
 
@@ -72,6 +75,12 @@ def baby_giant_split(width: int) -> int:
     return best
 
 
+def conjugate(cc: fhe.CryptoContext, ct: fhe.Ciphertext) -> fhe.Ciphertext:
+    """The ciphertext of the slot-wise complex conjugate."""
+    keys = fhe.CryptoContext.GetEvalAutomorphismKeyMap(ct.GetKeyTag())
+    return cc.EvalAutomorphism(ct, conjugation_index(cc), keys)
+
+
 def rotation_indices(packing: AnyPacking) -> list[int]:
     """Slot rotations (positive, left) every linear layer needs under this packing, whatever its shape."""
     diagonals = packing.diagonals
@@ -91,8 +100,8 @@ class EncryptedLinear:
     bias: np.ndarray | None
     cached: bool = True  # False: keep the diagonals as floats and encode them during each call (memory-bound)
     g1: int = field(init=False)
-    _diags: dict[tuple[int, int, int], fhe.Plaintext] = field(init=False, default_factory=dict)
-    _raw: dict[tuple[int, int, int], np.ndarray] = field(init=False, default_factory=dict)
+    _diags: dict[tuple[int, int, int, int], fhe.Plaintext] = field(init=False, default_factory=dict)
+    _raw: dict[tuple[int, int, int, int], np.ndarray] = field(init=False, default_factory=dict)
     _bias: list[fhe.Plaintext] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -118,17 +127,17 @@ class EncryptedLinear:
         _, n_out = packing.grid(1, self.d_out)
         padded = np.zeros((n_out * width, n_in * width))
         padded[: self.d_out, : self.d_in] = self.weight
-        jobs: list[tuple[tuple[int, int, int], np.ndarray]] = []
+        jobs: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
         for o in range(n_out):
             for c in range(n_in):
                 block = padded[o * width:(o + 1) * width, c * width:(c + 1) * width]
                 for k in range(packing.diagonals):
-                    diag = packing.diagonal(block, k)
-                    if not diag.any():
-                        continue  # zero padding: nothing to multiply
-                    g = k // g1
-                    # pre-rotate by -g*g1 diagonals so the giant-step rotation lands it in place
-                    jobs.append(((o, c, k), np.roll(diag, g * g1)))
+                    for term, diag in enumerate(packing.diagonal_terms(block, k)):
+                        if not diag.any():
+                            continue  # zero padding: nothing to multiply
+                        g = k // g1
+                        # pre-rotate by -g*g1 diagonals so the giant-step rotation lands it in place
+                        jobs.append(((o, c, k, term), np.roll(diag, g * g1)))
         if not self.cached:
             self._raw = dict(jobs)
         else:
@@ -138,14 +147,14 @@ class EncryptedLinear:
         if self.bias is not None:
             padded_bias = np.zeros(n_out * width)
             padded_bias[: self.d_out] = self.bias
-            # added after the rescale, so encoded for level 1; to both the real and the imaginary token
-            self._bias = [self.cc.MakeCKKSPackedPlaintext(
-                packing.output.expand(padded_bias[o * width:(o + 1) * width]) * (1 + 1j), 1, 1) for o in range(n_out)]
+            # added after the rescale, so encoded for level 1
+            self._bias = [self.cc.MakeCKKSPackedPlaintext(packing.bias_slots(padded_bias[o * width:(o + 1) * width]),
+                                                          1, 1) for o in range(n_out)]
 
     def _encode_diag(self, diag: np.ndarray) -> fhe.Plaintext:
         return self.cc.MakeCKKSPackedPlaintext(self.packing.expand(diag))
 
-    def _diag(self, key: tuple[int, int, int]) -> fhe.Plaintext | None:
+    def _diag(self, key: tuple[int, int, int, int]) -> fhe.Plaintext | None:
         if self.cached:
             return self._diags.get(key)
         raw = self._raw.get(key)
@@ -168,20 +177,20 @@ class EncryptedLinear:
             counts.hoisted_rotations += g1 - 1
         _, n_out = self.packing.grid(1, self.d_out)
 
-        def giant_step(o: int, g: int) -> tuple[fhe.Ciphertext | None, OpCounts]:
+        def giant_step(o: int, g: int, term: int) -> tuple[fhe.Ciphertext | None, OpCounts]:
             local = OpCounts()
             inner = None
             for c, rotated in enumerate(baby):
                 for s in range(g1):
-                    pt = self._diag((o, c, g * g1 + s))
+                    pt = self._diag((o, c, g * g1 + s, term))
                     if pt is None:
                         continue
-                    term = cc.EvalMult(rotated[s], pt)
+                    product = cc.EvalMult(rotated[s], pt)
                     local.ptmults += 1
                     if inner is None:
-                        inner = term
+                        inner = product
                     else:
-                        cc.EvalAddInPlace(inner, term)
+                        cc.EvalAddInPlace(inner, product)
                         local.adds += 1
             if inner is not None and g:
                 inner = cc.EvalRotate(inner, b * g * g1)
@@ -189,21 +198,31 @@ class EncryptedLinear:
             return inner, local
 
         # Giant steps are independent; OpenFHE releases the GIL, so threads use every core.
-        jobs = [(o, g) for o in range(n_out) for g in range(self.packing.diagonals // g1)]
+        terms = self.packing.terms
+        jobs = [(o, g, t) for o in range(n_out) for g in range(self.packing.diagonals // g1) for t in range(terms)]
         results = list(_pool().map(lambda job: giant_step(*job), jobs))
         outputs = []
         for o in range(n_out):
-            acc = None
-            for (job_o, _), (inner, local) in zip(jobs, results, strict=True):
+            sums: list[fhe.Ciphertext | None] = [None] * terms
+            for (job_o, _, t), (inner, local) in zip(jobs, results, strict=True):
                 if job_o != o:
                     continue
                 counts.add(local)
                 if inner is None:
                     continue
-                if acc is None:
-                    acc = inner
+                if sums[t] is None:
+                    sums[t] = inner
                 else:
-                    cc.EvalAddInPlace(acc, inner)
+                    cc.EvalAddInPlace(sums[t], inner)
+                    counts.adds += 1
+            acc = sums[0]
+            if terms == 2 and sums[1] is not None:
+                conj = conjugate(cc, sums[1])
+                counts.rotations += 1
+                if acc is None:
+                    acc = conj
+                else:
+                    cc.EvalAddInPlace(acc, conj)
                     counts.adds += 1
             if acc is None:  # an all-zero weight block
                 acc = cc.EvalMult(chunks[0], 0.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import openfhe as fhe
 
 from orchestrator.policy import CkksParams
-from zones.common.ckks.crypto import KeyPair, generate_keys
+from zones.common.ckks.crypto import KeyPair, automorphism_keygen, generate_keys
 from zones.common.ckks.material import serialize_public
 from zones.common.ckks.params import Context, make_context
 from zones.tee.hsm import Hsm
@@ -120,15 +120,15 @@ class KeyStore:
             return opened
 
     def public_material(self, key: str, rotations: list[int]) -> dict[str, bytes]:
-        """Context, public key, relinearisation keys and rotation keys for exactly `rotations`."""
+        """Context, public key, relinearisation keys, rotation keys for exactly `rotations` and the conjugation
+        key."""
         with self._lock:
             ctx, keys = self.open(key)
             try:
                 ctx.cc.ClearEvalAutomorphismKeys()  # only what this caller asked for goes out
             except RuntimeError:
                 pass
-            if rotations:
-                ctx.cc.EvalRotateKeyGen(keys.secret, sorted(set(rotations)))
+            automorphism_keygen(ctx.cc, keys.secret, rotations)
             return serialize_public(ctx.cc, keys.public)
 
     def rotate(self, key: str) -> KeyMeta:

@@ -11,7 +11,7 @@ import torch
 from orchestrator.models.registry import load_model
 from orchestrator.policy import CkksParams
 from zones.common.ckks.crypto import KeyPair, generate_keys
-from zones.common.ckks.packing import LanePacking, Packing
+from zones.common.ckks.packing import ComplexLanePacking, LanePacking, Packing
 from zones.common.ckks.params import Context, make_context
 from zones.he.linear import rotation_indices
 from zones.plain.executor import PlainExecutor, SessionState, StepContext
@@ -31,9 +31,9 @@ class Keys:
 def he_keys() -> Keys:
     ctx = make_context(CkksParams(ring_dim=1 << 14))
     packing = Packing(ctx.slots, 512)
-    # and the lane layouts of both models' widths (see test_lane_linear_matches_torch)
-    rotations = {r for p in (packing, LanePacking(ctx.slots, 512), LanePacking(ctx.slots, 1024))
-                 for r in rotation_indices(p)}
+    # and the (complex) lane layouts of the policies' widths (see test_lane_linear_matches_torch)
+    layouts = [packing] + [kind(ctx.slots, w) for kind in (LanePacking, ComplexLanePacking) for w in (256, 512, 1024)]
+    rotations = {r for p in layouts for r in rotation_indices(p)}
     return Keys(ctx, packing, generate_keys(ctx, sorted(rotations)))
 
 

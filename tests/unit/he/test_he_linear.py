@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.models.registry import load_model
+from orchestrator.calibration import load_calibration
+from orchestrator.models.registry import load_graph, load_model
 from orchestrator.policy import CkksParams
 from tests.unit.he.conftest import Keys, capture
 from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix
-from zones.common.ckks.packing import LanePacking, Packing, input_packing, packing_from_meta
+from zones.common.ckks.packing import ComplexLanePacking, LanePacking, Packing, input_packing, packing_from_meta
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.he.linear import EncryptedLinear, OpCounts, baby_giant_split, rotation_indices
 
@@ -124,6 +125,69 @@ def test_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: s
     assert np.abs(lanes - lanes[0]).max() < 1e-3
 
 
+COMPLEX_CASES = [  # (model, op, source, width): every SmolLM2 shape at the selective and the private width
+    *[(m, op, src, w) for m, op, src in CASES[3:] for w in (1024, 256)],
+    ("minilm-l6", "encoder.layer.0.intermediate.dense", "encoder.layer.0.attention.output.LayerNorm", 512),  # bias
+]
+
+
+@pytest.mark.parametrize(("model", "op", "source", "width"), COMPLEX_CASES,
+                         ids=[f"{c[1].split('.', 3)[-1]}-{c[3]}" for c in COMPLEX_CASES])
+def test_complex_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: str, width: int) -> None:
+    x = capture(model, [source])[source][-1:]  # one token, as each generated token travels
+    w, b = _weight_and_bias(model, op)
+    packing = ComplexLanePacking(he_keys.ctx.slots, width)
+    layer = EncryptedLinear(he_keys.ctx.cc, packing, w, b)
+    lanes = LanePacking(he_keys.ctx.slots, width)
+    # two diagonals per rotation, but a complex lane covers twice the features: half the lane layout's plaintexts
+    assert layer.plaintexts * 2 == -(-w.shape[0] // width) * -(-w.shape[1] // width) * width // lanes.lanes
+    counts = OpCounts()
+    out = layer.forward(encrypt_matrix(he_keys.ctx, he_keys.keys.public, packing, x), counts)
+    n_out = -(-w.shape[0] // width)
+    assert len(out) == 1 and len(out[0]) == n_out and counts.ptmults == layer.plaintexts
+    assert counts.rotations == n_out * (2 * (packing.diagonals // layer.g1 - 1) + 1)  # giant steps, conjugation
+    got = decrypt_matrix(he_keys.ctx, he_keys.keys.secret, packing.output, out, 1, w.shape[0])
+    want = x @ w.T + (b if b is not None else 0)
+    err = np.abs(got - want)
+    print(f"complex lanes {op} {w.shape[1]}->{w.shape[0]} width {width}: max abs err {err.max():.2e}, "
+          f"{counts.rotations} rotations, {counts.hoisted_rotations} hoisted, {counts.ptmults} multiplies")
+    assert err.max() <= 1e-3
+    # the lanes hold partial sums (what the he->mpc mask must cover), bounded by the gain the calibration lists
+    gain = load_calibration(model, load_graph(model))["partial_outputs"][op]["gain"][f"{packing.slots}/{width}"]
+    assert gain == pytest.approx(packing.partial_gain(w))
+    bound = gain * np.abs(x).max() + (np.abs(b).max() if b is not None else 0)
+    for ct in out[0]:
+        vec = np.array(he_keys.ctx.cc.Decrypt(ct, he_keys.keys.secret).GetCKKSPackedValue())
+        partial = vec.reshape(packing.lanes, width // 2)
+        assert np.abs(partial - partial.sum(axis=0) / packing.lanes).max() > 1e-2  # not replicated
+        assert max(np.abs(vec.real).max(), np.abs(vec.imag).max()) <= bound + 1e-3
+
+
+def test_complex_lane_packing_layout() -> None:
+    p = ComplexLanePacking(8192, 1024)
+    assert (p.lanes, p.diagonals, p.tokens_per_ct, p.terms, p.lane_sums) == (16, 32, 1, 2, [])
+    x = np.random.default_rng(2).normal(size=(2, 1500))
+    vectors = p.pack(x)
+    assert p.grid(2, 1500) == (2, 2) and len(vectors) == 2 and len(vectors[0]) == 2
+    assert np.array_equal(p.unpack(vectors, 2, 1500), x)
+    lanes = vectors[0][0].reshape(16, 512)
+    for lane in range(16):  # staggered: lane l starts at complex feature 32 l; first half real, second imaginary
+        assert np.array_equal(lanes[lane].real, np.roll(x[0, :512], -32 * lane))
+        assert np.array_equal(lanes[lane].imag, np.roll(x[0, 512:1024], -32 * lane))
+    partial = p.output
+    assert not partial.linear_input and partial.lane_sums == []
+    split = np.random.default_rng(3).normal(size=(16, 512)) + 1j * np.random.default_rng(4).normal(size=(16, 512))
+    total = split.sum(axis=0)  # a partial output: whoever decrypts adds the lanes
+    assert np.allclose(partial.unpack([[split.reshape(-1)]], 1, 1024), np.concatenate([total.real, total.imag]))
+    assert np.allclose(partial.unpack(partial.pack(x), 2, 1500), x)
+    for q in (p, partial):
+        assert packing_from_meta(q.meta()) == q
+    with pytest.raises(ValueError, match="width 128 is too narrow"):
+        ComplexLanePacking(8192, 128)
+    with pytest.raises(ValueError, match="does not take input packed complex-lanes-partial"):
+        EncryptedLinear(None, partial, np.eye(4), None)  # type: ignore[arg-type]
+
+
 def test_lane_packing_layout() -> None:
     p = LanePacking(8192, 1024)
     assert (p.lanes, p.diagonals, p.tokens_per_ct, p.lane_sums) == (8, 128, 2, [1024, 2048, 4096])
@@ -152,7 +216,10 @@ def test_input_layout_follows_token_count() -> None:
 
     zone = HeZone(kind="he", party="owner", port=1, pack_width=1024)
     assert zone.lane_max_tokens == 4
-    assert input_packing(zone, 1) == input_packing(zone, 4) == LanePacking(8192, 1024)
+    assert input_packing(zone, 1) == ComplexLanePacking(8192, 1024)
+    assert input_packing(zone.model_copy(update={"token_width": 2048}), 1) == ComplexLanePacking(8192, 2048)
+    assert input_packing(zone, 2) == input_packing(zone, 4) == LanePacking(8192, 1024)
     assert input_packing(zone, 5) == Packing(8192, 1024)
     assert input_packing(zone.model_copy(update={"lane_max_tokens": 0}), 1) == Packing(8192, 1024)
     assert input_packing(zone.model_copy(update={"pack_width": 64}), 1) == Packing(8192, 64)  # too narrow for lanes
+    assert input_packing(zone.model_copy(update={"pack_width": 128}), 1) == LanePacking(8192, 128)  # for complex

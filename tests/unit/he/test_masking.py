@@ -14,8 +14,8 @@ from orchestrator.planner import PlanError, make_plan
 from orchestrator.policy import HeZone, PolicyError, load_policy, load_policy_text
 from tests.conftest import POLICIES
 from tests.unit.he.conftest import Keys, capture
-from zones.common.ckks.crypto import add_plain_matrix, decrypt_matrix, encrypt_matrix
-from zones.common.ckks.packing import AnyPacking, LanePacking, Packing, he_mask_bits
+from zones.common.ckks.crypto import add_plain_matrix, decrypt_matrix, encrypt_matrix, mask_slots
+from zones.common.ckks.packing import AnyPacking, ComplexLanePacking, LanePacking
 from zones.common.masking import bounded_share, hiding_bits, prescale_for, uniform_mask
 from zones.common.shares import combine
 from zones.he.linear import EncryptedLinear
@@ -32,8 +32,9 @@ def test_uniform_mask_range_and_hiding() -> None:
 
 def _masked_round_trip(he_keys: Keys, y: np.ndarray, prescale: int, mask_bits: int,
                        packing: AnyPacking | None = None) -> float:
-    """he -> mpc of a linear output: mask at level 1, decrypt, scale both shares back; the max abs error against
-    the unmasked ciphertext's own decryption (the conversion's error, not the layer's). The last len(y) tokens."""
+    """he -> mpc of a linear output as the HE zone masks it (every slot): mask at level 1, decrypt, scale both
+    shares back; the max abs error against the unmasked ciphertext's own decryption (the conversion's error, not
+    the layer's). The last len(y) tokens."""
     ctx, keys = he_keys.ctx, he_keys.keys
     packing = packing or he_keys.packing
     x = np.asarray(capture("minilm-l6", ["encoder.layer.0.intermediate.intermediate_act_fn"])[
@@ -42,8 +43,7 @@ def _masked_round_trip(he_keys: Keys, y: np.ndarray, prescale: int, mask_bits: i
     weight, bias = (w[f"{DENSE}.{p}"].double().numpy() for p in ("weight", "bias"))
     layer = EncryptedLinear(ctx.cc, packing, weight * 2.0 ** -prescale, bias * 2.0 ** -prescale)
     out = layer.forward(encrypt_matrix(ctx, keys.public, packing, x))
-    r = uniform_mask(y.shape, mask_bits)
-    masked = add_plain_matrix(ctx.cc, packing.output, out, -r)
+    r, masked = mask_slots(ctx.cc, packing.output, out, *y.shape, mask_bits)
     enclave = decrypt_matrix(ctx, keys.secret, packing.output, masked, *y.shape)
     shares = [bounded_share(r, 0, 2, 16, prescale), bounded_share(enclave, 1, 2, 16, prescale)]
     exact = decrypt_matrix(ctx, keys.secret, packing.output, out, *y.shape) * 2.0 ** prescale
@@ -56,20 +56,19 @@ def test_he_to_mpc_error_within_the_plans_budget(he_keys: Keys) -> None:
     plan = make_plan(load_graph("minilm-l6"), policy)
     conv = next(c for c in plan.conversions if c.tensor == DENSE and c.kind == "he->mpc")
     he = policy.zones["he"]
-    assert isinstance(he, HeZone) and he_mask_bits(he) == he.mask_bits - 2  # MiniLM's width 512: 16 lanes
-    assert conv.prescale_bits == 5 and conv.hiding_bits is not None and conv.hiding_bits >= 20
+    assert isinstance(he, HeZone)
+    assert conv.prescale_bits == 3 and conv.hiding_bits is not None and conv.hiding_bits >= 20
     y = capture("minilm-l6", [DENSE])[DENSE]
-    for packing in (he_keys.packing, LanePacking(he_keys.ctx.slots, 512)):
-        rows = y if isinstance(packing, Packing) else y[-2:]
-        err = _masked_round_trip(he_keys, rows, conv.prescale_bits, he_mask_bits(he), packing)
+    layouts: list[tuple[AnyPacking, np.ndarray]] = [(he_keys.packing, y), (LanePacking(he_keys.ctx.slots, 512), y[-2:]),
+                                                    (ComplexLanePacking(he_keys.ctx.slots, 512), y[-1:])]
+    for packing, rows in layouts:
+        # slot-wise masks decrypt at the full mask_bits in every layout (a replicated mask would not in lanes)
+        err = _masked_round_trip(he_keys, rows, conv.prescale_bits, he.mask_bits, packing)
         print(f"he->mpc of {DENSE} (|y| <= {np.abs(y).max():.1f}), {packing.meta()['packing']}: error {err:.2e}, "
               f"budget {conv.error_budget}")
         assert conv.error_budget is not None and err <= conv.error_budget
-    # two more mask bits overflow the last modulus (why a policy may not raise mask_bits past 28 here); in lanes,
-    # the replicated output already overflows at the zone's 28 (hence he_mask_bits)
-    assert _masked_round_trip(he_keys, y, conv.prescale_bits, he.mask_bits + 2) > 1.0
-    assert _masked_round_trip(he_keys, y[-2:], conv.prescale_bits, he.mask_bits,
-                              LanePacking(he_keys.ctx.slots, 512)) > 1.0
+        # two more mask bits overflow the last modulus (why a policy may not raise mask_bits past 28 here)
+        assert _masked_round_trip(he_keys, rows, conv.prescale_bits, he.mask_bits + 2, packing) > 1.0
 
 
 def test_mpc_to_he_error_within_the_plans_budget(he_keys: Keys) -> None:
@@ -97,4 +96,4 @@ def test_planner_refuses_masks_that_hide_too_little() -> None:
         load_policy_text(text.replace("mask_bits: 28", "mask_bits: 30"))
     plan = make_plan(load_graph("minilm-l6"), load_policy_text(text.replace("min_hiding_bits: 20", "min_hiding_bits: 24")))
     dense = next(c for c in plan.conversions if c.tensor == DENSE and c.kind == "he->mpc")
-    assert dense.prescale_bits == 9 and math.isclose(dense.hiding_bits or 0, 24, abs_tol=1)  # 2 bits of lanes
+    assert dense.prescale_bits == 7 and math.isclose(dense.hiding_bits or 0, 24, abs_tol=1)  # 3 at 20 bits, +4

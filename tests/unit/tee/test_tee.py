@@ -14,7 +14,7 @@ import pytest
 from orchestrator.policy import CkksParams, KeyGrant
 from tests.unit.tee.conftest import MODULE, PIN
 from zones.common.attestation import AttestationError, Quote, QuoteVerifier, quote_body
-from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix
+from zones.common.ckks.crypto import conjugation_index, decrypt_matrix, encrypt_matrix
 from zones.common.ckks.packing import Packing
 from zones.tee.access import AccessControl, Denied
 from zones.tee.audit import AuditLog, read_log, verify_records
@@ -89,10 +89,14 @@ def test_sealed_key_does_not_open_elsewhere(hsm: Hsm, tmp_path: Path) -> None:
 def test_public_material_has_exactly_the_requested_rotations(hsm: Hsm, tmp_path: Path) -> None:
     store = KeyStore(hsm, tmp_path, measurement())
     store.create("k", PARAMS)
+    none = store.public_material("k", [])["rotation_keys"]
     small = store.public_material("k", [16])["rotation_keys"]
+    ctx, keys = store.open("k")
+    installed = ctx.cc.GetExistingEvalAutomorphismKeyIndices(keys.public.GetKeyTag())
+    # the rotation asked for and the conjugation every complex lane layer needs, nothing else
+    assert sorted(installed) == sorted([ctx.cc.FindAutomorphismIndex(16), conjugation_index(ctx.cc)])
     large = store.public_material("k", [16, 32, 64])["rotation_keys"]
-    assert 0 < len(small) < len(large)
-    assert store.public_material("k", [])["rotation_keys"] == b""
+    assert 0 < len(none) < len(small) < len(large)
 
 
 def _quote(hsm: Hsm, nonce: bytes, meas: bytes, when: int) -> Quote:

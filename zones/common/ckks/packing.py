@@ -14,6 +14,13 @@ part: weights are real, so a linear layer maps both independently):
   different `width / lanes` of the weight diagonals and a width x width block costs
   `width / lanes` multiplies; replicated (a linear layer's output), every lane holds the
   same features after the lanes are summed.
+- `ComplexLanePacking`, for one token (each generated token): the lane layout with the
+  token's features split into halves carried in the real and the imaginary part, so a
+  chunk of `width` features takes `width / 2` slots per lane and twice as many lanes.
+  A linear layer is y = M z + conj(N' z) for complex matrices M, N' (see `diagonal`): two
+  multiplies per diagonal, half as many diagonals per lane and one conjugation per output
+  chunk, half the multiplies of the lane layout. Its output is left with the lanes
+  unsummed (partial): whoever decrypts adds them up, so no lane-sum rotations are spent.
 
 A tensor of n tokens and d features is a grid of ceil(n / tokens_per_ct) token blocks
 by ceil(d / width) feature chunks in either layout.
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
 FEATURE_MAJOR = "feature-major-complex"
 LANE_STAGGERED = "lanes-staggered"
 LANE_REPLICATED = "lanes-replicated"
+COMPLEX_STAGGERED = "complex-lanes-staggered"
+COMPLEX_PARTIAL = "complex-lanes-partial"
 
 
 def _check_width(slots: int, width: int) -> None:
@@ -55,8 +64,32 @@ def _real_rows(cplx: np.ndarray) -> np.ndarray:
     return np.concatenate([cplx.real, cplx.imag], axis=0)
 
 
+class _TokenPairs:
+    """What a linear layer needs of a layout with two tokens per slot (real and imaginary part) and real
+    weights: one real diagonal per rotation, acting on both tokens at once."""
+
+    def diagonal(self, block: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def expand(self, compact: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def terms(self) -> int:
+        """Plaintext diagonals per rotation of the input (the length of `diagonal_terms`)."""
+        return 1
+
+    def diagonal_terms(self, block: np.ndarray, k: int) -> list[np.ndarray]:
+        """The plaintext diagonals multiplying the input rotated by k: one (see `ComplexLanePacking` for two)."""
+        return [self.diagonal(block, k)]
+
+    def bias_slots(self, bias: np.ndarray) -> np.ndarray:
+        """Slot vector adding one output chunk's bias to every token of a linear layer's output."""
+        return self.expand(bias) * (1 + 1j)
+
+
 @dataclass(frozen=True)
-class Packing:
+class Packing(_TokenPairs):
     """Token-batched slot layout: `width` features x `tokens_per_ct` tokens per ciphertext."""
 
     slots: int
@@ -133,7 +166,7 @@ class Packing:
 
 
 @dataclass(frozen=True)
-class LanePacking:
+class LanePacking(_TokenPairs):
     """One token pair per ciphertext, its features in `lanes` lanes, staggered (a linear layer's input) or
     replicated (its output)."""
 
@@ -229,21 +262,164 @@ class LanePacking:
                 "width": str(self.width)}
 
 
-AnyPacking = Packing | LanePacking
+@dataclass(frozen=True)
+class ComplexLanePacking:
+    """One token per ciphertext, each chunk of `width` features as `width / 2` complex values (first half
+    real, second half imaginary) in lanes of `width / 2` slots: staggered (a linear layer's input) or partial
+    (its output, each lane holding its share of the sums)."""
+
+    slots: int
+    width: int
+    staggered: bool = True
+
+    def __post_init__(self) -> None:
+        _check_width(self.slots, self.width)
+        if not self.wide_enough(self.slots, self.width):
+            raise ValueError(f"complex lane packing needs (width/2)^2 >= slots ({self.slots}); width {self.width} "
+                             "is too narrow")
+
+    @staticmethod
+    def wide_enough(slots: int, width: int) -> bool:
+        """Whether `width` features (`width / 2` complex) leave each lane at least one diagonal."""
+        return width >= 2 and LanePacking.wide_enough(slots, width // 2)
+
+    @property
+    def _lanes(self) -> LanePacking:
+        """The complex values' lane geometry: a lane layout `width / 2` slots wide."""
+        return LanePacking(self.slots, self.width // 2)
+
+    @property
+    def lanes(self) -> int:
+        """Copies of the features in one ciphertext."""
+        return self._lanes.lanes
+
+    @property
+    def tokens_per_ct(self) -> int:
+        """Tokens held by one ciphertext."""
+        return 1
+
+    @property
+    def rotation_unit(self) -> int:
+        """The slot rotation that moves a diagonal by one."""
+        return 1
+
+    @property
+    def diagonals(self) -> int:
+        """Rotations of the input per weight block: the diagonals each lane works through."""
+        return self._lanes.diagonals
+
+    @property
+    def lane_sums(self) -> list[int]:
+        """Rotations that add up the lanes of a linear layer's result: none, the output stays partial."""
+        return []
+
+    @property
+    def output(self) -> ComplexLanePacking:
+        """The layout of a linear layer's output: the lanes unsummed."""
+        return ComplexLanePacking(self.slots, self.width, staggered=False)
+
+    @property
+    def linear_input(self) -> bool:
+        """Whether a linear layer takes its input in this layout (staggered only)."""
+        return self.staggered
+
+    @property
+    def terms(self) -> int:
+        """Plaintext diagonals per rotation of the input: M's and N''s."""
+        return 2
+
+    def diagonal_terms(self, block: np.ndarray, k: int) -> list[np.ndarray]:
+        """[M_k, N'_k] for a width x width real block, y = sum_k M_k rot(z, k) + conj(sum_k N'_k rot(z, k)).
+
+        With the block's quarters W11 (first output half from first input half), W12, W21, W22 and
+        z = x1 + i x2, y = y1 + i y2 = M z + N conj(z) for M = (W11 + W22 + i(W21 - W12)) / 2 and
+        N = (W11 - W22 + i(W21 + W12)) / 2, and N conj(z) = conj(conj(N) z): N' = conj(N)."""
+        h = self.width // 2
+        w11, w12, w21, w22 = block[:h, :h], block[:h, h:], block[h:, :h], block[h:, h:]
+        m = (w11 + w22 + 1j * (w21 - w12)) / 2
+        n = (w11 - w22 - 1j * (w21 + w12)) / 2
+        return [self._lanes.diagonal(m, k), self._lanes.diagonal(n, k)]
+
+    def partial_gain(self, weight: np.ndarray) -> float:
+        """The largest real or imaginary part a slot of a linear layer's partial output (before its bias) takes
+        per unit of the largest input magnitude: the real part of lane slot f sums W[f, j] x_j over the lane's
+        share of input features j, the imaginary part W[h + f, j] x_j (M z + N conj(z) splits that way term by
+        term), so the bound is the largest sum of |W| over one row and one lane's features."""
+        h, w = self.width // 2, self.width
+        d_out, d_in = weight.shape
+        n_out, n_in = -(-d_out // w), -(-d_in // w)
+        a = np.zeros((n_out * w, n_in * w))
+        a[:d_out, :d_in] = np.abs(weight)
+        folded = a.reshape(n_out * w, n_in, 2, h).sum(axis=(1, 2))  # row, complex input index j: every chunk's pair
+        index = np.stack([self._lanes._feature_at(k) for k in range(self.diagonals)], axis=-1)  # slot, k -> j
+        f = np.arange(self.slots)[:, None] % h
+        return max(float(folded[o * w + half + f, index].sum(axis=1).max()) for o in range(n_out) for half in (0, h))
+
+    def expand(self, compact: np.ndarray) -> np.ndarray:
+        """Slot vector of a diagonal (already one)."""
+        return compact
+
+    def bias_slots(self, bias: np.ndarray) -> np.ndarray:
+        """Slot vector adding one output chunk's bias to a linear layer's (partial) output: in lane 0."""
+        return self.output._place(bias)
+
+    def _place(self, chunk: np.ndarray) -> np.ndarray:
+        """One chunk of features as this layout's slot vector (partial: all of it in lane 0)."""
+        h = self.width // 2
+        z = chunk[:h] + 1j * chunk[h:]
+        if self.staggered:
+            step = self.diagonals
+            return np.concatenate([np.roll(z, -step * lane) for lane in range(self.lanes)])
+        return np.concatenate([z, np.zeros(self.slots - h, dtype=complex)])
+
+    def grid(self, tokens: int, features: int) -> tuple[int, int]:
+        """(tokens, feature chunks) of a tokens x features tensor."""
+        return tokens, -(-features // self.width)
+
+    def pack(self, x: np.ndarray) -> list[list[np.ndarray]]:
+        """Complex slot vectors [token][chunk] of a real (tokens, features) matrix, zero padded."""
+        w = self.width
+        nc = -(-x.shape[1] // w)
+        padded = np.zeros((x.shape[0], nc * w))
+        padded[:, :x.shape[1]] = x
+        return [[self._place(row[c * w:(c + 1) * w]) for c in range(nc)] for row in padded]
+
+    def unpack(self, vectors: list[list[np.ndarray]], tokens: int, features: int) -> np.ndarray:
+        """The real (tokens, features) matrix held by complex slot vectors [token][chunk]: lane 0 of the
+        staggered form (unrotated), the sum of the lanes of the partial form."""
+        h = self.width // 2
+
+        def chunk(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v[: self.slots])
+            z = v[:h] if self.staggered else v.reshape(self.lanes, h).sum(axis=0)
+            return np.concatenate([z.real, z.imag])
+
+        rows = [np.concatenate([chunk(v) for v in row]) for row in vectors]
+        return np.stack(rows)[:tokens, :features]
+
+    def meta(self) -> dict[str, str]:
+        """The packing as header metadata."""
+        return {"packing": COMPLEX_STAGGERED if self.staggered else COMPLEX_PARTIAL, "slots": str(self.slots),
+                "width": str(self.width)}
+
+
+AnyPacking = Packing | LanePacking | ComplexLanePacking
 
 
 def packing_from_meta(meta: dict[str, str]) -> AnyPacking:
     """The packing a header describes; ValueError naming what is missing or wrong."""
     kind = meta.get("packing")
-    if kind not in (FEATURE_MAJOR, LANE_STAGGERED, LANE_REPLICATED):
-        raise ValueError(f"unknown packing {kind!r}; expected one of {FEATURE_MAJOR!r}, {LANE_STAGGERED!r}, "
-                         f"{LANE_REPLICATED!r}")
+    kinds = (FEATURE_MAJOR, LANE_STAGGERED, LANE_REPLICATED, COMPLEX_STAGGERED, COMPLEX_PARTIAL)
+    if kind not in kinds:
+        raise ValueError(f"unknown packing {kind!r}; expected one of {', '.join(map(repr, kinds))}")
     try:
         slots, width = int(meta["slots"]), int(meta["width"])
     except (KeyError, ValueError) as e:
         raise ValueError(f"bad packing metadata {meta}: {e}") from None
     if kind == FEATURE_MAJOR:
         return Packing(slots, width)
+    if kind in (COMPLEX_STAGGERED, COMPLEX_PARTIAL):
+        return ComplexLanePacking(slots, width, staggered=kind == COMPLEX_STAGGERED)
     return LanePacking(slots, width, staggered=kind == LANE_STAGGERED)
 
 
@@ -255,20 +431,22 @@ def lane_packing(zone: HeZone) -> LanePacking | None:
     return LanePacking(slots, zone.pack_width)
 
 
+def complex_lane_packing(zone: HeZone) -> ComplexLanePacking | None:
+    """The complex lane layout of an HE zone (staggered, for one token; `token_width` features per chunk,
+    default `pack_width`), or None when that width is too narrow or the zone turns lanes off."""
+    slots, width = zone.ckks.ring_dim // 2, zone.token_width or zone.pack_width
+    if not ComplexLanePacking.wide_enough(slots, width) or zone.lane_max_tokens == 0:
+        return None
+    return ComplexLanePacking(slots, width)
+
+
 def input_packing(zone: HeZone, tokens: int) -> AnyPacking:
-    """The layout a tensor of `tokens` tokens is encrypted in for HE zone `zone`: lanes for at most the
-    zone's `lane_max_tokens` tokens, else token-batched."""
+    """The layout a tensor of `tokens` tokens is encrypted in for HE zone `zone`: complex lanes for one token,
+    lanes for at most the zone's `lane_max_tokens` tokens, else token-batched."""
+    single = complex_lane_packing(zone)
+    if single is not None and tokens == 1:
+        return single
     lane = lane_packing(zone)
     if lane is not None and tokens <= zone.lane_max_tokens:
         return lane
     return Packing(zone.ckks.ring_dim // 2, zone.pack_width)
-
-
-def he_mask_bits(zone: HeZone) -> int:
-    """Bits of the mask an HE zone draws for the he->mpc conversion: its `mask_bits`, less ceil(log2(lanes) / 2)
-    when it uses the lane layout. A linear layer's output in lanes is replicated, and a replicated slot vector's
-    polynomial has sqrt(lanes)-times larger coefficients for the same slot values (measured at N=2^14, scale
-    2^35, first modulus 2^60: uniform slots decrypt at +-2^29 and wrap at 2^30; slots replicated over 8 or 16
-    lanes decrypt at 2^27 and wrap at 2^28, over 32 lanes at 2^26 and sometimes wrap at 2^27)."""
-    lane = lane_packing(zone)
-    return zone.mask_bits - (0 if lane is None else -(-(lane.lanes.bit_length() - 1) // 2))
