@@ -81,6 +81,16 @@ def conjugate(cc: fhe.CryptoContext, ct: fhe.Ciphertext) -> fhe.Ciphertext:
     return cc.EvalAutomorphism(ct, conjugation_index(cc), keys)
 
 
+def _accumulate(cc: fhe.CryptoContext, acc: fhe.Ciphertext | None, x: fhe.Ciphertext,
+                counts: OpCounts) -> fhe.Ciphertext:
+    """acc + x, adding in place into acc (x itself when acc is None, the first term)."""
+    if acc is None:
+        return x
+    cc.EvalAddInPlace(acc, x)
+    counts.adds += 1
+    return acc
+
+
 def rotation_indices(packing: AnyPacking) -> list[int]:
     """Slot rotations (positive, left) every linear layer needs under this packing, whatever its shape."""
     diagonals = packing.diagonals
@@ -185,13 +195,8 @@ class EncryptedLinear:
                     pt = self._diag((o, c, g * g1 + s, term))
                     if pt is None:
                         continue
-                    product = cc.EvalMult(rotated[s], pt)
+                    inner = _accumulate(cc, inner, cc.EvalMult(rotated[s], pt), local)
                     local.ptmults += 1
-                    if inner is None:
-                        inner = product
-                    else:
-                        cc.EvalAddInPlace(inner, product)
-                        local.adds += 1
             if inner is not None and g:
                 inner = cc.EvalRotate(inner, b * g * g1)
                 local.rotations += 1
@@ -208,22 +213,12 @@ class EncryptedLinear:
                 if job_o != o:
                     continue
                 counts.add(local)
-                if inner is None:
-                    continue
-                if sums[t] is None:
-                    sums[t] = inner
-                else:
-                    cc.EvalAddInPlace(sums[t], inner)
-                    counts.adds += 1
+                if inner is not None:
+                    sums[t] = _accumulate(cc, sums[t], inner, counts)
             acc = sums[0]
             if terms == 2 and sums[1] is not None:
-                conj = conjugate(cc, sums[1])
+                acc = _accumulate(cc, acc, conjugate(cc, sums[1]), counts)
                 counts.rotations += 1
-                if acc is None:
-                    acc = conj
-                else:
-                    cc.EvalAddInPlace(acc, conj)
-                    counts.adds += 1
             if acc is None:  # an all-zero weight block
                 acc = cc.EvalMult(chunks[0], 0.0)
             for step in self.packing.lane_sums:

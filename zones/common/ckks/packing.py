@@ -28,8 +28,9 @@ by ceil(d / width) feature chunks in either layout.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -64,15 +65,17 @@ def _real_rows(cplx: np.ndarray) -> np.ndarray:
     return np.concatenate([cplx.real, cplx.imag], axis=0)
 
 
-class _TokenPairs:
+class _TokenPairs(ABC):
     """What a linear layer needs of a layout with two tokens per slot (real and imaginary part) and real
     weights: one real diagonal per rotation, acting on both tokens at once."""
 
+    @abstractmethod
     def diagonal(self, block: np.ndarray, k: int) -> np.ndarray:
-        raise NotImplementedError
+        """Slot vector (or compact form, see `expand`) multiplying the input rotated by k."""
 
+    @abstractmethod
     def expand(self, compact: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Slot vector of a compact diagonal or of one token's features."""
 
     @property
     def terms(self) -> int:
@@ -166,19 +169,33 @@ class Packing(_TokenPairs):
 
 
 @dataclass(frozen=True)
-class LanePacking(_TokenPairs):
-    """One token pair per ciphertext, its features in `lanes` lanes, staggered (a linear layer's input) or
-    replicated (its output)."""
+class _LaneShape(ABC):
+    """The fields and checks every lane layout shares: `width` features per chunk in lanes of contiguous slots,
+    staggered (a linear layer's input) or not (its output)."""
 
     slots: int
     width: int
     staggered: bool = True
+    NEEDS: ClassVar[str]  # the width condition, for the error below
 
     def __post_init__(self) -> None:
         _check_width(self.slots, self.width)
         if not self.wide_enough(self.slots, self.width):
-            raise ValueError(f"lane packing needs width^2 >= slots ({self.slots}); width {self.width} is too "
-                             "narrow")
+            raise ValueError(f"{type(self).__name__} needs {self.NEEDS} >= slots ({self.slots}); width "
+                             f"{self.width} is too narrow")
+
+    @staticmethod
+    @abstractmethod
+    def wide_enough(slots: int, width: int) -> bool:
+        """Whether `width` features leave each lane at least one diagonal."""
+
+
+@dataclass(frozen=True)
+class LanePacking(_LaneShape, _TokenPairs):
+    """One token pair per ciphertext, its features in `lanes` lanes, staggered (a linear layer's input) or
+    replicated (its output)."""
+
+    NEEDS = "width^2"
 
     @staticmethod
     def wide_enough(slots: int, width: int) -> bool:
@@ -220,7 +237,7 @@ class LanePacking(_TokenPairs):
         """Whether a linear layer takes its input in this layout (staggered only)."""
         return self.staggered
 
-    def _feature_at(self, k: int) -> np.ndarray:
+    def feature_at(self, k: int) -> np.ndarray:
         """For each slot s, the input feature that slot s + k holds in the staggered layout."""
         s = (np.arange(self.slots) + k) % self.slots
         return (s % self.width + self.diagonals * (s // self.width)) % self.width
@@ -228,7 +245,7 @@ class LanePacking(_TokenPairs):
     def diagonal(self, block: np.ndarray, k: int) -> np.ndarray:
         """Slot vector multiplying the input rotated by k: slot s = (lane, feature f) gets W[f, feature of s + k]
         (over the lanes, the k < width / lanes of every f cover each input feature once)."""
-        return block[np.arange(self.slots) % self.width, self._feature_at(k)]
+        return block[np.arange(self.slots) % self.width, self.feature_at(k)]
 
     def expand(self, compact: np.ndarray) -> np.ndarray:
         """Slot vector of a diagonal (already one), or of one token's features replicated to every lane."""
@@ -263,20 +280,12 @@ class LanePacking(_TokenPairs):
 
 
 @dataclass(frozen=True)
-class ComplexLanePacking:
+class ComplexLanePacking(_LaneShape):
     """One token per ciphertext, each chunk of `width` features as `width / 2` complex values (first half
     real, second half imaginary) in lanes of `width / 2` slots: staggered (a linear layer's input) or partial
     (its output, each lane holding its share of the sums)."""
 
-    slots: int
-    width: int
-    staggered: bool = True
-
-    def __post_init__(self) -> None:
-        _check_width(self.slots, self.width)
-        if not self.wide_enough(self.slots, self.width):
-            raise ValueError(f"complex lane packing needs (width/2)^2 >= slots ({self.slots}); width {self.width} "
-                             "is too narrow")
+    NEEDS = "(width/2)^2"
 
     @staticmethod
     def wide_enough(slots: int, width: int) -> bool:
@@ -351,7 +360,7 @@ class ComplexLanePacking:
         a = np.zeros((n_out * w, n_in * w))
         a[:d_out, :d_in] = np.abs(weight)
         folded = a.reshape(n_out * w, n_in, 2, h).sum(axis=(1, 2))  # row, complex input index j: every chunk's pair
-        index = np.stack([self._lanes._feature_at(k) for k in range(self.diagonals)], axis=-1)  # slot, k -> j
+        index = np.stack([self._lanes.feature_at(k) for k in range(self.diagonals)], axis=-1)  # slot, k -> j
         f = np.arange(self.slots)[:, None] % h
         return max(float(folded[o * w + half + f, index].sum(axis=1).max()) for o in range(n_out) for half in (0, h))
 
