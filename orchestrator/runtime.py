@@ -17,7 +17,7 @@ from orchestrator.keyclient import KeyServiceError, attest_enclave
 from orchestrator.models.registry import load_graph, load_tokenizer
 from orchestrator.planner import Plan, Stage, make_plan
 from orchestrator.policy import MpcZone, Policy, TeeZone
-from orchestrator.schedule import Move, step_program
+from orchestrator.schedule import Move, Run, step_program
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.attestation import AttestationError
@@ -276,32 +276,43 @@ class Runtime:
             raise RunError(f"output {name!r} arrived as {pb.Encoding.Name(got.header.encoding)}, not plaintext")
         return decode_tensor(got.header.dtype, list(got.header.shape), got.data)
 
-    def _move(self, session: str, t: str, src: Stage, dst: Stage, m: Metrics, release: bool) -> None:
-        """Move tensor `t` from the zone that produced it to `dst`'s zone, zone to zone (the senders free their
-        copies after the last send when `release`)."""
-        senders = src.parties if src.kind == "mpc" else src.parties[:1]  # every party sends its own share
-        # A plaintext tensor enters an MPC zone in one call that shares it to every party.
-        receivers = [""] if dst.kind == "mpc" and src.kind != "mpc" else dst.parties
-        for sender in senders:
+    def _transfers(self, session: str, run: Run) -> list[tuple[Move, str, zone_pb2.TransferRequest]]:
+        """The sends of `run`'s zone after its stage: (move, receiving party or "" for all, request) in order. A
+        plaintext tensor enters an MPC zone in one send that shares it to every party."""
+        out = []
+        for move in run.then:
+            receivers = [""] if move.dst.kind == "mpc" and move.src.kind != "mpc" else move.dst.parties
             for receiver in receivers:
-                last = release and receiver == receivers[-1]
-                reply = self._call(src.zone, "Transfer", zone_pb2.TransferRequest(
-                    session=session, name=t, to_zone=dst.zone, to_party=receiver, release=last), self.deadline.rpc_s,
-                    sender)
-                m.time_by_conversion[f"{src.kind}->{dst.kind}"] += reply.seconds
-                for link, n in reply.bytes_by_link.items():  # a conversion through the enclave: every hop
-                    m.bytes_by_link[link] += n
-                if reply.bytes_by_link:
-                    continue
-                to = "+".join(self.policy.principal(p, dst.zone) for p in ([receiver] if receiver else dst.parties))
-                link = f"{self.policy.principal(sender, src.zone)}->{to}"
-                m.bytes_by_link[link] += reply.bytes
+                out.append((move, receiver, zone_pb2.TransferRequest(
+                    session=session, name=move.tensor, to_zone=move.dst.zone, to_party=receiver,
+                    release=move.release and receiver == receivers[-1])))
+        return out
 
-    def _run_stage(self, session: str, s: Stage, offset: int, m: Metrics, release: list[str]) -> None:
-        """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep);
-        the zone frees `release` afterwards."""
+    def _account_transfers(self, sends: list[tuple[Move, str, zone_pb2.TransferRequest]],
+                           replies: dict[str, Any], m: Metrics) -> None:
+        """Add the bytes per link and the seconds of each send, from each sending party's RunStage reply (the
+        parties of an MPC zone send at once: a conversion's time is its slowest sender's)."""
+        for i, (move, receiver, _) in enumerate(sends):
+            seconds = 0.0
+            for sender, reply in replies.items():
+                got = reply.transfers[i]
+                seconds = max(seconds, got.seconds)
+                for link, n in got.bytes_by_link.items():  # a conversion through the enclave: every hop
+                    m.bytes_by_link[link] += n
+                if not got.bytes_by_link:
+                    to = "+".join(self.policy.principal(p, move.dst.zone)
+                                  for p in ([receiver] if receiver else move.dst.parties))
+                    m.bytes_by_link[f"{self.policy.principal(sender, move.src.zone)}->{to}"] += got.bytes
+            m.time_by_conversion[f"{move.src.kind}->{move.dst.kind}"] += seconds
+
+    def _run_stage(self, session: str, run: Run, offset: int, m: Metrics) -> None:
+        """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep):
+        each runs the stage, sends its outputs on as `run.then` says, then frees `run.release`."""
+        s = run.stage
+        sends = self._transfers(session, run)
         request = zone_pb2.RunStageRequest(session=session, plan_digest=self.plan.digest, stage=s.index,
-                                           position_offset=offset, release=release)
+                                           position_offset=offset, release=run.release,
+                                           then=[r for _, _, r in sends])
         calls: list[tuple[str, str, bool]] = [(p, self.policy.zone_endpoints(s.zone)[p], False) for p in s.parties]
         if s.kind == "mpc":
             calls.append((*self.policy.dealer_endpoint(s.zone), True))
@@ -309,20 +320,24 @@ class Runtime:
             reply = self._call(s.zone, "RunStage", request, self.deadline.stage_s, s.parties[0])
             m.time_by_zone[s.zone] += reply.seconds
             m.held(s.zone, reply.held_bytes)
+            self._account_transfers(sends, {s.parties[0]: reply}, m)
             return
+        dealer_request = zone_pb2.RunStageRequest(session=session, plan_digest=self.plan.digest, stage=s.index,
+                                                  position_offset=offset, release=run.release)
         finished: queue.Queue[Any] = queue.Queue()
         futures = {}
         for who in calls:
-            f = self._stub(s.zone, who[0], who[2]).RunStage.future(request, timeout=self.deadline.stage_s)
+            f = self._stub(s.zone, who[0], who[2]).RunStage.future(dealer_request if who[2] else request,
+                                                                   timeout=self.deadline.stage_s)
             futures[f] = who
             f.add_done_callback(finished.put)
-        replies, errors = [], {}
+        replies, errors = {}, {}
         pending = set(futures)
         while pending:
             f = finished.get()
             pending.discard(f)
             if f.exception() is None:
-                replies.append(f.result())
+                replies[futures[f]] = f.result()
                 continue
             errors[futures[f]] = f.exception()
             # A peer failed, so the lockstep cannot finish: name who does not answer, stop waiting for the rest.
@@ -333,10 +348,11 @@ class Runtime:
             pending = set()
         if errors:
             raise RunError(self._lockstep_failure(s, errors))
-        m.time_by_zone[s.zone] += max(r.seconds for r in replies)
-        m.mpc_rounds[s.zone] += max(r.mpc_rounds for r in replies)
-        m.mpc_bytes[s.zone] += sum(r.mpc_bytes for r in replies)
-        m.held(s.zone, max(r.held_bytes for r in replies))
+        m.time_by_zone[s.zone] += max(r.seconds for r in replies.values())
+        m.mpc_rounds[s.zone] += max(r.mpc_rounds for r in replies.values())
+        m.mpc_bytes[s.zone] += sum(r.mpc_bytes for r in replies.values())
+        m.held(s.zone, max(r.held_bytes for r in replies.values()))
+        self._account_transfers(sends, {who[0]: r for who, r in replies.items() if not who[2]}, m)
 
     def _lockstep_failure(self, s: Stage, errors: dict[tuple[str, str, bool], Any]) -> str:
         """Name the process that broke a lockstep stage: one that is down or stalled, else every error."""
@@ -355,13 +371,10 @@ class Runtime:
         for push in self._program.pushes:
             self._push(session, push.stage, push.tensor, inputs[push.tensor], m)
         total = len(self.plan.stages)
-        for action in self._program.actions:
-            if isinstance(action, Move):
-                self._move(session, action.tensor, action.src, action.dst, m, action.release)
-            else:
-                s = action.stage
-                self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
-                self._run_stage(session, s, offset, m, action.release)
+        for run in self._program.runs:
+            s = run.stage
+            self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
+            self._run_stage(session, run, offset, m)
         self.progress("done", total, total)
         return {t: self._pull(session, self._program.producer[t], t, m) for t in self.graph.outputs}
 

@@ -29,25 +29,27 @@ class Move:
 
 @dataclass
 class Run:
-    """Every process of `stage`'s zone runs it, then frees `release` (the stage was their last use there)."""
+    """Every process of `stage`'s zone runs it, sends the tensors of `then` on (each move of one of the stage's
+    outputs), then frees `release` (the stage was their last use there)."""
 
     stage: Stage
+    then: list[Move] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
 
 
 @dataclass
 class StepProgram:
-    """One step through a plan: the client's pushes, then moves and stage runs in order."""
+    """One step through a plan: the client's pushes, then the stage runs in order."""
 
     pushes: list[Push]
-    actions: list[Move | Run]
+    runs: list[Run]
     producer: dict[str, Stage]  # tensor -> the stage that computes it
 
 
 def step_program(plan: Plan, outputs: Sequence[str]) -> StepProgram:
-    """The calls of one step: each tensor moves from its producer to a zone once, before the first stage there
-    that reads it; each zone frees a tensor after its last use in the step, except the graph `outputs` the client
-    pulls at the end (the session's release frees those)."""
+    """The calls of one step: each tensor moves from its producer to a zone once, right after the producer ran
+    (the producing zone sends it on as part of the run); each zone frees a tensor after its last use in the step,
+    except the graph `outputs` the client pulls at the end (the session's release frees those)."""
     producer = {t: s for s in plan.stages for t in s.ops}
     where: dict[str, set[str]] = defaultdict(set)
     pushes = []
@@ -57,21 +59,20 @@ def step_program(plan: Plan, outputs: Sequence[str]) -> StepProgram:
             if stage.zone not in where[c.tensor]:
                 pushes.append(Push(c.tensor, stage))
                 where[c.tensor].add(stage.zone)
-    actions: list[Move | Run] = []
-    last_use: dict[tuple[str, str], Move | Run] = {}  # (zone, tensor) -> the action that reads it last
+    runs = {s.index: Run(s) for s in plan.stages}
     for s in plan.stages:
         for t in s.inputs:
             if s.zone not in where[t]:
-                move = Move(t, producer[t], s)
-                actions.append(move)
-                last_use[(producer[t].zone, t)] = move
+                runs[producer[t].index].then.append(Move(t, producer[t], s))
                 where[t].add(s.zone)
-        run = Run(s)
-        actions.append(run)
-        for t in s.inputs:
-            last_use[(s.zone, t)] = run
         for t in s.ops:
             where[t].add(s.zone)
+    last_use: dict[tuple[str, str], Move | Run] = {}  # (zone, tensor) -> the action that reads it last
+    for run in runs.values():
+        for t in run.stage.inputs:
+            last_use[(run.stage.zone, t)] = run
+        for move in run.then:
+            last_use[(move.src.zone, move.tensor)] = move
     kept = set(outputs)
     for (_, t), action in last_use.items():
         if t in kept:
@@ -80,4 +81,4 @@ def step_program(plan: Plan, outputs: Sequence[str]) -> StepProgram:
             action.release = True
         else:
             action.release.append(t)
-    return StepProgram(pushes, actions, producer)
+    return StepProgram(pushes, list(runs.values()), producer)

@@ -64,32 +64,36 @@ class PullTensorRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RunStageRequest(_message.Message):
-    __slots__ = ("session", "plan_digest", "stage", "position_offset", "release")
+    __slots__ = ("session", "plan_digest", "stage", "position_offset", "release", "then")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     POSITION_OFFSET_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
     session: str
     plan_digest: str
     stage: int
     position_offset: int
     release: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ...) -> None: ...
+    then: _containers.RepeatedCompositeFieldContainer[TransferRequest]
+    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ..., then: _Optional[_Iterable[_Union[TransferRequest, _Mapping]]] = ...) -> None: ...
 
 class RunStageReply(_message.Message):
-    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes")
+    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes", "transfers")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     MPC_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MPC_BYTES_FIELD_NUMBER: _ClassVar[int]
     HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     seconds: float
     mpc_rounds: int
     mpc_bytes: int
     held_bytes: int
-    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ..., held_bytes: _Optional[int] = ...) -> None: ...
+    transfers: _containers.RepeatedCompositeFieldContainer[TransferReply]
+    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ..., held_bytes: _Optional[int] = ..., transfers: _Optional[_Iterable[_Union[TransferReply, _Mapping]]] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("session", "name", "to_zone", "to_party", "release")

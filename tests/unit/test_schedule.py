@@ -1,4 +1,5 @@
-"""The step program: calls in plan order, and each zone frees a tensor only after its last use in the step."""
+"""The step program: stage runs in plan order, each sending its outputs on, and each zone frees a tensor only after
+its last use in the step."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import make_plan
 from orchestrator.policy import load_policy
-from orchestrator.schedule import Move, Run, step_program
+from orchestrator.schedule import step_program
 from tests.conftest import POLICIES
 
 PLANS = ["private-minilm", "all-mpc-minilm", "enclave-minilm", "private-smollm2", "selective-smollm2",
@@ -28,20 +29,19 @@ def test_every_read_comes_before_the_release(name: str) -> None:
     for push in program.pushes:
         held[push.stage.zone].add(push.tensor)
     ran = []
-    for action in program.actions:
-        if isinstance(action, Move):
-            assert action.tensor in held[action.src.zone], f"{action.src.zone} sends freed {action.tensor}"
-            held[action.dst.zone].add(action.tensor)
-            if action.release:
-                held[action.src.zone].discard(action.tensor)
-            continue
-        assert isinstance(action, Run)
-        s = action.stage
+    for run in program.runs:
+        s = run.stage
         missing = [t for t in s.inputs if t not in held[s.zone]]
         assert not missing, f"stage {s.index} in {s.zone} lacks {missing}"
         held[s.zone].update(s.outputs)
-        held[s.zone].difference_update(action.release)
-        assert not set(action.release) & set(graph.outputs)
+        for move in run.then:
+            assert move.src == s and move.tensor in s.ops, f"stage {s.index} sends {move.tensor}, not its output"
+            assert move.tensor in held[s.zone], f"{s.zone} sends freed {move.tensor}"
+            held[move.dst.zone].add(move.tensor)
+            if move.release:
+                held[s.zone].discard(move.tensor)
+        held[s.zone].difference_update(run.release)
+        assert not set(run.release) & set(graph.outputs)
         ran.append(s.index)
     assert ran == [s.index for s in plan.stages]
     left = {t for tensors in held.values() for t in tensors}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -29,6 +30,7 @@ from zones.common.status import StatusError
 from zones.common.stream import frames, receive
 
 ZONE_SERVICE = "hsi.v1.Zone"
+_SENDERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hsi-send")  # pushes that overlap other calls
 
 
 @dataclass
@@ -243,11 +245,18 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             seconds = time.perf_counter() - start
             with self._lock:
                 session.tensors.update(outputs)
-            held = self._drop(request.session, request.release)
             traffic = getattr(self.engine, "stage_traffic", None)
             rounds, sent = traffic(request.session) if traffic else (0, 0)
+            transfers = []
+            for move in request.then if self._takes_tensors else []:
+                if move.name not in outputs:
+                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"stage {stage.index} does not compute {move.name!r}, so it cannot send it on")
+                move.session = request.session
+                transfers.append(self._transfer_releasing(move))
+            held = self._drop(request.session, request.release)
             return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
-                                          held_bytes=held)
+                                          held_bytes=held, transfers=transfers)
 
     def _drop(self, sid: str, names: Iterable[str]) -> int:
         """Free the session's tensors `names` (their last use in this zone is over); the bytes still held."""
@@ -260,10 +269,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Send a held tensor to another zone of the policy, zone to zone (and free it if asked)."""
         with _Errors(context):
-            reply = self._transfer(request)
-            if request.release:
-                self._drop(request.session, [request.name])
-            return reply
+            return self._transfer_releasing(request)
+
+    def _transfer_releasing(self, request: zone_pb2.TransferRequest) -> zone_pb2.TransferReply:
+        """Send a held tensor on as `request` says, freeing it afterwards if asked."""
+        reply = self._transfer(request)
+        if request.release:
+            self._drop(request.session, [request.name])
+        return reply
 
     def _transfer(self, request: zone_pb2.TransferRequest) -> zone_pb2.TransferReply:
         t = self._held(request.session, request.name)
@@ -383,15 +396,21 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         names, bits = list(mpc.parties), mpc.fixed_point_bits
         me = self.policy.principal(self.party, self.zone)
         links: dict[str, int] = {}
+        sends = []  # the other parties' shares go out while the enclave decrypts
         for i, party in enumerate(names):
             if party == tee_party:
                 continue
             share = bounded_share(r if party == he.party else np.zeros_like(r), i, len(names), bits, k)
-            self._send(sid, name, share, to_zone, party)
+            sends.append(_SENDERS.submit(self._send, sid, name, share, to_zone, party))
             links[f"{me}->{self.policy.principal(party, to_zone)}"] = len(share.data)
         meta = {"key": he.key, "to_zone": to_zone, "to_party": tee_party, "share_index": str(names.index(tee_party)),
                 "share_count": str(len(names)), "precision": str(bits), PRESCALE: str(k)}
-        reply = self._call_enclave(tee, "DecryptToShare", sid, name, masked, masked.meta | meta)
+        try:
+            reply = self._call_enclave(tee, "DecryptToShare", sid, name, masked, masked.meta | meta)
+        finally:
+            wait(sends)  # an enclave refusal is the error to report; a failed push is reported after
+        for f in sends:
+            f.result()
         links[f"{me}->{self.policy.principal(tee_party, tee)}"] = len(masked.data)
         links[f"{self.policy.principal(tee_party, tee)}->{reply.to_principal}"] = reply.bytes
         return links
