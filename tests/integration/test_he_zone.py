@@ -163,12 +163,12 @@ def test_bad_ciphertexts_refused_and_zone_keeps_serving(he: HeDeployment, keys: 
     x = np.random.default_rng(1).normal(size=(5, 384))
     good = CipherTensor(encrypt_matrix(ctx, kp.public, packing, x), packing, 5, 384).to_stored()
 
-    def run(name: str, t: StoredTensor) -> grpc.StatusCode:
+    def run(name: str, t: StoredTensor, then: tuple[zone_pb2.TransferRequest, ...] = ()) -> grpc.StatusCode:
         session = f"bad-{name}"
         try:
             _push(he.client_zone, session, "embeddings.LayerNorm", t)
             he.runtime.RunStage(zone_pb2.RunStageRequest(session=session, plan_digest=plan.digest,
-                                                         stage=q_stage.index), timeout=120)
+                                                         stage=q_stage.index, then=then), timeout=120)
         except grpc.RpcError as e:
             run.details = e.details()  # type: ignore[attr-defined]
             return e.code()  # type: ignore[no-any-return]
@@ -194,6 +194,10 @@ def test_bad_ciphertexts_refused_and_zone_keeps_serving(he: HeDeployment, keys: 
     assert "needs one multiplicative level" in run.details  # type: ignore[attr-defined]
     plain = StoredTensor(pb.PLAIN, "float32", (5, 384), np.zeros((5, 384), np.float32).tobytes())
     assert run("plain", plain) == grpc.StatusCode.INVALID_ARGUMENT
+    # a stage sends on only what it computed
+    not_computed = zone_pb2.TransferRequest(name="embeddings.LayerNorm", to_zone="c")
+    assert run("then", good, (not_computed,)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not compute 'embeddings.LayerNorm'" in run.details  # type: ignore[attr-defined]
     assert run("good", good) == grpc.StatusCode.OK
 
 
