@@ -322,8 +322,9 @@ class Runtime:
             m.held(s.zone, reply.held_bytes)
             self._account_transfers(sends, {s.parties[0]: reply}, m)
             return
-        dealer_request = zone_pb2.RunStageRequest(session=session, plan_digest=self.plan.digest, stage=s.index,
-                                                  position_offset=offset, release=run.release)
+        dealer_request = zone_pb2.RunStageRequest()
+        dealer_request.CopyFrom(request)
+        dealer_request.ClearField("then")  # the dealer holds no tensors to send on
         finished: queue.Queue[Any] = queue.Queue()
         futures = {}
         for who in calls:

@@ -248,7 +248,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             traffic = getattr(self.engine, "stage_traffic", None)
             rounds, sent = traffic(request.session) if traffic else (0, 0)
             transfers = []
-            for move in request.then if self._takes_tensors else []:
+            for move in request.then:
                 if move.name not in outputs:
                     raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"stage {stage.index} does not compute {move.name!r}, so it cannot send it on")

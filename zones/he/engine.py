@@ -106,6 +106,7 @@ class HeEngine:
             self._cc, self._key_tag = cc, public.GetKeyTag()
             self._zero = cc.Encrypt(public, cc.MakeCKKSPackedPlaintext([0.0]))
             self._layers.clear()  # plaintexts are bound to the context
+            self._forget_decoded()  # so are the ciphertexts kept deserialised, which skip from_stored's checks
             self._cache_used = 0
             self._token_reserve = None
         return self._key_tag, len(self.rotations())
@@ -228,6 +229,11 @@ class HeEngine:
                 self._decoded_bytes -= len(data)
         return stored
 
+    def _forget_decoded(self) -> None:
+        """Drop the ciphertexts kept deserialised (the caller holds the lock)."""
+        self._decoded.clear()
+        self._decoded_bytes = 0
+
     def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:
         with self._lock:
             kept = self._decoded.get(id(t.data))
@@ -336,7 +342,7 @@ class HeEngine:
         """Drop the cached plaintexts and OpenFHE's global contexts and keys (zone shutdown)."""
         with self._lock:
             self._layers.clear()
-            self._decoded.clear()
+            self._forget_decoded()
             self._cc = None
         fhe.ReleaseAllContexts()
 
