@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
+
+from zones.common.precompute import PROCESS_ACTIVITY, Activity
 
 # Methods any authenticated peer may call (health probes, reflection).
 PUBLIC_METHODS = (
@@ -24,10 +27,16 @@ def peer_principal(context: grpc.ServicerContext) -> str | None:
 
 
 class AllowListInterceptor(grpc.ServerInterceptor):
-    """Deny by default: a method runs only for the principals its row names (`party/*`: any of the party's)."""
+    """Deny by default: a method runs only for the principals its row names (`party/*`: any of the party's).
 
-    def __init__(self, allow: Mapping[str, frozenset[str]]) -> None:
+    Every call to a method of the table also counts as `activity` while it runs, so work precomputed in the
+    background (zones.common.precompute) waits for the gaps between calls; health probes do not count.
+    """
+
+    def __init__(self, allow: Mapping[str, frozenset[str]], activity: Activity = PROCESS_ACTIVITY) -> None:
         self._allow = {m: frozenset(p) for m, p in allow.items()}
+        self._counted = frozenset(self._allow)
+        self._activity = activity
         for m in PUBLIC_METHODS:
             self._allow.setdefault(m, frozenset({ANY}))
 
@@ -48,17 +57,20 @@ class AllowListInterceptor(grpc.ServerInterceptor):
             return None
         method = details.method
         check = self._check
+        serving = self._activity.serving if method in self._counted else contextlib.nullcontext
 
         def wrap(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
             if streaming_response:
                 def stream(request: Any, context: grpc.ServicerContext) -> Any:
                     check(method, context)
-                    yield from behaviour(request, context)
+                    with serving():
+                        yield from behaviour(request, context)
                 return stream
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 check(method, context)
-                return behaviour(request, context)
+                with serving():
+                    return behaviour(request, context)
             return unary
 
         if handler.unary_unary:

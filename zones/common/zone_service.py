@@ -38,7 +38,7 @@ class _Session:
     tensors: dict[str, StoredTensor] = field(default_factory=dict)
     receipts: list[zone_pb2.Receipt] = field(default_factory=list)
     shares: ShareAssembler = field(default_factory=ShareAssembler)
-    pieces: dict[str, list[StoredTensor]] = field(default_factory=dict)  # mpc->he: ciphertext and mask
+    pieces: dict[str, list[Any]] = field(default_factory=dict)  # mpc->he: ciphertext and mask (HeEngine.piece)
 
 
 def zone_allow_table(policy: Policy, plan: Plan, zone: str) -> dict[str, frozenset[str]]:
@@ -189,9 +189,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             count = int(t.meta[PIECES])
         except ValueError:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} has a bad pieces count") from None
+        piece = self.engine.piece(name, t)  # type: ignore[attr-defined]
         with self._lock:
             parts = session.pieces.setdefault(name, [])
-            parts.append(t)
+            parts.append(piece)
             if len(parts) < count:
                 return
             del session.pieces[name]

@@ -7,6 +7,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -18,14 +20,15 @@ from orchestrator.models.registry import load_model
 from orchestrator.planner import Stage
 from orchestrator.policy import HeZone, Policy
 from protos import tensor_pb2 as pb
-from zones.common.ckks.crypto import add_plain_matrix, mask_slots
+from zones.common.ckks.crypto import SlotMask, add_plaintexts, draw_slot_mask, encode_matrix, mask_slots
 from zones.common.ckks.material import deserialize_public
-from zones.common.ckks.packing import AnyPacking, Packing, complex_lane_packing, lane_packing
+from zones.common.ckks.packing import AnyPacking, Packing, complex_lane_packing, input_packing, lane_packing
 from zones.common.ckks.params import HeParamsError, make_context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
 from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
 from zones.common.masking import BOUNDED, bounded_values
 from zones.common.material import MaterialError, unbundle
+from zones.common.precompute import Precomputed
 from zones.he.linear import EncryptedLinear, OpCounts, plaintext_bytes, rotation_indices
 
 SUPPORTED = {OpType.LINEAR, OpType.ADD}
@@ -33,7 +36,20 @@ SUPPORTED = {OpType.LINEAR, OpType.ADD}
 # deserialising a ciphertext at N=2^14 takes ~6 ms, serialising 0.4 ms, and each tensor is read back once or
 # twice (by the next stage, or masked for an MPC zone).
 DECODED_KEPT_BYTES = 64 << 20
+# Fresh he->mpc masks kept encoded ahead, per ciphertext level: a selective-smollm2 decode step masks 12
+# ciphertexts, and encoding one takes 4.6 ms at N=2^14 (~0.3 MB each).
+MASKS_AHEAD = 32
 log = logging.getLogger("hsi.he")
+
+
+@dataclass(frozen=True)
+class EncodedMask:
+    """The co-located party's bounded share s of an mpc->he conversion, encoded (at level 0, in the layout the
+    enclave encrypts that many tokens in) before the ciphertext it completes arrives."""
+
+    share: StoredTensor
+    packing: AnyPacking
+    plaintexts: list[list[fhe.Plaintext]]
 
 
 @register_engine(ZoneKind.HE)
@@ -68,6 +84,7 @@ class HeEngine:
         self.counts = OpCounts()
         self._decoded: OrderedDict[int, tuple[bytes, CipherTensor]] = OrderedDict()  # id(data) -> (data, tensor)
         self._decoded_bytes = 0
+        self._masks: dict[tuple[int, int], Precomputed[SlotMask]] = {}  # (level, bits) -> masks made ahead
 
     def rotations(self) -> list[int]:
         """Slot rotations the linear ops of this zone need (one set for every shape under each input layout)."""
@@ -107,6 +124,7 @@ class HeEngine:
             self._zero = cc.Encrypt(public, cc.MakeCKKSPackedPlaintext([0.0]))
             self._layers.clear()  # plaintexts are bound to the context
             self._forget_decoded()  # so are the ciphertexts kept deserialised, which skip from_stored's checks
+            self._drop_masks()
             self._cache_used = 0
             self._token_reserve = None
         return self._key_tag, len(self.rotations())
@@ -234,6 +252,25 @@ class HeEngine:
         self._decoded.clear()
         self._decoded_bytes = 0
 
+    def _drop_masks(self) -> None:
+        """Stop making masks ahead and drop those made (the caller holds the lock)."""
+        for pool in self._masks.values():
+            pool.close()
+        self._masks.clear()
+
+    def _draw_mask(self, bits: int) -> Callable[[int], SlotMask]:
+        """A fresh mask of `bits` bits for a ciphertext of the level it is asked for, made ahead if one is ready."""
+        def draw(level: int) -> SlotMask:
+            with self._lock:
+                pool = self._masks.get((level, bits))
+                if pool is None:
+                    cc = self._context()
+                    pool = Precomputed(lambda: draw_slot_mask(cc, bits, level), MASKS_AHEAD,
+                                       f"he-mask-level{level}")
+                    self._masks[(level, bits)] = pool
+            return pool.take()
+        return draw
+
     def _tensor(self, name: str, t: StoredTensor) -> CipherTensor:
         with self._lock:
             kept = self._decoded.get(id(t.data))
@@ -300,24 +337,39 @@ class HeEngine:
         """(r, ct(x - m)) for the he->mpc conversion: a fresh mask uniform in +-2^bits in every slot, and the
         values r it unpacks to (see crypto.mask_slots)."""
         ct = self._tensor(name, t)
-        r, blocks = mask_slots(self._context(), ct.packing, ct.blocks, ct.tokens, ct.features, bits)
+        r, blocks = mask_slots(self._context(), ct.packing, ct.blocks, ct.tokens, ct.features, self._draw_mask(bits))
         return r, CipherTensor(blocks, ct.packing, ct.tokens, ct.features).to_stored()
 
-    def unmask(self, name: str, parts: list[StoredTensor]) -> StoredTensor:
+    def piece(self, name: str, t: StoredTensor) -> StoredTensor | EncodedMask:
+        """One piece of an mpc->he conversion as it is kept until the other arrives: the co-located party's
+        bounded share encoded already (the enclave's ciphertext usually comes later), a ciphertext as it is."""
+        if t.encoding != pb.SHARE:
+            return t
+        if t.meta.get(BOUNDED) != "1" or len(t.shape) != 2:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the mask of {name!r} is not a bounded (tokens, features) share")
+        packing = input_packing(self.spec, t.shape[0])
+        return EncodedMask(t, packing, encode_matrix(self._context(), packing, bounded_values(t), 0))
+
+    def unmask(self, name: str, parts: list[StoredTensor | EncodedMask]) -> StoredTensor:
         """ct(y - s) + s = ct(y): the mpc->he conversion's two pieces (the enclave's ciphertext, the co-located
-        party's bounded share s) made one ciphertext tensor."""
-        cts = [p for p in parts if p.encoding == pb.CKKS]
-        masks = [p for p in parts if p.encoding == pb.SHARE]
+        party's bounded share s, see `piece`) made one ciphertext tensor."""
+        cts = [p for p in parts if isinstance(p, StoredTensor) and p.encoding == pb.CKKS]
+        masks = [p for p in parts if isinstance(p, EncodedMask)]
         if len(cts) != 1 or len(masks) != 1:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"tensor {name!r} must arrive as one ciphertext and one bounded share, got "
-                            f"{[p.encoding_name for p in parts]}")
-        ct = self._tensor(name, cts[0])
-        if tuple(masks[0].shape) != (ct.tokens, ct.features) or masks[0].meta.get(BOUNDED) != "1":
+                            f"{[(p.share if isinstance(p, EncodedMask) else p).encoding_name for p in parts]}")
+        ct, mask = self._tensor(name, cts[0]), masks[0]
+        if tuple(mask.share.shape) != (ct.tokens, ct.features):
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"the mask of {name!r} is not a bounded share of shape {[ct.tokens, ct.features]}")
-        blocks = add_plain_matrix(self._context(), ct.packing, ct.blocks, bounded_values(masks[0]))
-        return self._stored(CipherTensor(blocks, ct.packing, ct.tokens, ct.features))
+        cc = self._context()
+        plaintexts = mask.plaintexts
+        if mask.packing != ct.packing or ct.level != 0:  # not the layout the enclave encrypts in: encode again
+            plaintexts = encode_matrix(cc, ct.packing, bounded_values(mask.share), ct.level)
+        return self._stored(CipherTensor(add_plaintexts(cc, ct.blocks, plaintexts), ct.packing, ct.tokens,
+                                         ct.features))
 
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Run the stage's linear and add ops on ciphertexts."""
@@ -343,6 +395,7 @@ class HeEngine:
         with self._lock:
             self._layers.clear()
             self._forget_decoded()
+            self._drop_masks()
             self._cc = None
         fhe.ReleaseAllContexts()
 

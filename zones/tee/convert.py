@@ -43,7 +43,7 @@ def encrypt_values(keys: KeyStore, key: str, values: np.ndarray, packing: AnyPac
     if packing.slots != ctx.params.ring_dim // 2:
         raise ConversionError(f"packing of {packing.slots} slots does not fit key {key!r} (ring dimension "
                               f"{ctx.params.ring_dim})")
-    blocks = encrypt_matrix(ctx, pair.public, packing, values)
+    blocks = encrypt_matrix(ctx, pair.public, packing, values, keys.fresh_zeros(key))
     return CipherTensor(blocks, packing, values.shape[0], values.shape[1]).to_stored()
 
 

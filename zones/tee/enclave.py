@@ -56,5 +56,6 @@ class Enclave:
         return Quote(self.measurement, self.public_key, nonce, now, sig)
 
     def close(self) -> None:
-        """Close the HSM session."""
+        """Stop the key store's background work and close the HSM session."""
+        self.keys.close()
         self.hsm.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -9,13 +11,16 @@ import numpy as np
 import pytest
 
 from orchestrator.policy import CkksParams, load_policy
-from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys
+from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix, generate_keys
 from zones.common.ckks.material import serialize_public
-from zones.common.ckks.params import make_context
-from zones.common.ckks.tensor import CipherTensor
+from zones.common.ckks.packing import input_packing
+from zones.common.ckks.params import Context, make_context
+from zones.common.ckks.tensor import CipherTensor, from_stored
 from zones.common.engine import ZoneError
+from zones.common.masking import BOUNDED, bounded_share, bounded_values, uniform_mask
 from zones.common.material import bundle
-from zones.he.engine import HeEngine
+from zones.common.precompute import PROCESS_ACTIVITY
+from zones.he.engine import EncodedMask, HeEngine
 from zones.he.linear import OpCounts
 
 POLICY = Path(__file__).resolve().parents[2] / "integration" / "policies" / "he-block0-minilm.yaml"
@@ -85,3 +90,67 @@ def test_insecure_policy_refused_by_engine(tmp_path: Path) -> None:
     assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
     path.write_text(text.replace("depth: 1}", "depth: 1, allow_insecure: true}"))
     assert HeEngine(load_policy(path), "h", "owner").packing.slots == 2048
+
+
+@pytest.fixture
+def installed() -> Iterator[tuple[HeEngine, Context, KeyPair]]:
+    engine = HeEngine(load_policy(POLICY), "h", "owner")
+    _, rotations, params = engine.key_requirements()
+    ctx = make_context(CkksParams.model_validate_json(params))
+    kp = generate_keys(ctx, rotations)
+    engine.install(*bundle(serialize_public(ctx.cc, kp.public)))
+    yield engine, ctx, kp
+    engine.close()
+
+
+@pytest.mark.parametrize("tokens", [1, 5])
+def test_mpc_to_he_pieces_add_up(installed: tuple[HeEngine, Context, KeyPair], tokens: int) -> None:
+    engine, ctx, kp = installed
+    rng = np.random.default_rng(tokens)
+    y, s = rng.normal(size=(tokens, 384)), uniform_mask((tokens, 384), 20)
+    packing = input_packing(engine.spec, tokens)
+    mask = engine.piece("x", bounded_share(s, 0, 2, 16))  # the owner's share, encoded before the ciphertext comes
+    assert isinstance(mask, EncodedMask) and mask.packing == packing
+    enclave = CipherTensor(encrypt_matrix(ctx, kp.public, packing, y - bounded_values(bounded_share(s, 0, 2, 16))),
+                           packing, tokens, 384).to_stored()
+    assert engine.piece("x", enclave) is enclave
+    whole = from_stored(engine.unmask("x", [enclave, mask]), ctx.params.ring_dim, kp.public.GetKeyTag())
+    assert np.abs(decrypt_matrix(ctx, kp.secret, packing, whole.blocks, tokens, 384) - y).max() < 1e-3
+
+    unbounded = bounded_share(s, 0, 2, 16)
+    unbounded.meta.pop(BOUNDED)
+    with pytest.raises(ZoneError, match="the mask of 'x' is not a bounded") as e:
+        engine.piece("x", unbounded)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ZoneError, match="must arrive as one ciphertext and one bounded share, got .*ckks.*ckks"):
+        engine.unmask("x", [enclave, enclave])
+    other = engine.piece("x", bounded_share(s[:, :128], 0, 2, 16))
+    with pytest.raises(ZoneError, match=rf"the mask of 'x' is not a bounded share of shape \[{tokens}, 384\]"):
+        engine.unmask("x", [enclave, other])
+
+
+def test_he_to_mpc_masks_are_fresh_and_made_ahead(installed: tuple[HeEngine, Context, KeyPair]) -> None:
+    engine, ctx, kp = installed
+    x = np.random.default_rng(0).normal(size=(1, 576))
+    packing = input_packing(engine.spec, 1)
+    t = CipherTensor(encrypt_matrix(ctx, kp.public, packing, x), packing, 1, 576).to_stored()
+    blocks, chunks = packing.grid(1, 576)
+    seen = []
+    for n in range(4):
+        if n == 0:
+            with PROCESS_ACTIVITY.serving():  # as inside a RunStage: nothing is made in the background meanwhile
+                r, masked = engine.mask("x", t, 28)
+            pool = engine._masks[(0, 28)]
+            assert pool.made_on_demand == blocks * chunks and pool.made_ahead == 0
+        else:
+            deadline = time.monotonic() + 10
+            while pool.ready < blocks * chunks:  # the zone serves no call: the next masks are made ahead
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            r, masked = engine.mask("x", t, 28)
+        m = from_stored(masked, ctx.params.ring_dim, kp.public.GetKeyTag())
+        assert np.abs(decrypt_matrix(ctx, kp.secret, packing, m.blocks, 1, 576) + r - x).max() < 1e-3
+        assert np.abs(r).max() > 2 ** 20  # x is hidden
+        seen.append(r)
+    assert all(not np.isin(a, b).any() for i, a in enumerate(seen) for b in seen[i + 1:])
+    assert pool.made_on_demand == blocks * chunks  # only the first conversion's masks were encoded on the spot

@@ -14,7 +14,14 @@ from orchestrator.planner import PlanError, make_plan
 from orchestrator.policy import HeZone, PolicyError, load_policy, load_policy_text
 from tests.conftest import POLICIES
 from tests.unit.he.conftest import Keys, capture
-from zones.common.ckks.crypto import add_plain_matrix, decrypt_matrix, encrypt_matrix, mask_slots
+from zones.common.ckks.crypto import (
+    add_plain_matrix,
+    decrypt_matrix,
+    draw_slot_mask,
+    encrypt_matrix,
+    encrypt_zero,
+    mask_slots,
+)
 from zones.common.ckks.packing import AnyPacking, ComplexLanePacking, LanePacking
 from zones.common.masking import bounded_share, hiding_bits, prescale_for, uniform_mask
 from zones.common.shares import combine
@@ -43,7 +50,7 @@ def _masked_round_trip(he_keys: Keys, y: np.ndarray, prescale: int, mask_bits: i
     weight, bias = (w[f"{DENSE}.{p}"].double().numpy() for p in ("weight", "bias"))
     layer = EncryptedLinear(ctx.cc, packing, weight * 2.0 ** -prescale, bias * 2.0 ** -prescale)
     out = layer.forward(encrypt_matrix(ctx, keys.public, packing, x))
-    r, masked = mask_slots(ctx.cc, packing.output, out, *y.shape, mask_bits)
+    r, masked = mask_slots(ctx.cc, packing.output, out, *y.shape, lambda level: draw_slot_mask(ctx.cc, mask_bits, level))
     enclave = decrypt_matrix(ctx, keys.secret, packing.output, masked, *y.shape)
     shares = [bounded_share(r, 0, 2, 16, prescale), bounded_share(enclave, 1, 2, 16, prescale)]
     exact = decrypt_matrix(ctx, keys.secret, packing.output, out, *y.shape) * 2.0 ** prescale
@@ -79,12 +86,26 @@ def test_mpc_to_he_error_within_the_plans_budget(he_keys: Keys) -> None:
                 if c.tensor == name and c.kind == "mpc->he")
     y = capture("minilm-l6", [name])[name]
     s = uniform_mask(y.shape, policy.zones["he"].reshare_mask_bits)  # type: ignore[union-attr]
-    # the enclave encrypts the keyholder's share y - s; the HE zone adds the owner's s
-    ct = encrypt_matrix(ctx, keys.public, packing, y - s)
-    summed = add_plain_matrix(ctx.cc, packing, ct, s)
-    err = float(np.abs(decrypt_matrix(ctx, keys.secret, packing, summed, *y.shape) - y).max())
-    print(f"mpc->he of {name}: error {err:.2e}, budget {conv.error_budget}, hiding {conv.hiding_bits} bits")
-    assert conv.error_budget is not None and err <= conv.error_budget
+    # the enclave encrypts the keyholder's share y - s (as a fresh encryption of zero made ahead plus the share,
+    # or at once); the HE zone adds the owner's s
+    zeros = [encrypt_zero(ctx, keys.public) for _ in range(packing.grid(*y.shape)[0] * packing.grid(*y.shape)[1])]
+    for ahead in (None, zeros.pop):
+        ct = encrypt_matrix(ctx, keys.public, packing, y - s, ahead)
+        summed = add_plain_matrix(ctx.cc, packing, ct, s)
+        err = float(np.abs(decrypt_matrix(ctx, keys.secret, packing, summed, *y.shape) - y).max())
+        print(f"mpc->he of {name}: error {err:.2e}, budget {conv.error_budget}, hiding {conv.hiding_bits} bits")
+        assert conv.error_budget is not None and err <= conv.error_budget
+    assert zeros == []  # one fresh encryption of zero per ciphertext
+
+
+def test_masks_are_fresh_per_ciphertext(he_keys: Keys) -> None:
+    ctx = he_keys.ctx
+    a, b = (draw_slot_mask(ctx.cc, 28, 1) for _ in range(2))
+    for m in (a, b):
+        assert m.values.shape == (ctx.slots,) and np.iscomplexobj(m.values) and m.level == 1
+        assert np.abs(m.values.real).max() <= 2 ** 28 and np.abs(m.values.imag).max() <= 2 ** 28
+        assert np.abs(m.values.real).max() > 2 ** 27 and np.abs(m.values.imag).max() > 2 ** 27
+    assert not np.isin(a.values, b.values).any()
 
 
 def test_planner_refuses_masks_that_hide_too_little() -> None:

@@ -67,6 +67,23 @@ def test_keystore_seals_and_survives_restart(hsm: Hsm, tmp_path: Path) -> None:
     again.close()
 
 
+def test_encryptions_of_zero_are_fresh_and_follow_the_key(hsm: Hsm, tmp_path: Path) -> None:
+    store = KeyStore(hsm, tmp_path, measurement())
+    store.create("k", PARAMS)
+    ctx, keys = store.open("k")
+    packing = Packing(ctx.slots, 512)
+    zeros = store.fresh_zeros("k")
+    a, b = zeros(), zeros()
+    assert fhe.Serialize(a, fhe.BINARY) != fhe.Serialize(b, fhe.BINARY)
+    for z in (a, b):
+        assert z.GetKeyTag() == keys.public.GetKeyTag()
+        assert np.abs(decrypt_matrix(ctx, keys.secret, packing, [[z]], 16, 512)).max() < 1e-5
+    store.rotate("k")  # the encryptions made under the old key go with it
+    _, new = store.open("k")
+    assert store.fresh_zeros("k")().GetKeyTag() == new.public.GetKeyTag() != keys.public.GetKeyTag()
+    store.close()
+
+
 def test_sealed_key_does_not_open_elsewhere(hsm: Hsm, tmp_path: Path) -> None:
     KeyStore(hsm, tmp_path / "a", measurement()).create("k", PARAMS)
     other_build = KeyStore(hsm, tmp_path / "a", b"\x01" * 32)  # another enclave measurement
