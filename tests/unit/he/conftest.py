@@ -37,6 +37,15 @@ def he_keys() -> Keys:
     return Keys(ctx, packing, generate_keys(ctx, sorted(rotations)))
 
 
+@pytest.fixture(scope="session")
+def he_keys_8192() -> Keys:
+    """N=2^13 (selective-smollm2's ring) with the rotations of its complex and lane layouts, 1024 wide."""
+    ctx = make_context(CkksParams(ring_dim=1 << 13))
+    packing = Packing(ctx.slots, 1024)
+    layouts = [packing, LanePacking(ctx.slots, 1024), ComplexLanePacking(ctx.slots, 1024)]
+    return Keys(ctx, packing, generate_keys(ctx, sorted({r for p in layouts for r in rotation_indices(p)})))
+
+
 def capture(model: str, names: list[str], text: str = CLINICAL) -> dict[str, np.ndarray]:
     """Intermediate activations of the plain executor on real text."""
     m = load_model(model)

@@ -125,15 +125,17 @@ def test_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: s
     assert np.abs(lanes - lanes[0]).max() < 1e-3
 
 
-COMPLEX_CASES = [  # (model, op, source, width): every SmolLM2 shape at the selective and the private width
-    *[(m, op, src, w) for m, op, src in CASES[3:] for w in (1024, 256)],
-    ("minilm-l6", "encoder.layer.0.intermediate.dense", "encoder.layer.0.attention.output.LayerNorm", 512),  # bias
+COMPLEX_CASES = [  # (model, op, source, width, ring): every SmolLM2 shape as selective and private run them
+    *[(m, op, src, w, ring) for m, op, src in CASES[3:] for w, ring in ((1024, 1 << 13), (1024, 1 << 14), (256, 1 << 14))],
+    ("minilm-l6", "encoder.layer.0.intermediate.dense", "encoder.layer.0.attention.output.LayerNorm", 512, 1 << 14),
 ]
 
 
-@pytest.mark.parametrize(("model", "op", "source", "width"), COMPLEX_CASES,
-                         ids=[f"{c[1].split('.', 3)[-1]}-{c[3]}" for c in COMPLEX_CASES])
-def test_complex_lane_linear_matches_torch(he_keys: Keys, model: str, op: str, source: str, width: int) -> None:
+@pytest.mark.parametrize(("model", "op", "source", "width", "ring"), COMPLEX_CASES,
+                         ids=[f"{c[1].split('.', 3)[-1]}-{c[3]}-N{c[4]}" for c in COMPLEX_CASES])
+def test_complex_lane_linear_matches_torch(request: pytest.FixtureRequest, model: str, op: str, source: str,
+                                           width: int, ring: int) -> None:
+    he_keys: Keys = request.getfixturevalue("he_keys" if ring == 1 << 14 else "he_keys_8192")
     x = capture(model, [source])[source][-1:]  # one token, as each generated token travels
     w, b = _weight_and_bias(model, op)
     packing = ComplexLanePacking(he_keys.ctx.slots, width)
