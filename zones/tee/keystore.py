@@ -95,7 +95,6 @@ class KeyStore:
         meta = KeyMeta(key, version, params.model_dump_json(), hashlib.sha256(public["public_key"]).hexdigest(),
                        time.time())
         _write_atomic(self._meta_path(key), json.dumps(asdict(meta)).encode())
-        self._drop_zeros(key)
         self._open[key] = (ctx, keys)
         return meta
 
