@@ -189,7 +189,21 @@ def _shape(ns: str, prof: Profile) -> tuple[str, subprocess.Popen[bytes] | None]
     return f"tbf rate {prof.rate} + nfqueue delay {prof.delay_ms} ms on ingress (no netem in this kernel)", proc
 
 
+# Bridged frames pass the host's iptables FORWARD chain when br_netfilter is loaded, and a host firewall whose
+# FORWARD policy is DROP (Docker's daemon sets one) would drop every packet between two parties.
+_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
+
+
+def _admit_bridged() -> None:
+    """Let the host's firewall forward traffic between the parties' namespaces, whatever its FORWARD policy."""
+    if shutil.which("iptables") is not None:
+        _run("iptables", "-I", *_FORWARD_RULE)
+
+
 def _teardown(namespaces: list[str]) -> None:
+    if shutil.which("iptables") is not None:
+        while subprocess.run(["iptables", "-D", *_FORWARD_RULE], capture_output=True).returncode == 0:
+            pass
     for i, ns in enumerate(namespaces):
         # The host end first: deleting it removes the pair at once, whereas the kernel frees a deleted
         # namespace's devices later, and a deployment right after would find `hsi-v0` still there.
@@ -235,6 +249,7 @@ def network(addresses: dict[str, str], profile: str = "lan") -> Iterator[Network
     try:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "link", "set", BRIDGE, "up")
+        _admit_bridged()
         for i, (party, ns) in enumerate(namespaces.items()):
             _run("ip", "netns", "add", ns)
             _run("ip", "link", "add", f"hsi-v{i}", "type", "veth", "peer", "name", "eth0", "netns", ns)
