@@ -1,4 +1,9 @@
-"""A docker compose file per party: one service per zone process of the party, run from its bundle."""
+"""A docker compose file per party: one service per zone process of the party, run from its bundle.
+
+The bundle is mounted read-only at /bundle. A tee zone also gets the party's own state directory (./state, beside
+the bundle) as its working directory: the policy's relative tee paths — the HSM token, its PIN, the sealed keys,
+the audit log — live there on the host and outlive the container.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ from typing import Any
 import yaml
 
 from orchestrator.bundle import party_processes
-from orchestrator.policy import load_policy
+from orchestrator.policy import TeeZone, load_policy
+
+STATE = "/state"
 
 
-def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundle: str = "./bundle") -> dict[str, Any]:
+def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundle: str = "./bundle",
+           state: str = "./state") -> dict[str, Any]:
     """The compose document of party `party`: its zone processes on the host network, the bundle mounted."""
     policy = load_policy(policy_path)
     if party not in policy.parties:
@@ -19,19 +27,30 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundl
     services: dict[str, Any] = {}
     for proc in party_processes(policy, party):
         name = proc.key.replace("@", "-").replace("+", "-")
-        services[name] = {
+        service: dict[str, Any] = {
             "image": image,
             # the policy's addresses are the hosts' own: MPC parties also connect on gloo's ephemeral ports
             "network_mode": "host",
             "restart": "unless-stopped",  # a restarted zone rejoins; the next session uses it
-            "volumes": [f"{bundle}:/bundle:ro", f"{name}-run:/bundle/run"],
+            "volumes": [f"{bundle}:/bundle:ro"],
             "command": ["hsi", "zone", "serve", "--policy", "/bundle/policy.yaml", "--zone", proc.zone, "--party",
                         proc.party] + (["--dealer"] if proc.dealer else []),
         }
-    return {"name": f"hsi-{policy.name}-{party}", "services": services,
-            "volumes": {f"{n}-run": {} for n in services}}
+        if isinstance(policy.zones[proc.zone], TeeZone):
+            service["volumes"].append(f"{state}:{STATE}")
+            service["working_dir"] = STATE
+        services[name] = service
+    # no top-level `name`: Compose v1 (docker-compose 1.29, Debian 12's) rejects it; the project is named with -p
+    return {"services": services}
+
+
+def project_name(policy_path: str | Path, party: str) -> str:
+    """The compose project name of party `party`'s zones (`docker compose -p NAME`)."""
+    return f"hsi-{load_policy(policy_path).name}-{party}"
 
 
 def render_yaml(policy_path: str | Path, party: str, image: str = "hsi:latest") -> str:
-    """The compose file as YAML."""
-    return yaml.safe_dump(render(policy_path, party, image), sort_keys=False)
+    """The compose file as YAML, headed by how to start it."""
+    head = (f"# Party {party}'s zones. Beside its bundle (./bundle): docker compose -p "
+            f"{project_name(policy_path, party)} up -d\n")
+    return head + yaml.safe_dump(render(policy_path, party, image), sort_keys=False)
