@@ -148,9 +148,12 @@ def main() -> int:
     records: list[dict[str, Any]] = []
     for plan in args.plans:
         for network in args.network:
-            records += bench_plan(plan, args.new_tokens, network, args.inputs)
-    print_table(records)
-    write_records(args.json, records)
+            done = bench_plan(plan, args.new_tokens, network, args.inputs)
+            print_table(done)  # a long run shows each plan as it ends, and keeps it should a later one fail
+            records += done
+            write_records(args.json, records)
+    if len(args.plans) * len(args.network) > 1:
+        print_table(records)
     return 0
 
 
