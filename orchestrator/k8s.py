@@ -1,5 +1,7 @@
 """Kubernetes manifests for one party: its zone processes as Deployments and Services, a NetworkPolicy per
 zone that admits only the policy's peers of that zone, its certificates as a Secret, the policy as a ConfigMap.
+A tee zone also gets a PersistentVolumeClaim as its working directory: the policy's relative tee paths (the HSM
+token, its PIN, the sealed keys, the audit log) live there and outlive the pod.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import yaml
 from orchestrator.bundle import party_cert_files, party_processes, policy_text_with_certs_dir
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import make_plan
-from orchestrator.policy import MpcZone, Policy, ZoneProcess, load_policy
+from orchestrator.policy import MpcZone, Policy, TeeZone, ZoneProcess, load_policy
 from zones.common.zone_service import zone_allow_table
 
 MOUNT = "/etc/hsi"
+STATE = "/state"
+STATE_SIZE = "1Gi"
 
 
 def _name(*parts: str) -> str:
@@ -60,19 +64,26 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
             ports.append({"name": "rendezvous", "containerPort": z.rendezvous_port, "protocol": "TCP"})
         command = ["hsi", "zone", "serve", "--policy", f"{MOUNT}/policy/policy.yaml", "--zone", proc.zone,
                    "--party", proc.party] + (["--dealer"] if proc.dealer else [])
-        out.append({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": sel},
-            "spec": {"replicas": 1, "selector": {"matchLabels": sel}, "template": {
-                "metadata": {"labels": sel},
-                "spec": {"containers": [{
-                    "name": "zone", "image": image, "command": command, "ports": ports,
-                    "env": [{"name": "HSI_CERTS_DIR", "value": f"{MOUNT}/certs"},
-                            {"name": "HF_HUB_OFFLINE", "value": "1"}],
-                    "readinessProbe": {"grpc": {"port": port}, "periodSeconds": 5},
-                    "volumeMounts": [{"name": "certs", "mountPath": f"{MOUNT}/certs", "readOnly": True},
-                                     {"name": "policy", "mountPath": f"{MOUNT}/policy", "readOnly": True}]}],
-                    "volumes": [{"name": "certs", "secret": {"secretName": secret, "defaultMode": 0o400}},
-                                {"name": "policy", "configMap": {"name": config}}]}}}})
+        container: dict[str, Any] = {
+            "name": "zone", "image": image, "command": command, "ports": ports,
+            "env": [{"name": "HSI_CERTS_DIR", "value": f"{MOUNT}/certs"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+            "readinessProbe": {"grpc": {"port": port}, "periodSeconds": 5},
+            "volumeMounts": [{"name": "certs", "mountPath": f"{MOUNT}/certs", "readOnly": True},
+                             {"name": "policy", "mountPath": f"{MOUNT}/policy", "readOnly": True}]}
+        volumes: list[dict[str, Any]] = [{"name": "certs", "secret": {"secretName": secret, "defaultMode": 0o400}},
+                                         {"name": "policy", "configMap": {"name": config}}]
+        spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": sel}}
+        if isinstance(z, TeeZone):
+            claim = f"{name}-state"[:63]
+            out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "labels": sel},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": STATE_SIZE}}}})
+            container["workingDir"] = STATE
+            container["volumeMounts"].append({"name": "state", "mountPath": STATE})
+            volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": claim}})
+            spec["strategy"] = {"type": "Recreate"}  # one pod at a time on the ReadWriteOnce claim (and the token)
+        spec["template"] = {"metadata": {"labels": sel}, "spec": {"containers": [container], "volumes": volumes}}
+        out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": sel},
+                    "spec": spec})
         out.append({
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": sel},
             "spec": {"selector": sel, "ports": [{"name": p["name"], "port": p["containerPort"],

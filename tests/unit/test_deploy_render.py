@@ -16,7 +16,7 @@ K8S_VERSION = "1.30.0"
 
 
 @pytest.mark.parametrize("policy,party", [("all-mpc-minilm.yaml", "owner"), ("all-mpc-minilm.yaml", "dealer"),
-                                          ("plain-smollm2.yaml", "client")])
+                                          ("plain-smollm2.yaml", "client"), ("private-minilm.yaml", "keyholder")])
 def test_rendered_manifests_are_valid_and_admit_only_peers(hsi_env: Path, policy: str, party: str) -> None:
     docs = render(POLICIES / policy, party)
     for doc in docs:
@@ -40,6 +40,19 @@ def test_mpc_party_admits_its_peers_and_the_dealer_on_every_port(hsi_env: Path) 
     dep, = (d for d in docs if d["kind"] == "Deployment")
     ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert ports == {"grpc", "rendezvous"}  # rank 0 hosts the rendezvous
+
+
+def test_a_tee_zone_keeps_its_token_and_sealed_keys_on_a_claim(hsi_env: Path) -> None:
+    docs = render(POLICIES / "private-minilm.yaml", "keyholder")
+    claim, = (d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    deployments = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Deployment"}
+    enclave = next(spec for name, spec in deployments.items() if "enclave" in name)
+    pod = enclave["template"]["spec"]
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in pod["volumes"]
+    assert pod["containers"][0]["workingDir"] == "/state"  # where the policy's relative tee paths resolve
+    assert enclave["strategy"] == {"type": "Recreate"}
+    mpc = next(spec for name, spec in deployments.items() if "mpc" in name)
+    assert "workingDir" not in mpc["template"]["spec"]["containers"][0] and "strategy" not in mpc
 
 
 def test_compose_file_runs_each_zone_process_of_the_party_from_its_bundle(hsi_env: Path) -> None:
