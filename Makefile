@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow lint protos bench bench-he clean
+.PHONY: setup demo test test-slow lint protos bench bench-he image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,14 @@ bench: setup
 
 bench-he: setup
 	$(PY) bench/he_linear.py --json bench/results/he_linear.json
+
+# The container image every party runs its zones from. Without Docker Hub: `make image OFFLINE=1` builds the
+# base from Debian's mirror and this machine's CPython 3.10 first (deploy/compose/offline-base.sh).
+IMAGE ?= hsi:latest
+image:
+	@if [ -n "$(OFFLINE)" ]; then bash deploy/compose/offline-base.sh hsi-base:py3.10-bookworm && \
+	    docker build -f deploy/compose/Dockerfile --build-arg BASE=hsi-base:py3.10-bookworm -t $(IMAGE) . ; \
+	else docker build -f deploy/compose/Dockerfile -t $(IMAGE) . ; fi
 
 clean:
 	rm -rf .hsi/run
