@@ -35,7 +35,7 @@ def _compose_cli() -> list[str] | None:
     """`docker compose` (v2) or `docker-compose` (v1), whichever this host has."""
     if shutil.which("docker") is None:
         return None
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0:
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
@@ -44,14 +44,15 @@ def _why_not() -> str | None:
     """Why these tests cannot run here, or None."""
     if _compose_cli() is None:
         return "no docker CLI with compose"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
         return "no Docker daemon"
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, timeout=30).returncode != 0:
         return f"no image {IMAGE} (docker build -f deploy/compose/Dockerfile -t {IMAGE} .)"
     return None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
+WHY_NOT = _why_not()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 
 def _docker(*args: str, timeout: float = 300.0) -> str:
