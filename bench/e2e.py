@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -144,6 +145,8 @@ def main() -> int:
     ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
+    # SIGTERM (`timeout`, a job runner) unwinds like Ctrl-C: the zones, namespaces and firewall rule go too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     torch.set_num_threads(2)
     records: list[dict[str, Any]] = []
     for plan in args.plans:
