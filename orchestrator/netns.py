@@ -14,8 +14,10 @@ packet would still count against its socket's TCP small-queue budget and cap thr
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,8 +32,9 @@ import yaml
 from orchestrator.bundle import make_bundle
 from orchestrator.policy import TeeZone, load_policy
 
-BRIDGE = "hsi-br0"
 SUBNET = "10.77.0"
+SLOTS = 8  # deployments one machine runs at once, each on its own bridge
+LOCK_DIR = Path("/run/hsi-netns")
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,21 @@ class NetnsDeployment:
         self.start(party)
         _wait_ready(self, startup_s)
 
+    def as_party(self, party: str, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` as `party`: in its namespace, with its bundle's keys."""
+        return ["ip", "netns", "exec", self.namespaces[party], "env",
+                f"HSI_CERTS_DIR={self.bundles[party] / 'certs'}", *argv]
+
+    def client_hsi(self, argv: list[str]) -> list[str]:
+        """The command line of an `hsi` command (`embed TEXT`, `generate PROMPT`, ...) run by the client under
+        the client's bundle policy."""
+        hsi = str(Path(sys.executable).parent / "hsi")
+        return self.as_party(load_policy(self.policy).client, [hsi, *argv, "--policy", str(self.policy)])
+
     def party_python(self, party: str, code: str, timeout: float) -> str:
         """Run Python code as `party`, in its namespace with its bundle's keys; its stdout."""
-        cmd = ["ip", "netns", "exec", self.namespaces[party], "env",
-               f"HSI_CERTS_DIR={self.bundles[party] / 'certs'}", sys.executable, "-c", code]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(self.as_party(party, [sys.executable, "-c", code]), capture_output=True, text=True,
+                           timeout=timeout)
         if r.returncode:
             raise NetnsError(f"{party}'s code failed in namespace {self.namespaces[party]}: "
                              f"{r.stderr.strip()[-1500:]}")
@@ -189,27 +202,79 @@ def _shape(ns: str, prof: Profile) -> tuple[str, subprocess.Popen[bytes] | None]
     return f"tbf rate {prof.rate} + nfqueue delay {prof.delay_ms} ms on ingress (no netem in this kernel)", proc
 
 
-# Bridged frames pass the host's iptables FORWARD chain when br_netfilter is loaded, and a host firewall whose
-# FORWARD policy is DROP (Docker's daemon sets one) would drop every packet between two parties.
-_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
+@dataclass(frozen=True)
+class Slot:
+    """The device names of one deployment: slot 0 is `hsi-br0`, `hsi-v<i>`, `hsi-<i>`; slot k `hsi<k>-…`.
+
+    Deployments in different slots run side by side (each party's address is private to its namespace); a
+    slot is taken while a process holds its lock file, so a crashed deployment's slot is free again and its
+    leftovers are removed by the next deployment that takes it."""
+
+    number: int
+
+    @property
+    def prefix(self) -> str:
+        return "hsi" if self.number == 0 else f"hsi{self.number}"
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}-br0"
+
+    def namespace(self, i: int) -> str:
+        return f"{self.prefix}-{i}"
+
+    def veth(self, i: int) -> str:
+        return f"{self.prefix}-v{i}"
 
 
-def _admit_bridged() -> None:
-    """Let the host's firewall forward traffic between the parties' namespaces, whatever its FORWARD policy."""
+@contextlib.contextmanager
+def _claim_slot() -> Iterator[Slot]:
+    """The first slot no running deployment holds, held until the block ends."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    for number in range(SLOTS):
+        fd = os.open(LOCK_DIR / f"{number}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield Slot(number)
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    raise NetnsError(f"all {SLOTS} namespace slots are in use by running deployments (locks in {LOCK_DIR})")
+
+
+def _forward_rule(slot: Slot) -> list[str]:
+    # Bridged frames pass the host's iptables FORWARD chain when br_netfilter is loaded, and a host firewall
+    # whose FORWARD policy is DROP (Docker's daemon sets one) would drop every packet between two parties.
+    return ["FORWARD", "-i", slot.bridge, "-o", slot.bridge, "-j", "ACCEPT"]
+
+
+def _admit_bridged(slot: Slot) -> None:
+    """Let the host's firewall forward traffic between the slot's namespaces, whatever its FORWARD policy."""
     if shutil.which("iptables") is not None:
-        _run("iptables", "-I", *_FORWARD_RULE)
+        _run("iptables", "-I", *_forward_rule(slot))
 
 
-def _teardown(namespaces: list[str]) -> None:
+def _teardown(slot: Slot) -> None:
+    """Remove every device, namespace and firewall rule of the slot (this deployment's, or a crashed one's)."""
     if shutil.which("iptables") is not None:
-        while subprocess.run(["iptables", "-D", *_FORWARD_RULE], capture_output=True).returncode == 0:
+        while subprocess.run(["iptables", "-D", *_forward_rule(slot)], capture_output=True).returncode == 0:
             pass
-    for i, ns in enumerate(namespaces):
-        # The host end first: deleting it removes the pair at once, whereas the kernel frees a deleted
-        # namespace's devices later, and a deployment right after would find `hsi-v0` still there.
-        subprocess.run(["ip", "link", "del", f"hsi-v{i}"], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    ours = re.compile(rf"{re.escape(slot.prefix)}-v?\d+")
+    links = [ln.split(":")[1].strip().split("@")[0] for ln in _run("ip", "-o", "link", "show").splitlines()]
+    names = [ln.split()[0] for ln in _run("ip", "netns", "list").splitlines() if ln.strip()]
+    # The host ends first: deleting one removes its pair at once, whereas the kernel frees a deleted
+    # namespace's devices later, and a deployment right after would find `hsi-v0` still there.
+    for link in links:
+        if ours.fullmatch(link):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+    for ns in names:
+        if ours.fullmatch(ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", slot.bridge], capture_output=True)
 
 
 @dataclass
@@ -236,34 +301,35 @@ def _stop(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> No
 
 @contextlib.contextmanager
 def network(addresses: dict[str, str], profile: str = "lan") -> Iterator[Network]:
-    """A namespace per party (named by `addresses`' order) on one bridge under a network profile; torn down
-    after, or on failure."""
+    """A namespace per party (named by `addresses`' order) on a bridge of its own under a network profile; torn
+    down after, or on failure."""
     if os.geteuid() != 0:
         raise NetnsError("network namespaces need root")
     if profile not in PROFILES:
         raise NetnsError(f"unknown network profile {profile!r}; known: {', '.join(PROFILES)}")
     prof = PROFILES[profile]
-    namespaces = {party: f"hsi-{i}" for i, party in enumerate(addresses)}
-    _teardown(list(namespaces.values()))  # leftovers of a crashed run
-    net = Network(namespaces, dict(addresses), "", [])
-    try:
-        _run("ip", "link", "add", BRIDGE, "type", "bridge")
-        _run("ip", "link", "set", BRIDGE, "up")
-        _admit_bridged()
-        for i, (party, ns) in enumerate(namespaces.items()):
-            _run("ip", "netns", "add", ns)
-            _run("ip", "link", "add", f"hsi-v{i}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _run("ip", "link", "set", f"hsi-v{i}", "master", BRIDGE, "up")
-            _run("ip", "addr", "add", f"{addresses[party]}/24", "dev", "eth0", ns=ns)
-            _run("ip", "link", "set", "eth0", "up", ns=ns)
-            _run("ip", "link", "set", "lo", "up", ns=ns)
-            net.shaping, proc = _shape(ns, prof)
-            if proc is not None:
-                net.procs.append(proc)
-        yield net
-    finally:
-        _stop(net.procs)
-        _teardown(list(namespaces.values()))
+    with _claim_slot() as slot:
+        namespaces = {party: slot.namespace(i) for i, party in enumerate(addresses)}
+        _teardown(slot)  # leftovers of a crashed run in this slot
+        net = Network(namespaces, dict(addresses), "", [])
+        try:
+            _run("ip", "link", "add", slot.bridge, "type", "bridge")
+            _run("ip", "link", "set", slot.bridge, "up")
+            _admit_bridged(slot)
+            for i, (party, ns) in enumerate(namespaces.items()):
+                _run("ip", "netns", "add", ns)
+                _run("ip", "link", "add", slot.veth(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+                _run("ip", "link", "set", slot.veth(i), "master", slot.bridge, "up")
+                _run("ip", "addr", "add", f"{addresses[party]}/24", "dev", "eth0", ns=ns)
+                _run("ip", "link", "set", "eth0", "up", ns=ns)
+                _run("ip", "link", "set", "lo", "up", ns=ns)
+                net.shaping, proc = _shape(ns, prof)
+                if proc is not None:
+                    net.procs.append(proc)
+            yield net
+        finally:
+            _stop(net.procs)
+            _teardown(slot)
 
 
 @contextlib.contextmanager
