@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -217,11 +218,24 @@ def down(policy_path: str | Path) -> list[str]:
     return sorted(pids)
 
 
+def on_this_host(policy: Policy) -> bool:
+    """Whether every party of the policy is at a loopback address: one machine runs all its zones."""
+    def loopback(address: str) -> bool:
+        try:
+            return address == "localhost" or ipaddress.ip_address(address).is_loopback
+        except ValueError:  # a host name
+            return False
+    return all(loopback(p.address) for p in policy.parties.values())
+
+
 @contextlib.contextmanager
 def zones_up(policy_path: str | Path) -> Iterator[bool]:
-    """Use the policy's running zones, or start them for the block and stop them after; yields True if started."""
+    """Use the policy's running zones, or start them for the block and stop them after; yields True if started.
+
+    Only a policy whose parties all run on this host is started here: under a multi-party policy each party
+    starts its own zones from its bundle, and the client uses them as they are."""
     policy = load_policy(policy_path)
-    if running(policy):
+    if running(policy) or not on_this_host(policy):
         yield False
         return
     up(policy_path)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from orchestrator.launcher import ensure_certs, principals
+from orchestrator.launcher import ensure_certs, on_this_host, principals
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import make_plan
 from orchestrator.policy import load_policy
 from tests.conftest import POLICIES
-from zones.common.certs import CertError, cert_stem, init_ca, issue, load_credentials
+from zones.common.certs import CA_CERT, CA_KEY, CertError, cert_stem, init_ca, issue, load_credentials
 from zones.common.zone_service import zone_allow_table
 
 
@@ -28,6 +28,25 @@ def test_ca_and_certificates(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "owner__he.key").stat().st_mode) == 0o600
     creds = load_credentials(tmp_path, "owner/he")
     assert creds.principal == "owner/he" and b"BEGIN CERTIFICATE" in creds.ca
+
+
+def test_a_bundle_keeps_its_ca(tmp_path: Path) -> None:
+    """A directory with the CA certificate but not its key (a party's bundle) is never given a new CA."""
+    init_ca(tmp_path)
+    (tmp_path / CA_KEY).unlink()
+    before = (tmp_path / CA_CERT).read_bytes()
+    with pytest.raises(CertError, match="CA certificate without its key .*party's bundle"):
+        init_ca(tmp_path)
+    assert (tmp_path / CA_CERT).read_bytes() == before and not (tmp_path / CA_KEY).exists()
+
+
+def test_only_a_policy_on_this_host_is_started_here() -> None:
+    """The client of a multi-party policy uses the parties' zones; it never starts them itself."""
+    local = load_policy(POLICIES / "plain-minilm.yaml")
+    assert on_this_host(local)
+    data = local.model_dump()
+    data["parties"]["owner"]["address"] = "10.77.0.2"
+    assert not on_this_host(type(local).model_validate(data))
 
 
 def test_bad_principal_and_missing_files(tmp_path: Path) -> None:

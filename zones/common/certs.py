@@ -44,8 +44,12 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def init_ca(directory: Path) -> bool:
     """Create a dev CA in `directory` unless one exists; True when created."""
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / CA_CERT).exists() and (directory / CA_KEY).exists():
-        return False
+    if (directory / CA_CERT).exists():
+        if (directory / CA_KEY).exists():
+            return False
+        # a party's bundle: replacing its CA would cut it off from every other party
+        raise CertError(f"{directory} holds a CA certificate without its key (a party's bundle), so no certificate "
+                        "can be issued here; the deployment's CA holder issues them (hsi deploy bundle)")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hsi dev CA")])
     now = datetime.datetime.now(datetime.timezone.utc)
