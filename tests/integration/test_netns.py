@@ -3,8 +3,10 @@ profiles measured between two namespaces."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,29 @@ def test_plain_minilm_across_namespaces_equals_loopback(hsi_env: Path, tmp_path:
         assert float((torch.tensor(again["output"]["embedding"]) - got).abs().max()) < 1e-6
 
 
+def test_deploy_netns_runs_a_client_command_and_leaves_nothing(hsi_env: Path, tmp_path: Path) -> None:
+    """`hsi deploy netns --policy P embed TEXT --json`: the client's command runs across the namespaces with its
+    output alone on stdout, and every namespace is gone after."""
+    hsi = str(Path(sys.executable).parent / "hsi")
+    r = subprocess.run([hsi, "deploy", "netns", "--policy", str(POLICIES / "plain-minilm.yaml"), "--workdir",
+                        str(tmp_path), "embed", TEXT, "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = torch.tensor(json.loads(r.stdout)["output"]["embedding"])
+    assert float((got - reference_embedding("minilm-l6", TEXT)).abs().max()) < 1e-5
+    used = [line.split("namespace ")[1].split(",")[0] for line in r.stderr.splitlines() if ": namespace " in line]
+    assert len(used) == 2  # the client and the owner
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
+    assert not set(used) & set(left)
+
+
+def test_deploy_netns_names_an_unknown_profile(hsi_env: Path, tmp_path: Path) -> None:
+    hsi = str(Path(sys.executable).parent / "hsi")
+    r = subprocess.run([hsi, "deploy", "netns", "--policy", str(POLICIES / "plain-minilm.yaml"), "--network", "moon",
+                        "--workdir", str(tmp_path), "embed", TEXT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "unknown network profile 'moon'; known: lan, wan" in r.stderr
+
+
 def _rtt_and_rate(ns_server: str, ns_client: str, address: str) -> tuple[float, float]:
     """Median round trip (ms) of a 2-byte request and throughput (Mbit/s) of 16 MB, client to server."""
     server = subprocess.Popen(["ip", "netns", "exec", ns_server, "python3", "-c", ECHO], stdout=subprocess.PIPE)
@@ -88,6 +113,18 @@ def test_profiles_shape_the_links_between_parties(profile: str) -> None:
             assert 60 < mbit_s < 160
         else:
             assert rtt_ms < 5
+
+
+def test_deployments_side_by_side_keep_their_own_links() -> None:
+    """Two deployments at once on the same addresses: each gets its own bridge and namespaces, and the one that
+    ends first leaves the other's links working."""
+    addresses = {"a": "10.77.0.1", "b": "10.77.0.2"}
+    with network(addresses, "lan") as first:
+        with network(addresses, "lan") as second:
+            assert set(first.namespaces.values()).isdisjoint(second.namespaces.values())
+            for net in (first, second):
+                assert _rtt_and_rate(net.namespaces["b"], net.namespaces["a"], "10.77.0.2")[0] < 5
+        assert _rtt_and_rate(first.namespaces["b"], first.namespaces["a"], "10.77.0.2")[0] < 5
 
 
 @pytest.mark.slow
