@@ -24,6 +24,12 @@ class BundleError(ValueError):
     """A bundle that cannot be made: unknown party, missing certificate, non-empty target."""
 
 
+def check_party(policy: Policy, party: str) -> None:
+    """Raise BundleError naming the policy's parties unless `party` is one of them."""
+    if party not in policy.parties:
+        raise BundleError(f"policy {policy.name!r} has no party {party!r} (parties: {', '.join(policy.parties)})")
+
+
 def party_principals(policy: Policy, party: str) -> list[str]:
     """The principals whose private keys belong to `party` (its zone processes, runtime, operators)."""
     return sorted(p for p in principals(policy) if p.partition("/")[0] == party)
@@ -78,8 +84,7 @@ def make_bundle(policy_path: str | Path, party: str, out: str | Path, pki: Path 
     Certificates come from `pki` (default: the policy's certificate directory), issued there if missing.
     """
     policy = load_policy(policy_path)
-    if party not in policy.parties:
-        raise BundleError(f"policy {policy.name!r} has no party {party!r} (parties: {', '.join(policy.parties)})")
+    check_party(policy, party)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} is not empty; a bundle goes to a new directory")

@@ -81,12 +81,18 @@ def cmd_deploy_bundle(args: argparse.Namespace) -> int:
 
 def cmd_deploy_render(args: argparse.Namespace) -> int:
     """Print (or write) one party's Kubernetes manifests or compose file."""
+    from orchestrator.bundle import BundleError
+
     if args.sub == "k8s":
         from orchestrator.k8s import render_yaml
     else:
         from orchestrator.compose import render_yaml
 
-    text = render_yaml(args.policy, args.party, args.image)
+    try:
+        text = render_yaml(args.policy, args.party, args.image)
+    except BundleError as e:
+        err.print(f"error: {e}")
+        return 2
     if args.out:
         Path(args.out).write_text(text)
         err.print(f"wrote {args.out}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.bundle import party_processes
+from orchestrator.bundle import check_party, party_processes
 from orchestrator.policy import TeeZone, load_policy
 
 STATE = "/state"
@@ -22,8 +22,7 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundl
            state: str = "./state") -> dict[str, Any]:
     """The compose document of party `party`: its zone processes on the host network, the bundle mounted."""
     policy = load_policy(policy_path)
-    if party not in policy.parties:
-        raise ValueError(f"policy {policy.name!r} has no party {party!r}")
+    check_party(policy, party)
     services: dict[str, Any] = {}
     for proc in party_processes(policy, party):
         name = proc.key.replace("@", "-").replace("+", "-")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.bundle import party_cert_files, party_processes, policy_text_with_certs_dir
+from orchestrator.bundle import check_party, party_cert_files, party_processes, policy_text_with_certs_dir
 from orchestrator.models.registry import load_graph
 from orchestrator.planner import make_plan
 from orchestrator.policy import MpcZone, Policy, TeeZone, ZoneProcess, load_policy
@@ -42,8 +42,7 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
            pki: Path | None = None) -> list[dict[str, Any]]:
     """The manifests of party `party` of the policy."""
     policy = load_policy(policy_path)
-    if party not in policy.parties:
-        raise ValueError(f"policy {policy.name!r} has no party {party!r}")
+    check_party(policy, party)
     files = {name: path.read_bytes() for name, path in party_cert_files(policy, party, pki).items()}
     policy_text = policy_text_with_certs_dir(policy_path, f"{MOUNT}/certs")
     labels = {"app.kubernetes.io/part-of": "hsi", "hsi/policy": _name(policy.name)[4:], "hsi/party": _name(party)[4:]}

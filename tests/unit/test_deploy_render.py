@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -74,3 +76,12 @@ def test_compose_gives_a_tee_zone_the_partys_state_and_nothing_else_writable(hsi
     # the HSM token, PIN, sealed keys and audit log (the policy's relative paths) live in the host's ./state
     assert enclave["volumes"] == ["./bundle:/bundle:ro", "./state:/state"] and enclave["working_dir"] == "/state"
     assert mpc["volumes"] == ["./bundle:/bundle:ro"] and "working_dir" not in mpc
+
+
+@pytest.mark.parametrize("kind", ["k8s", "compose"])
+def test_an_unknown_party_is_named_with_the_policys_parties(kind: str) -> None:
+    r = subprocess.run([str(Path(sys.executable).parent / "hsi"), "deploy", kind, "--policy",
+                        str(POLICIES / "plain-minilm.yaml"), "--party", "nobody"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "policy 'plain-minilm' has no party 'nobody' (parties: client, owner)" in r.stderr
+    assert "Traceback" not in r.stderr
