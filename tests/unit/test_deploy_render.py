@@ -53,8 +53,13 @@ def test_a_tee_zone_keeps_its_token_and_sealed_keys_on_a_claim(hsi_env: Path) ->
     assert {"name": "state", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in pod["volumes"]
     assert pod["containers"][0]["workingDir"] == "/state"  # where the policy's relative tee paths resolve
     assert enclave["strategy"] == {"type": "Recreate"}
+    # the dev SoftHSM token is made on the claim before the enclave starts; init-token keeps an existing one
+    init, = pod["initContainers"]
+    assert init["command"] == ["hsi", "tee", "init-token", "--dir", ".hsi/softhsm", "--label", "hsi-tee"]
+    assert init["workingDir"] == "/state" and init["volumeMounts"] == [{"name": "state", "mountPath": "/state"}]
     mpc = next(spec for name, spec in deployments.items() if "mpc" in name)
     assert "workingDir" not in mpc["template"]["spec"]["containers"][0] and "strategy" not in mpc
+    assert "initContainers" not in mpc["template"]["spec"]
 
 
 def test_compose_file_runs_each_zone_process_of_the_party_from_its_bundle(hsi_env: Path) -> None:
