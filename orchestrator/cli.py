@@ -22,7 +22,8 @@ from rich.table import Table
 from orchestrator.planner import Plan, PlanError
 from orchestrator.policy import HeZone, PolicyError, TeeZone, load_policy, policy_json_schema
 
-err = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal, so the command lines printed stay whole
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
