@@ -21,6 +21,7 @@ from orchestrator.calibration import (
     packaged_path,
 )
 from orchestrator.models.registry import load_graph
+from zones.common.codec import decode_tensor
 from zones.common.engine import ZoneError
 from zones.common.shares import ShareAssembler, combine, ring_of, split
 
@@ -69,7 +70,7 @@ def test_assembler_keeps_shares_until_the_last_arrives() -> None:
     assert e.value.code == grpc.StatusCode.ALREADY_EXISTS
     whole = asm.add("h", a)
     assert whole is not None and whole.encoding_name == "plain"
-    got = torch.from_numpy(np.frombuffer(whole.data, dtype="<f4").reshape(whole.shape))
+    got = decode_tensor(whole.dtype, list(whole.shape), whole.data)
     assert float((got - x).abs().max()) <= 2**-15
 
 
