@@ -72,7 +72,7 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
         volumes: list[dict[str, Any]] = [{"name": "certs", "secret": {"secretName": secret, "defaultMode": 0o400}},
                                          {"name": "policy", "configMap": {"name": config}}]
         spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": sel}}
-        pod_init: list[dict[str, Any]] = []
+        pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
         if isinstance(z, TeeZone):
             claim = f"{name}-state"[:63]
             out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "labels": sel},
@@ -84,11 +84,8 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
             if z.hsm.softhsm_conf:  # a dev SoftHSM token: made on the claim by the first pod, kept by the next
                 init = ["hsi", "tee", "init-token", "--dir", str(Path(z.hsm.softhsm_conf).parent), "--label",
                         z.hsm.token_label]
-                pod_init = [{"name": "hsm-token", "image": image, "command": init, "workingDir": STATE,
-                             "volumeMounts": [{"name": "state", "mountPath": STATE}]}]
-        pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
-        if pod_init:
-            pod["initContainers"] = pod_init
+                pod["initContainers"] = [{"name": "hsm-token", "image": image, "command": init, "workingDir": STATE,
+                                          "volumeMounts": [{"name": "state", "mountPath": STATE}]}]
         spec["template"] = {"metadata": {"labels": sel}, "spec": pod}
         out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": sel},
                     "spec": spec})

@@ -68,6 +68,14 @@ def test_plain_minilm_across_namespaces_equals_loopback(hsi_env: Path, tmp_path:
         assert float((torch.tensor(again["output"]["embedding"]) - got).abs().max()) < 1e-6
 
 
+def _assert_namespaces_gone(deploy_stderr: list[str]) -> None:
+    """The namespaces `hsi deploy netns` named on stderr (plain-minilm's client and owner) no longer exist."""
+    used = [line.split("namespace ")[1].split(",")[0] for line in deploy_stderr if ": namespace " in line]
+    assert len(used) == 2  # the client and the owner
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
+    assert not set(used) & set(left)
+
+
 def test_deploy_netns_runs_a_client_command_and_leaves_nothing(hsi_env: Path, tmp_path: Path) -> None:
     """`hsi deploy netns --policy P embed TEXT --json`: the client's command runs across the namespaces with its
     output alone on stdout, and every namespace is gone after."""
@@ -77,10 +85,7 @@ def test_deploy_netns_runs_a_client_command_and_leaves_nothing(hsi_env: Path, tm
     assert r.returncode == 0, r.stderr[-2000:]
     got = torch.tensor(json.loads(r.stdout)["output"]["embedding"])
     assert float((got - reference_embedding("minilm-l6", TEXT)).abs().max()) < 1e-5
-    used = [line.split("namespace ")[1].split(",")[0] for line in r.stderr.splitlines() if ": namespace " in line]
-    assert len(used) == 2  # the client and the owner
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
-    assert not set(used) & set(left)
+    _assert_namespaces_gone(r.stderr.splitlines())
 
 
 def test_deploy_netns_stays_up_for_the_client_until_sigterm(hsi_env: Path, tmp_path: Path) -> None:
@@ -110,10 +115,7 @@ def test_deploy_netns_stays_up_for_the_client_until_sigterm(hsi_env: Path, tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    used = [s.split("namespace ")[1].split(",")[0] for s in said if ": namespace " in s]
-    assert len(used) == 2  # the client and the owner
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
-    assert not set(used) & set(left)
+    _assert_namespaces_gone(said)
 
 
 def test_deploy_netns_names_an_unknown_profile(hsi_env: Path, tmp_path: Path) -> None:
@@ -206,7 +208,7 @@ def test_smollm2_generation_across_namespaces(hsi_env: Path, tmp_path: Path, pla
           f"{result['metrics']['time_by_zone']}")
     assert result["output"]["token_ids"] == want
     assert result["privacy"]["mismatches"] == []
-    if plan in ("all-mpc-smollm2", "private-smollm2"):  # nobody but the client sees a plaintext activation
+    if plan in ("all-mpc-smollm2", "private-smollm2"):  # nobody but the client sees a plaintext activation or token id
         for r in result["privacy"]["observed"]:
             if r["party"] != "client":
                 assert r["encoding"] != "plain", r
