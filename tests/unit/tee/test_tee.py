@@ -77,7 +77,10 @@ def test_encryptions_of_zero_are_fresh_and_follow_the_key(hsm: Hsm, tmp_path: Pa
     assert fhe.Serialize(a, fhe.BINARY) != fhe.Serialize(b, fhe.BINARY)
     for z in (a, b):
         assert z.GetKeyTag() == keys.public.GetKeyTag()
-        assert np.abs(decrypt_matrix(ctx, keys.secret, packing, [[z]], 16, 512)).max() < 1e-5
+        noise = decrypt_matrix(ctx, keys.secret, packing, [[z]], 16, 512)
+        # a fresh public-key encryption's noise: per-slot std 1.21-1.27e-6 (6 keys x 20 draws of OpenFHE's own
+        # Encrypt of 0); its max over the 8192 slots reached 1.07e-5 in 200 draws, so no slot holds a value
+        assert noise.std() < 1.5e-6 and np.abs(noise).max() < 2e-5
     store.rotate("k")  # the encryptions made under the old key go with it
     _, new = store.open("k")
     assert store.fresh_zeros("k")().GetKeyTag() == new.public.GetKeyTag() != keys.public.GetKeyTag()
