@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow lint protos bench bench-he image clean
+.PHONY: setup demo test test-slow lint lock protos bench bench-he results image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ test: setup lint
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests
 
+# Re-resolve every dependency to its newest allowed version, on purpose; then `make protos` if grpcio-tools moved.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
+	    --custom-compile-command "make lock" -o requirements.lock
+
 protos: setup
 	bash scripts/gen_protos.sh
 
@@ -35,6 +40,10 @@ bench: setup
 
 bench-he: setup
 	$(PY) bench/he_linear.py --json bench/results/he_linear.json
+
+# README's table of figures, from the latest record per (plan, model, network) in bench/results/*.json.
+results: setup
+	$(PY) bench/results_table.py --write-readme
 
 # The container image every party runs its zones from. Without Docker Hub: `make image OFFLINE=1` builds the
 # base from Debian's mirror and this machine's CPython 3.10 first (deploy/compose/offline-base.sh).

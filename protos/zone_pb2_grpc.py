@@ -6,7 +6,7 @@ import warnings
 from protos import tensor_pb2 as protos_dot_tensor__pb2
 from protos import zone_pb2 as protos_dot_zone__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

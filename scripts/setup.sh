@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv with CPython 3.10, the project and its real
-# dependencies, Debian's softhsm2, dev certificates. A second run is fast:
-# the pip step is skipped while pyproject.toml and this script are unchanged.
+# Idempotent set-up: .venv with CPython 3.10, the project and its dependencies at the versions pinned in
+# requirements.lock (`make lock` refreshes it), Debian's softhsm2, dev certificates. A second run is fast:
+# the pip step is skipped while pyproject.toml, requirements.lock and this script are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,11 +39,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 
-WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+WANT=$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "setup: installing the project into .venv (first run downloads torch, ~5 GB)"
     PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q --upgrade pip
-    PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # -c: every package, direct or transitive, at its locked version, so a fresh machine gets what CI tested
+    PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q -c requirements.lock -e ".[dev]"
     # CrypTen's metadata requires the dead `sklearn` package; its real needs
     # are in pyproject.toml, so install it alone.
     PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q --no-deps "crypten==0.4.1"
