@@ -17,9 +17,12 @@ demo: setup
 	$(VENV)/bin/hsi embed --policy deploy/policies/private-minilm.yaml --check --min-cosine 0.995 \
 	    "Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; started on metformin 500 mg twice daily."
 
+# ruff; mypy, --strict on the shared layer; import-linter: the layer rule (pyproject.toml [tool.importlinter])
 lint: setup
-	$(VENV)/bin/ruff check orchestrator zones tests bench
+	$(VENV)/bin/ruff check hsi orchestrator zones tests bench
+	$(VENV)/bin/mypy --strict hsi
 	$(VENV)/bin/mypy orchestrator zones
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest -q -m "not slow" tests

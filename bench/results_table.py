@@ -1,0 +1,148 @@
+"""README's table of figures, generated from the latest record per (plan, model, network) in bench/results/*.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+NETWORKS = ("loopback", "lan", "wan")
+PLANS = ("hf-direct", "plain", "all-mpc", "selective", "private", "enclave")  # row order within a model
+HEADER = ("plan", "model", "network", "wall s", "s/token", "prefill s", "bytes between parties", "accuracy",
+          "commit", "date")
+Record = dict[str, Any]
+Key = tuple[str, str, str]
+
+
+def load_records(results: Path = RESULTS) -> list[Record]:
+    """Every record of every `*.json` list in `results`, files in name order, records in file order."""
+    records: list[Record] = []
+    for path in sorted(results.glob("*.json")):
+        data = json.loads(path.read_text())
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{path}: not a JSON list of records")
+        records += data
+    return records
+
+
+def _when(record: Record) -> datetime:
+    when = datetime.fromisoformat(str(record["date"]).replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def latest(records: list[Record]) -> dict[Key, Record]:
+    """The latest record per (plan, model, network) by `date`; of equal dates, the one read last. Records of
+    single ops (no `plan`) are not end-to-end runs and are left out."""
+    best: dict[Key, Record] = {}
+    for r in records:
+        if "plan" not in r or "wall_s" not in r:
+            continue
+        key = (r["plan"], r["model"], r["network"])
+        if key not in best or _when(r) >= _when(best[key]):
+            best[key] = r
+    return best
+
+
+def _seconds(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e3:.0f} KB" if n < 1e6 else f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def between_parties(record: Record) -> str:
+    """Bytes on zone links whose ends are at different parties (a link `a->b+c` fans out to every party
+    named), plus the bytes the parties of each MPC zone sent one another."""
+    links = 0
+    for link, n in record.get("bytes_by_link", {}).items():
+        src, dst = link.split("->", 1)  # principals party/zone
+        if any(p.split("/")[0] != src.split("/")[0] for p in dst.split("+")):
+            links += n
+    mpc = sum(z.get("bytes", 0) for z in record.get("mpc", {}).values())
+    if not links and not mpc:
+        return "–"
+    return _size(links) + (f" + {_size(mpc)} MPC" if mpc else "")
+
+
+def accuracy(record: Record) -> str:
+    """Cosine to the Hugging Face model for an embedding, matching greedy tokens for generation."""
+    if record["plan"] == "hf-direct":
+        return "reference"
+    if "cosine" in record:
+        return f"cosine {record['cosine']:.6f}"
+    if "token_match" in record:
+        of = f" of {record['new_tokens']}" if "new_tokens" in record else ""
+        return f"{record['token_match']}{of} tokens"
+    return "–"
+
+
+def _order(key: Key) -> tuple[str, int, str, int]:
+    plan, model, network = key
+    rank = next((i for i, p in enumerate(PLANS) if plan.startswith(p)), len(PLANS))
+    return model, rank, plan, NETWORKS.index(network) if network in NETWORKS else len(NETWORKS)
+
+
+def table(results: Path = RESULTS) -> str:
+    """The Markdown table: one row per (plan, model, network), from its latest record."""
+    best = latest(load_records(results))
+    rows = [HEADER, tuple("---" for _ in HEADER)]
+    for key in sorted(best, key=_order):
+        r = best[key]
+        rows.append((r["plan"], r["model"], r["network"], _seconds(r["wall_s"]), _seconds(r.get("per_token_s")),
+                     _seconds(r.get("prefill_s")), between_parties(r), accuracy(r), str(r.get("commit", "?")),
+                     str(r.get("date", "?"))[:10]))
+    return "".join("| " + " | ".join(row) + " |\n" for row in rows)
+
+
+def _split(text: str, readme: Path) -> tuple[str, str, str]:
+    """README's text before the block (markers included), the block, and the text after it."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no {BEGIN} ... {END} block")
+    start += len(BEGIN)
+    return text[:start], text[start:end], text[end:]
+
+
+def write_readme(readme: Path = README, results: Path = RESULTS) -> None:
+    """Rewrite the block between the markers in `readme`."""
+    head, _, tail = _split(readme.read_text(), readme)
+    readme.write_text(head + "\n" + table(results) + tail)
+
+
+def readme_is_current(readme: Path = README, results: Path = RESULTS) -> bool:
+    """Whether `readme`'s block is what `write_readme` would write."""
+    return _split(readme.read_text(), readme)[1] == "\n" + table(results)
+
+
+def main() -> int:
+    """Print the table, rewrite README's block, or check that it is current."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="directory of *.json record lists")
+    ap.add_argument("--readme", type=Path, default=README)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write-readme", action="store_true", help="rewrite the block between the markers")
+    mode.add_argument("--check", action="store_true", help="exit 1 when README's block is not what it would write")
+    args = ap.parse_args()
+    if args.write_readme:
+        write_readme(args.readme, args.results)
+    elif args.check:
+        if not readme_is_current(args.readme, args.results):
+            print(f"{args.readme}: the results table is stale; run `make results`", file=sys.stderr)
+            return 1
+    else:
+        print(table(args.results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
