@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.records import write_records  # noqa: E402
+from hsi.models.registry import load_model  # noqa: E402
+from hsi.policy import load_policy  # noqa: E402
 from orchestrator.launcher import zones_up  # noqa: E402
-from orchestrator.models.registry import load_model  # noqa: E402
-from orchestrator.policy import load_policy  # noqa: E402
 from orchestrator.reference import (  # noqa: E402
     compare_embeddings,
     compare_tokens,

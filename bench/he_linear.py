@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.records import write_records  # noqa: E402
-from orchestrator.policy import CkksParams  # noqa: E402
+from hsi.ckks.packing import AnyPacking, ComplexLanePacking, LanePacking, Packing  # noqa: E402
+from hsi.policy import CkksParams  # noqa: E402
 from zones.common.ckks.crypto import decrypt_matrix, encrypt_matrix, generate_keys  # noqa: E402
-from zones.common.ckks.packing import AnyPacking, ComplexLanePacking, LanePacking, Packing  # noqa: E402
 from zones.common.ckks.params import make_context  # noqa: E402
 from zones.he.linear import EncryptedLinear, OpCounts, rotation_indices  # noqa: E402
 

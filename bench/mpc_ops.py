@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.records import write_records  # noqa: E402
-from orchestrator.models.registry import load_graph, load_model  # noqa: E402
+from hsi.models.executor import PlainExecutor, SessionState, StepContext  # noqa: E402
+from hsi.models.registry import load_graph, load_model  # noqa: E402
 from zones.mpc.kernels import MASKED_SCORE  # noqa: E402
 from zones.mpc.local import run_ops  # noqa: E402
-from zones.plain.executor import PlainExecutor, SessionState, StepContext  # noqa: E402
 
 TEXT = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; "
         "started on metformin 500 mg twice daily.")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hsi.models.registry import load_graph
+from hsi.plan import Plan, make_plan
+from hsi.policy import load_policy
 from orchestrator.launcher import zones_up
-from orchestrator.models.registry import load_graph
-from orchestrator.planner import Plan, make_plan
-from orchestrator.policy import load_policy
 from orchestrator.reference import compare_embeddings, compare_tokens, reference_embedding, reference_generate
 from orchestrator.runtime import Progress, Runtime
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from hsi.errors import HsiError
+from hsi.policy import Policy, ZoneProcess, load_policy
+from hsi.transport.certs import CA_CERT, cert_stem, certs_dir
 from orchestrator.launcher import ensure_certs, principals
-from orchestrator.policy import Policy, ZoneProcess, load_policy
-from zones.common.certs import CA_CERT, cert_stem
-from zones.serve import certs_dir
 
 
-class BundleError(ValueError):
+class BundleError(HsiError, ValueError):
     """A bundle that cannot be made: unknown party, missing certificate, non-empty target."""
 
 

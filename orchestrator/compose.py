@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
+from hsi.policy import TeeZone, load_policy
 from orchestrator.bundle import check_party, party_processes
-from orchestrator.policy import TeeZone, load_policy
 
 STATE = "/state"
 

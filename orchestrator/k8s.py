@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
+from hsi.allow import zone_allow_table
+from hsi.models.registry import load_graph
+from hsi.plan import make_plan
+from hsi.policy import MpcZone, Policy, TeeZone, ZoneProcess, load_policy
 from orchestrator.bundle import check_party, party_cert_files, party_processes, policy_text_with_certs_dir
-from orchestrator.models.registry import load_graph
-from orchestrator.planner import make_plan
-from orchestrator.policy import MpcZone, Policy, TeeZone, ZoneProcess, load_policy
-from zones.common.zone_service import zone_allow_table
 
 MOUNT = "/etc/hsi"
 STATE = "/state"

@@ -12,15 +12,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-from orchestrator.ir import ZoneKind
-from orchestrator.policy import Policy, load_policy
-from zones.common.certs import init_ca, issue
-from zones.common.engine import ENGINES, engine_for
-from zones.serve import certs_dir
+from hsi import kinds
+from hsi.errors import HsiError
+from hsi.ir import ZoneKind
+from hsi.policy import Policy, ZoneProcess, load_policy
+from hsi.transport.certs import certs_dir, init_ca, issue
+from zones.engines import register_all
 
 
-class LaunchError(RuntimeError):
+class LaunchError(HsiError, RuntimeError):
     """Zones that could not be started; the message carries the failing zone's log tail."""
 
 
@@ -102,14 +104,12 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     if live:
         return live
     survivors = _survivors(policy)
-    import zones.he.engine  # registers the engines this build has
-    import zones.mpc.engine
-    import zones.plain.engine
-    import zones.tee.engine  # noqa: F401
-
-    missing = sorted({z.kind for z in policy.zones.values() if ZoneKind(z.kind) not in ENGINES})
-    if missing:
-        engine_for(ZoneKind(missing[0]), policy, "", "")  # raises the precise "no engine" error
+    register_all()  # a kind this build has no engine for fails here, before any process starts
+    for kind in sorted({ZoneKind(z.kind) for z in policy.zones.values()}):
+        try:
+            kinds.engine_factory(kind)
+        except LookupError as e:
+            raise LaunchError(str(e)) from None
     ensure_certs(policy)
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
@@ -120,11 +120,7 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         logs[key] = sdir / f"{policy.name}.{key.replace('@', '.').replace('+', '.')}.log"
         if key in survivors:
             continue
-        with open(logs[key], "ab") as log:
-            procs[key] = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(policy_path),
-                 "--zone", proc.zone, "--party", proc.party] + (["--dealer"] if proc.dealer else []),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs[key] = spawn_zone(policy_path, proc, logs[key])
     rt = Runtime(policy)
     try:
         deadline = timeout or policy.transport.deadlines.startup_s
@@ -159,14 +155,35 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     return pids
 
 
+def zone_command(proc: ZoneProcess, policy_path: str | Path) -> list[str]:
+    """The command line that runs one zone process of a policy (`python -m zones serve ...`)."""
+    return [sys.executable, "-m", "zones", "serve", "--policy", str(policy_path), "--zone", proc.zone,
+            "--party", proc.party] + (["--dealer"] if proc.dealer else [])
+
+
+def spawn_zone(policy_path: str | Path, proc: ZoneProcess, log: Path,
+               cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
+    """Start one zone process in a session of its own (so a stop reaches its workers), output appended to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(zone_command(proc, policy_path), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=cwd)
+
+
+def exec_zones(argv: list[str]) -> NoReturn:
+    """Become `python -m zones ARGV` (a zone process, or a data-plane tool such as init-token)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "zones", *argv])  # noqa: S606 - no shell: argv as given
+
+
 def ensure_keys(policy: Policy) -> list[str]:
     """Create, as the key holder's admin, every CKKS key the policy's HE zones use that its tee zone lacks
     (a dev deployment's convenience; an operator runs `hsi keys create`). The keys created."""
-    from orchestrator.keyclient import KeyClient, KeyServiceError
-    from orchestrator.policy import HeZone, TeeZone
+    from hsi.policy import HeZone, TeeZone
+    from hsi.transport.keyclient import KeyClient, KeyServiceError
 
-    tees = [(n, z) for n, z in policy.zones.items() if isinstance(z, TeeZone)]
-    wanted = {z.key: z for z in policy.zones.values() if isinstance(z, HeZone)}
+    tees = list(policy.zones_of(TeeZone).items())
+    wanted = {z.key: z for z in policy.zones_of(HeZone).values()}
     if not tees or not wanted:
         return []
     name, tee = tees[0]

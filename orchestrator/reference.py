@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from orchestrator.models.registry import load_model
+from hsi.models.registry import load_model
 
 
 @torch.no_grad()

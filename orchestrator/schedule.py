@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.planner import CLIENT, Plan, Stage
+from hsi.plan import CLIENT, Plan, Stage
 
 
 @dataclass

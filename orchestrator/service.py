@@ -9,21 +9,13 @@ from typing import Any
 
 import grpc
 
-from orchestrator.policy import Policy
+from hsi.allow import ORCHESTRATOR_SERVICE, orchestrator_allow_table
+from hsi.policy import Policy
+from hsi.transport.certs import certs_dir, load_credentials
+from hsi.transport.server import ServerOptions, build_server
 from orchestrator.runtime import RunError, Runtime
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
-from zones.common.certs import load_credentials
-from zones.common.server import ServerOptions, build_server
-from zones.serve import certs_dir
-
-ORCHESTRATOR_SERVICE = "hsi.v1.Orchestrator"
-
-
-def orchestrator_allow_table(policy: Policy) -> dict[str, frozenset[str]]:
-    """Only principals of the client party may use the client's orchestrator."""
-    client = frozenset({f"{policy.client}/*"})
-    return {f"/{ORCHESTRATOR_SERVICE}/{m}": client for m in ("Plan", "Embed", "Generate")}
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):

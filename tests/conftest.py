@@ -1,17 +1,18 @@
-"""Shared fixtures: a private dev PKI and state directory per test session, and policies on free ports."""
+"""Shared fixtures: a private dev PKI and state directory per test session, the test HSM tokens, and policies
+on free ports."""
 
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.hsm import SoftHsm, init_tokens
+from zones.tee.hsm import Hsm
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "deploy" / "policies"
@@ -51,30 +52,20 @@ def policy_on_free_ports(src: Path, dst_dir: Path, **overrides: object) -> Path:
     return out
 
 
-# Every SoftHSM2 token the tests use. SoftHSM2 reads SOFTHSM2_CONF once per process (at the first
-# C_Initialize), so all tokens live in one directory created before any test loads the library.
-SOFTHSM_TOKENS = {"hsi-test": "1234-test", "hsi-it": "it-pin-1234"}
-
-
-@dataclass(frozen=True)
-class SoftHsm:
-    """The test session's SoftHSM2 configuration and token PINs."""
-
-    conf: Path
-    pins: dict[str, str]
-
-
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
     """One SoftHSM2 token directory for the whole test session, with every test token initialised."""
-    from zones.tee.hsm import init_softhsm_token
+    tokens = init_tokens(tmp_path_factory.mktemp("softhsm"))
+    os.environ["SOFTHSM2_CONF"] = str(tokens.conf)
+    return tokens
 
-    d = tmp_path_factory.mktemp("softhsm")
-    conf = d
-    for label, pin in SOFTHSM_TOKENS.items():
-        conf = init_softhsm_token(d, label, pin, "so-" + pin)
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    return SoftHsm(conf, dict(SOFTHSM_TOKENS))
+
+@pytest.fixture()
+def hsm(softhsm: SoftHsm) -> Iterator[Hsm]:
+    """An open session on the unit tests' token."""
+    h = softhsm.open("hsi-test")
+    yield h
+    h.close()
 
 
 @pytest.fixture(scope="session")
@@ -90,24 +81,3 @@ def hsi_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    """Wait until the zone process `proc` answers health checks at `target`; its log if it dies or times out."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from zones.common.certs import load_credentials
-    from zones.common.server import secure_channel
-
-    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), "client/runtime")
-    stub = health_pb2_grpc.HealthStub(secure_channel(creds, target))
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return
-        except grpc.RpcError:
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(log.read_text()) from None
-            time.sleep(0.3)

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
-from pathlib import Path
 
 import grpc
 
-from orchestrator.policy import Policy
+from hsi import kinds
+from hsi.allow import KEY_SERVICE, ZONE_SERVICE, zone_allow_table
+from hsi.engine import ZoneEngine
+from hsi.policy import Policy
+from hsi.transport.certs import certs_dir, load_credentials
+from hsi.transport.server import ServerOptions, build_server
 from protos import zone_pb2_grpc
-from zones.common.certs import load_credentials
-from zones.common.engine import ZoneEngine
-from zones.common.server import ServerOptions, build_server
-from zones.common.zone_service import ZONE_SERVICE, ZoneServicer, zone_allow_table
+from zones.common.service import ZoneServicer
 
 log = logging.getLogger("hsi.zone")
 _POLL_S = 0.2  # how often the serving loop looks for a signal
 _STOP_S = 10.0  # how long a stopping zone waits for its RPCs to end, grace period included
-
-
-def certs_dir(policy: Policy) -> Path:
-    """The certificate directory: HSI_CERTS_DIR if set, else the policy's transport.tls.certs_dir."""
-    return Path(os.environ.get("HSI_CERTS_DIR") or policy.transport.tls.certs_dir)
 
 
 def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | None = None,
@@ -38,7 +33,7 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     endpoints = policy.zone_endpoints(zone)
     engine: ZoneEngine | None = None
     if dealer:
-        if policy.zones[zone].kind != "mpc":
+        if not policy.has_dealer(zone):
             raise SystemExit(f"zone {zone!r} is not an MPC zone and has no dealer")
         dealer_party, address = policy.dealer_endpoint(zone)
         if party != dealer_party:
@@ -52,12 +47,13 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
 
         engine = MpcDealer(policy, zone, party)
     enclave = None
-    if policy.zones[zone].kind == "tee":
+    if kinds.spec(policy.zones[zone].kind).in_enclave:
+        from hsi.allow import key_service_allow_table
         from protos import keys_pb2_grpc
         from zones.tee.delivery import Delivery
         from zones.tee.enclave import Enclave
         from zones.tee.engine import TeeEngine
-        from zones.tee.service import KEY_SERVICE, KeyServiceServicer, key_service_allow_table
+        from zones.tee.service import KeyServiceServicer
 
         enclave = Enclave(policy, zone)  # one enclave: its key service and its stage engine
         engine = TeeEngine(policy, zone, party, enclave)

@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
+from hsi.policy import Policy, load_policy
 from orchestrator.launcher import down, running, up
-from orchestrator.policy import Policy, load_policy
 from orchestrator.reference import reference_embedding
 from orchestrator.runtime import RunError, Runtime
-from tests.conftest import POLICIES, SoftHsm, policy_on_free_ports
-from zones.tee.hsm import Hsm, HsmConfig
+from tests.conftest import POLICIES, policy_on_free_ports
+from tests.support.hsm import SoftHsm
 
 # Raw prompts (no chat template) of the SmolLM2 slow tests of whole-model private plans: short prefills.
 RAW_PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
@@ -76,11 +76,7 @@ def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.Tem
     work = tmp_path_factory.mktemp("enclave")
     path = policy_on_free_ports(POLICIES / name, work)
     data = yaml.safe_load(path.read_text())
-    pin = work / "user.pin"
-    pin.write_text(softhsm.pins["hsi-it"])
-    hsm = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
-    (work / "platform.pub").write_text(hsm.platform_public_key().hex())  # what `hsi tee init-token` writes
-    hsm.close()
+    pin, _ = softhsm.enclave_files(work)  # what `hsi tee init-token` leaves
     tee = next(z for z in data["zones"].values() if z["kind"] == "tee")
     tee.update(platform_key_file=str(work / "platform.pub"), key_dir=str(work / "keys"),
                audit_log=str(work / "audit.log"),

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from hsi.policy import load_policy
+from hsi.transport.certs import load_credentials
 from orchestrator.bundle import BundleError, make_bundle
 from orchestrator.launcher import ensure_certs
-from orchestrator.policy import load_policy
 from orchestrator.reference import reference_embedding
 from orchestrator.runtime import Runtime
-from tests.conftest import POLICIES, ROOT, policy_on_free_ports, wait_serving
-from zones.common.certs import load_credentials
+from tests.conftest import POLICIES, policy_on_free_ports
+from tests.support.zones import start_zone
 
 
 def _keys(bundle: Path) -> set[bytes]:
@@ -81,12 +82,8 @@ def test_a_zone_stops_under_a_burst_of_signals(hsi_env: Path, tmp_path: Path) ->
     path = policy_on_free_ports(POLICIES / "plain-minilm.yaml", tmp_path)
     ensure_certs(load_policy(path))
     log = tmp_path / "zone.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(path),
-                                 "--zone", "embed-client", "--party", "client"], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc = start_zone(path, "embed-client", "client", log)
     try:
-        wait_serving(load_policy(path).zone_endpoints("embed-client")["client"], proc, log)
         for _ in range(500):
             if proc.poll() is not None:
                 break

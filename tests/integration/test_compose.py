@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hsi.policy import TeeZone, load_policy
 from orchestrator.bundle import make_bundle
 from orchestrator.compose import project_name, render_yaml
 from orchestrator.launcher import ensure_keys
-from orchestrator.policy import TeeZone, load_policy
 from orchestrator.runtime import Runtime
 from tests.conftest import POLICIES, policy_on_free_ports
 from tests.integration.conftest import minilm_cosine

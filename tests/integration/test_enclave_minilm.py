@@ -12,18 +12,18 @@ import grpc
 import numpy as np
 import pytest
 
-from orchestrator.policy import Policy
+from hsi.audit import read_log, verify_records
+from hsi.policy import Policy
+from hsi.transport.certs import load_credentials
+from hsi.transport.server import secure_channel
+from hsi.transport.tensor import StoredTensor
 from orchestrator.runtime import RunError
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
-from tests.conftest import SoftHsm
 from tests.integration.conftest import Deployment, enclave_deployment, minilm_cosine
-from zones.common.certs import load_credentials
+from tests.support.hsm import SoftHsm
+from tests.support.tensors import channel_as, push
 from zones.common.ckks.encryptor import PublicEncryptor
-from zones.common.engine import StoredTensor
-from zones.common.server import secure_channel
-from zones.common.stream import frames
-from zones.tee.audit import read_log, verify_records
 
 RPC_S = 60.0
 
@@ -64,17 +64,10 @@ def test_enclave_minilm_matches_plaintext_and_the_owner_sees_ciphertexts_only(en
 
 def _push(policy: Policy, principal: str, name: str, t: StoredTensor) -> grpc.RpcError:
     """The error the enclave zone answers a pushed tensor with, sent as `principal`."""
-    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), principal)
-    ch = secure_channel(creds, policy.zone_endpoints("enclave")["keyholder"])
-    try:
-        header = pb.TensorHeader(session="probe", name=name, encoding=t.encoding,  # type: ignore[arg-type]
-                                 source_party=principal.split("/")[0], dtype=t.dtype, shape=list(t.shape),
-                                 meta=t.meta)
+    with channel_as(principal, policy.zone_endpoints("enclave")["keyholder"]) as ch:
         with pytest.raises(grpc.RpcError) as e:
-            zone_pb2_grpc.ZoneStub(ch).PushTensor(frames(header, t.data, 1 << 20), timeout=RPC_S)
+            push(zone_pb2_grpc.ZoneStub(ch), t, "probe", name, principal.split("/")[0], timeout=RPC_S)
         return e.value
-    finally:
-        ch.close()
 
 
 def test_enclave_decrypts_only_for_granted_he_zones_and_releases_only_outputs(enclave: Deployment) -> None:

@@ -4,9 +4,6 @@ with the client running the nonlinear ops in between, and precise refusals of ba
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,25 +12,26 @@ import numpy as np
 import pytest
 import torch
 
+from hsi.ckks.packing import Packing
+from hsi.models.executor import PlainExecutor, SessionState, StepContext
+from hsi.models.registry import load_model
+from hsi.plan import make_plan
+from hsi.policy import CkksParams, Policy, load_policy
+from hsi.transport.certs import load_credentials
+from hsi.transport.material import bundle
+from hsi.transport.server import secure_channel
+from hsi.transport.stream import frames, receive
+from hsi.transport.tensor import StoredTensor
 from orchestrator.launcher import ensure_certs
-from orchestrator.models.registry import load_model
-from orchestrator.planner import make_plan
-from orchestrator.policy import CkksParams, Policy, load_policy
-from orchestrator.runtime import RunError, Runtime
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
-from tests.conftest import ROOT, policy_on_free_ports
-from zones.common.certs import load_credentials
+from tests.conftest import policy_on_free_ports
+from tests.support.tensors import push
+from tests.support.zones import start_zone, stop_zone
 from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix, generate_keys
 from zones.common.ckks.material import serialize_public
-from zones.common.ckks.packing import Packing
 from zones.common.ckks.params import Context, make_context
 from zones.common.ckks.tensor import CipherTensor, from_stored
-from zones.common.engine import StoredTensor
-from zones.common.material import bundle
-from zones.common.server import secure_channel
-from zones.common.stream import frames, receive
-from zones.plain.executor import PlainExecutor, SessionState, StepContext
 
 POLICY = Path(__file__).parent / "policies" / "he-block0-minilm.yaml"
 TEXT = "Patient reports shortness of breath on exertion and swelling of both ankles for two weeks."
@@ -51,7 +49,7 @@ class HeDeployment:
             return zone_pb2_grpc.ZoneStub(secure_channel(load_credentials(self.certs, principal), target))
 
         self.runtime = stub("client/runtime")      # drives stages, pulls results
-        self.client_zone = stub("client/c")        # the client's plain zone: the planned sender of plaintext->he
+        self.client_zone = stub("client/c")        # the client's enclave: the planned sender of tee->he
         self.key_holder = stub("keyholder/t")      # the tee zone's principal: installs public material
 
 
@@ -60,25 +58,11 @@ def he(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeDe
     path = policy_on_free_ports(POLICY, tmp_path_factory.mktemp("he"))
     policy = load_policy(path)
     ensure_certs(policy)
-    log = open(tmp_path_factory.mktemp("he-log") / "h.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(path),
-                             "--zone", "h", "--party", "owner"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    d = HeDeployment(path)
+    proc = start_zone(path, "h", "owner", tmp_path_factory.mktemp("he-log") / "h.log")
     try:
-        end = time.monotonic() + 120
-        while True:
-            try:
-                d.runtime.KeyRequirements(zone_pb2.KeyRequirementsRequest(), timeout=2)
-                break
-            except grpc.RpcError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"HE zone did not start: {Path(log.name).read_text()}") from None
-                time.sleep(0.5)
-        yield d
+        yield HeDeployment(path)
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        stop_zone(proc)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +80,7 @@ def keys(he: HeDeployment) -> tuple[Context, KeyPair]:
 
 
 def _push(stub: zone_pb2_grpc.ZoneStub, session: str, name: str, t: StoredTensor) -> None:
-    header = pb.TensorHeader(session=session, name=name, encoding=t.encoding, source_party="client", dtype=t.dtype,
-                             shape=list(t.shape), meta=t.meta)
-    stub.PushTensor(frames(header, t.data, 1 << 20), timeout=60)
+    push(stub, t, session, name, "client")
 
 
 def _pull(he: HeDeployment, session: str, name: str) -> StoredTensor:
@@ -127,7 +109,7 @@ def test_block0_with_he_linears_matches_plaintext(he: HeDeployment, keys: tuple[
     session = "block0"
     received: list[str] = []
     for s in he.plan.stages:
-        if s.zone == "c":  # the client runs its plaintext ops, holding the key in this interim set-up
+        if s.zone == "c":  # the client's enclave runs its ops; this test plays it and holds the key
             ops = [m.graph.op(n) for n in s.ops]
             env.update(PlainExecutor(ops, weights).run(env, StepContext(0), SessionState(), s.ops))
             continue
@@ -199,8 +181,3 @@ def test_bad_ciphertexts_refused_and_zone_keeps_serving(he: HeDeployment, keys: 
     assert run("then", good, (not_computed,)) == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not compute 'embeddings.LayerNorm'" in run.details  # type: ignore[attr-defined]
     assert run("good", good) == grpc.StatusCode.OK
-
-
-def test_runtime_refuses_conversions_it_cannot_perform_yet(he: HeDeployment) -> None:
-    with pytest.raises(RunError, match=r"needs conversions \['he->plain'\]"):
-        Runtime(he.policy)

@@ -12,15 +12,14 @@ import pytest
 import torch
 import yaml
 
+from hsi.transport.certs import load_credentials
+from hsi.transport.server import secure_channel
+from hsi.transport.shares import split
 from orchestrator.launcher import down, running, up
-from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from tests.conftest import POLICIES, policy_on_free_ports
 from tests.integration.conftest import Deployment, fault_during_run, minilm_cosine
-from zones.common.certs import load_credentials
-from zones.common.server import secure_channel
-from zones.common.shares import split
-from zones.common.stream import frames
+from tests.support.tensors import push
 
 PEER_TIMEOUT_S = 30.0  # a party waiting this long for a peer within a stage gives the session up
 RPC_S = 15.0
@@ -101,9 +100,7 @@ def test_shares_that_are_not_this_partys_are_refused(all_mpc: Deployment) -> Non
         rt.load()
         stub = zone_pb2_grpc.ZoneStub(ch)
         _, keyholders = split(torch.randn(4, 384), 2, 16)  # share 1 sent to party 0
-        header = pb.TensorHeader(session="bad-share", name="embeddings", encoding=pb.SHARE, source_party="client",
-                                 dtype="int64", shape=list(keyholders.shape), meta=keyholders.meta)
-        stub.PushTensor(frames(header, keyholders.data, 1 << 20), timeout=10)
+        push(stub, keyholders, "bad-share", "embeddings", "client", timeout=10)
         run = zone_pb2_grpc.ZoneStub(rt._channel(owner))
         with pytest.raises(grpc.RpcError) as e:
             run.RunStage(zone_pb2.RunStageRequest(session="bad-share", plan_digest=rt.plan.digest, stage=1),

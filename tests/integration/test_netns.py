@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.models.registry import load_tokenizer
+from hsi.models.registry import load_tokenizer
+from hsi.policy import load_policy
 from orchestrator.netns import PROFILES, netns_deployment, network
-from orchestrator.policy import load_policy
 from orchestrator.reference import reference_embedding, reference_generate
 from tests.conftest import POLICIES
 

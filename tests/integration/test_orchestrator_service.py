@@ -8,13 +8,13 @@ import threading
 import grpc
 import pytest
 
+from hsi.transport.certs import issue, load_credentials
+from hsi.transport.server import secure_channel
 from orchestrator.service import serve_orchestrator
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
 from tests.conftest import free_ports
 from tests.integration.conftest import Deployment
-from zones.common.certs import issue, load_credentials
-from zones.common.server import secure_channel
 
 
 def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:

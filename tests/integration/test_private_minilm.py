@@ -4,7 +4,6 @@ grants, and a killed enclave."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.keyclient import KeyClient
+from hsi.audit import read_log, verify_records
+from hsi.policy import Policy
+from hsi.transport.keyclient import KeyClient
+from hsi.transport.shares import split
+from hsi.transport.tensor import StoredTensor
 from orchestrator.launcher import up
-from orchestrator.policy import Policy
 from protos import keys_pb2_grpc
-from protos import tensor_pb2 as pb
-from tests.conftest import SoftHsm
 from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run, minilm_cosine
-from zones.common.certs import load_credentials
+from tests.support.hsm import SoftHsm
+from tests.support.tensors import channel_as, tensor_frames
 from zones.common.ckks.encryptor import PublicEncryptor
-from zones.common.engine import StoredTensor
-from zones.common.server import secure_channel
-from zones.common.shares import split
-from zones.common.stream import frames
-from zones.tee.audit import read_log, verify_records
 
 RPC_S = 60.0
 
@@ -120,18 +116,11 @@ def test_private_minilm_twenty_varied_sentences(private: Deployment) -> None:
 
 def _stream(policy: Policy, principal: str, method: str, t: StoredTensor, meta: dict[str, str]) -> grpc.RpcError:
     """The error the enclave answers a conversion call with, made as `principal`."""
-    creds = load_credentials(Path(os.environ["HSI_CERTS_DIR"]), principal)
-    target = policy.zone_endpoints("enclave")["keyholder"]
-    ch = secure_channel(creds, target)
-    try:
-        header = pb.TensorHeader(session="probe", name="probe", encoding=t.encoding,  # type: ignore[arg-type]
-                                 source_party=principal.split("/")[0], dtype=t.dtype, shape=list(t.shape),
-                                 meta=t.meta | meta)
+    with channel_as(principal, policy.zone_endpoints("enclave")["keyholder"]) as ch:
         with pytest.raises(grpc.RpcError) as e:
-            getattr(keys_pb2_grpc.KeyServiceStub(ch), method)(frames(header, t.data, 1 << 20), timeout=RPC_S)
+            getattr(keys_pb2_grpc.KeyServiceStub(ch), method)(
+                tensor_frames(t, "probe", "probe", principal.split("/")[0], meta), timeout=RPC_S)
         return e.value
-    finally:
-        ch.close()
 
 
 def test_enclave_converts_only_as_granted(private: Deployment) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.reference import compare_tokens, reference_generate
-from tests.conftest import SoftHsm
 from tests.integration.conftest import RAW_PROMPTS, Deployment, enclave_deployment
+from tests.support.hsm import SoftHsm
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.reference import compare_tokens, reference_generate
-from tests.conftest import SoftHsm
 from tests.integration.conftest import Deployment, enclave_deployment
+from tests.support.hsm import SoftHsm
 
 PROMPTS = [
     "What is the capital of France?",

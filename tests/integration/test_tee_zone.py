@@ -13,20 +13,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from orchestrator.keyclient import KeyClient, KeyServiceError
+from hsi.audit import read_log, verify_records
+from hsi.models.registry import load_graph
+from hsi.plan import make_plan
+from hsi.policy import Policy, load_policy
+from hsi.transport.attestation import AttestationError, measurement
+from hsi.transport.certs import issue, load_credentials
+from hsi.transport.keyclient import KeyClient, KeyServiceError
+from hsi.transport.server import secure_channel
 from orchestrator.launcher import ensure_certs
-from orchestrator.models.registry import load_graph
-from orchestrator.planner import make_plan
-from orchestrator.policy import Policy, load_policy
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import ROOT, SoftHsm, policy_on_free_ports, wait_serving
-from zones.common.attestation import AttestationError
-from zones.common.certs import issue, load_credentials
-from zones.common.server import secure_channel
-from zones.tee.audit import read_log, verify_records
-from zones.tee.hsm import Hsm, HsmConfig
-from zones.tee.measurement import measurement
+from tests.conftest import ROOT, policy_on_free_ports
+from tests.support.hsm import SoftHsm
+from tests.support.zones import start_zone, stop_zone
 
 TEMPLATE = Path(__file__).parent / "policies" / "tee-he-minilm.yaml"
 
@@ -38,16 +38,10 @@ class TeeDeployment:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, zone: str, party: str) -> None:
-        log = open(self.workdir / f"{zone}.log", "ab")
-        self.procs[zone] = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "zone", "serve", "--policy", str(self.path), "--zone", zone,
-             "--party", party], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        wait_serving(self.policy.zone_endpoints(zone)[party], self.procs[zone], self.workdir / f"{zone}.log")
+        self.procs[zone] = start_zone(self.path, zone, party, self.workdir / f"{zone}.log")
 
     def stop(self, zone: str, sig: int = signal.SIGTERM) -> None:
-        p = self.procs.pop(zone)
-        p.send_signal(sig)
-        p.wait(30)
+        stop_zone(self.procs.pop(zone), sig)
 
     def client(self, principal: str) -> KeyClient:
         return KeyClient(self.policy, "t", principal)
@@ -56,14 +50,9 @@ class TeeDeployment:
 @pytest.fixture(scope="module")
 def tee(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeeDeployment]:
     work = tmp_path_factory.mktemp("tee")
-    pin_file = work / "user.pin"
-    pin_file.write_text(softhsm.pins["hsi-it"])
-    conf = softhsm.conf
-    h = Hsm(HsmConfig("/usr/lib/softhsm/libsofthsm2.so", "hsi-it", softhsm.pins["hsi-it"]))
-    platform = h.platform_public_key()  # created in the token on first use; an operator pins it
-    h.close()
+    pin_file, platform = softhsm.enclave_files(work)
     text = TEMPLATE.read_text()
-    for k, v in {"PIN_FILE": pin_file, "SOFTHSM_CONF": conf, "KEY_DIR": work / "keys",
+    for k, v in {"PIN_FILE": pin_file, "SOFTHSM_CONF": softhsm.conf, "KEY_DIR": work / "keys",
                  "AUDIT_LOG": work / "audit.log", "MEASUREMENT": measurement().hex(),
                  "PLATFORM_KEY": platform.hex()}.items():
         text = text.replace(k, str(v))

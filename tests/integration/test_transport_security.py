@@ -9,14 +9,14 @@ import grpc
 import pytest
 import torch
 
+from hsi.transport.certs import init_ca, issue, load_credentials
+from hsi.transport.codec import encode_tensor
+from hsi.transport.server import secure_channel
+from hsi.transport.stream import frames
 from orchestrator.reference import reference_embedding
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from tests.integration.conftest import Deployment
-from zones.common.certs import init_ca, issue, load_credentials
-from zones.common.codec import encode_tensor
-from zones.common.server import secure_channel
-from zones.common.stream import frames
 
 
 def _stub(d: Deployment, principal: str, zone: str, certs: Path | None = None) -> zone_pb2_grpc.ZoneStub:

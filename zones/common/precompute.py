@@ -9,14 +9,15 @@ the protocol changes but when the randomness is drawn.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from hsi.transport.activity import PROCESS_ACTIVITY, Activity
 
 T = TypeVar("T")
 log = logging.getLogger("hsi.precompute")
@@ -24,34 +25,6 @@ log = logging.getLogger("hsi.precompute")
 # Niceness of the threads that fill pools: when other processes on the machine (another zone's stage) want the
 # cores, they get them.
 FILLER_NICENESS = 10
-
-
-class Activity:
-    """The calls a process is serving; background precomputation waits until it serves none."""
-
-    def __init__(self) -> None:
-        self._serving = 0
-        self.changed = threading.Condition()  # notified when a call ends (fillers wait on it)
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
-        """Count one call in progress for the duration of the block."""
-        with self.changed:
-            self._serving += 1
-        try:
-            yield
-        finally:
-            with self.changed:
-                self._serving -= 1
-                self.changed.notify_all()
-
-    @property
-    def idle(self) -> bool:
-        """Whether no call is in progress."""
-        return self._serving == 0
-
-
-PROCESS_ACTIVITY = Activity()  # every server of this process counts its calls here (see auth.AllowListInterceptor)
 
 
 class Precomputed(Generic[T]):

@@ -1,13 +1,42 @@
-"""An error that carries the gRPC status a server answers it with."""
+"""How a zone's refusals reach the wire: a StatusError with its own code, a peer's failure mapped, others INTERNAL."""
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import Literal
+
 import grpc
 
+from hsi.transport.status import StatusError
 
-class StatusError(Exception):
-    """A refusal with its gRPC status code; servers abort the call with exactly this code and message."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+def peer_status(e: grpc.RpcError) -> grpc.StatusCode:
+    """The status a zone answers with when a peer it pushes to fails: the peer's refusal as it is, a peer that
+    is down or too slow as UNAVAILABLE."""
+    code: grpc.StatusCode = e.code()
+    return grpc.StatusCode.UNAVAILABLE if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN) else code
+
+
+class status_errors:  # noqa: N801 - used as a context manager, named like one
+    """Abort the call with a StatusError's code and message; unexpected errors become INTERNAL with their text."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
+        if e is None:
+            return False
+        if isinstance(e, StatusError):
+            self.context.abort(e.code, str(e))
+        if isinstance(e, Exception) and not _is_abort(e):
+            self.context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        return False
+
+
+def _is_abort(e: BaseException) -> bool:
+    # grpc's context.abort raises a bare Exception after setting the status.
+    return type(e) is Exception

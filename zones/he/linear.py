@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import openfhe as fhe
 
+from hsi.ckks.packing import AnyPacking
 from zones.common.ckks.crypto import conjugation_index
-from zones.common.ckks.packing import AnyPacking
 
 
 @dataclass

@@ -18,14 +18,17 @@ from typing import Any
 import grpc
 import numpy as np
 
-from orchestrator.calibration import CalibrationError, load_calibration
-from orchestrator.ir import Graph, ZoneKind
-from orchestrator.planner import Stage
-from orchestrator.policy import HeZone, MpcZone, Policy
+from hsi.calibration import CalibrationError, load_calibration
+from hsi.engine import RunContext, ZoneEngine
+from hsi.ir import Graph, ZoneKind
+from hsi.kinds import register_engine
+from hsi.masking import BOUNDED
+from hsi.plan import Stage
+from hsi.policy import HeZone, MpcZone, Policy
+from hsi.transport.shares import ring_of, share_index, share_meta
+from hsi.transport.status import ZoneError
+from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
-from zones.common.masking import BOUNDED
-from zones.common.shares import ring_of, share_index, share_meta
 from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, interface_for, worker_main
 
 log = logging.getLogger("hsi.mpc")
@@ -85,7 +88,7 @@ class _Worker:
         self.conn.close()
 
 
-class _Base:
+class _Base(ZoneEngine):
     """What a compute party and the dealer share: one session at a time, a warm spare worker."""
 
     role = PARTY
@@ -197,7 +200,7 @@ class MpcEngine(_Base):
 
     def __init__(self, policy: Policy, zone: str, party: str) -> None:
         super().__init__(policy, zone, party)
-        from orchestrator.models.registry import load_graph
+        from hsi.models.registry import load_graph
 
         self._graph = load_graph(policy.model.name)
         try:
@@ -244,7 +247,7 @@ class MpcEngine(_Base):
 
     def _reshare_spec(self, he_zone: str) -> tuple[int, int, int]:
         """(HE host's rank, enclave's rank, mask bits) of a re-sharing for HE zone `he_zone`."""
-        from orchestrator.conversions import conversion_enclave
+        from hsi.conversions import conversion_enclave
 
         he = self.policy.zones[he_zone]
         assert isinstance(he, HeZone)
@@ -257,7 +260,7 @@ class MpcDealer(_Base):
     """The dealer: a trusted third party that hands out Beaver triples for a session and sees no shares."""
 
     role = DEALER
-    takes_tensors = False
+    holds_tensors = False
 
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Make sure the session's dealer has joined and is serving; it produces no tensors."""

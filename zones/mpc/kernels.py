@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from orchestrator.ir import Op, OpType
+from hsi.ir import Op, OpType
+from hsi.models.executor import rope_tables
 from zones.mpc import functions as fn
-from zones.plain.executor import rope_tables
 
 MASKED_SCORE = -128.0  # causal-masked logits: far below any real score, inside CrypTen exp's valid range
 

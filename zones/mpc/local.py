@@ -106,10 +106,10 @@ def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parti
     last op output is reconstructed. Returns, per job, (output tensor, figures of the party that took
     longest: seconds, rounds, and bytes summed over the parties).
     """
-    from orchestrator.calibration import load_calibration
-    from orchestrator.models.registry import load_graph
-    from zones.common.engine import StoredTensor
-    from zones.common.shares import combine, ring_of, share_meta, split
+    from hsi.calibration import load_calibration
+    from hsi.models.registry import load_graph
+    from hsi.transport.shares import combine, ring_of, share_meta, split
+    from hsi.transport.tensor import StoredTensor
 
     graph = load_graph(model)
     shared_jobs = []

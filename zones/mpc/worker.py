@@ -90,7 +90,7 @@ class _Party:
     """The compute party's side of a session: shared weights, KV caches, stage execution."""
 
     def __init__(self, spec: WorkerSpec, crypten: Any) -> None:
-        from orchestrator.models.registry import load_graph
+        from hsi.models.registry import load_graph
         from zones.mpc.kernels import MpcState
 
         self.spec = spec
@@ -101,7 +101,7 @@ class _Party:
 
     def _weights(self) -> dict[str, Any]:
         if self._owner_weights is None:
-            from orchestrator.models.registry import load_model
+            from hsi.models.registry import load_model
 
             self._owner_weights = load_model(self.spec.model).weights()
         return self._owner_weights
@@ -109,7 +109,7 @@ class _Party:
     def _shared_weight(self, op: Any, index: int) -> Any:
         import torch
 
-        from orchestrator.ir import OpType
+        from hsi.ir import OpType
         from zones.mpc.fixed_weights import FixedWeight
         from zones.mpc.kernels import prepare_weight, shared_weight_shape
 
@@ -163,8 +163,8 @@ class _Party:
         summed to it), every other party holds zero."""
         import torch
 
-        from zones.common.masking import uniform_mask
-        from zones.common.shares import encode_fixed
+        from hsi.masking import uniform_mask
+        from hsi.transport.shares import encode_fixed
 
         comm = self.crypten.communicator.get()
         mine = np.zeros_like(share)
@@ -183,7 +183,7 @@ class _Party:
             reshare: dict[str, tuple[int, int, int]]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Run the named ops on shared inputs; the shares of the tensors in `keep` (bounded ones for those in
         `reshare`: name -> (HE host's rank, enclave's rank, mask bits)), and traffic figures."""
-        from orchestrator.ir import OpType
+        from hsi.ir import OpType
         from zones.mpc.kernels import MPC_KERNELS, MpcStep
 
         comm = self.crypten.communicator.get()
@@ -213,7 +213,7 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
     import zones.mpc.preload  # noqa: F401  (already imported in the fork server this worker forks from)
 
     if preload:
-        from orchestrator.models.registry import load_graph, load_model
+        from hsi.models.registry import load_graph, load_model
 
         load_graph(preload.model)
         if preload.weights:

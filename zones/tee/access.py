@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import grpc
 
-from orchestrator.policy import KeyGrant
+from hsi.policy import KeyGrant
 from zones.tee.audit import AuditLog
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from hsi.ckks.packing import AnyPacking
+from hsi.masking import BOUNDED, bounded_share, bounded_values
+from hsi.transport.tensor import StoredTensor
 from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix
-from zones.common.ckks.packing import AnyPacking
 from zones.common.ckks.params import Context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
-from zones.common.engine import StoredTensor
-from zones.common.masking import BOUNDED, bounded_share, bounded_values
 from zones.tee.keystore import KeyStore
 
 # A bounded share holds y - s with |s| <= 2^44 (the largest reshare mask a policy admits); anything larger is

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.policy import HeZone, MpcZone, Policy
-from zones.common.ckks.packing import AnyPacking, input_packing
-from zones.common.engine import StoredTensor
+from hsi.ckks.packing import AnyPacking, input_packing
+from hsi.policy import HeZone, MpcZone, Policy
+from hsi.transport.tensor import StoredTensor
 
 # (session, tensor name, tensor, to zone, to party): push a tensor to a zone process, as the enclave's zone
 Push = Callable[[str, str, StoredTensor, str, str], None]

@@ -9,13 +9,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from orchestrator.policy import Policy, TeeZone
-from zones.common.attestation import Quote, quote_body
+from hsi.policy import Policy, TeeZone
+from hsi.transport.attestation import Quote, measurement, quote_body
 from zones.tee.access import AccessControl
 from zones.tee.audit import AuditLog
 from zones.tee.hsm import Hsm, HsmConfig, HsmError
 from zones.tee.keystore import KeyStore
-from zones.tee.measurement import measurement
 
 
 def hsm_config(zone: TeeZone) -> HsmConfig:

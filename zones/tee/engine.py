@@ -11,14 +11,17 @@ from __future__ import annotations
 import grpc
 import torch
 
-from orchestrator.ir import ZoneKind
-from orchestrator.planner import CLIENT
-from orchestrator.policy import HeZone, Policy
+from hsi.ckks.packing import input_packing
+from hsi.engine import RunContext
+from hsi.ir import ZoneKind
+from hsi.kinds import register_engine
+from hsi.plan import CLIENT
+from hsi.policy import HeZone, Policy
+from hsi.transport.codec import encode_tensor
+from hsi.transport.status import ZoneError
+from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.common.ckks.packing import input_packing
-from zones.common.codec import encode_tensor
-from zones.common.engine import RunContext, StoredTensor, ZoneError, register_engine
-from zones.plain.engine import PlainEngine
+from zones.common.torch_engine import TorchEngine
 from zones.tee.access import Denied
 from zones.tee.convert import ConversionError, decrypt_values, encrypt_values
 from zones.tee.enclave import Enclave
@@ -30,7 +33,7 @@ ENCRYPT = "encrypt_result"      # the enclave encrypts a result of its own for a
 
 
 @register_engine(ZoneKind.TEE)
-class TeeEngine(PlainEngine):
+class TeeEngine(TorchEngine):
     """The plain executor inside the enclave boundary: inputs decrypted or unsealed, outputs sealed."""
 
     def __init__(self, policy: Policy, zone: str, party: str, enclave: Enclave | None = None) -> None:

@@ -9,6 +9,7 @@ token. A real HSM is a change of module path, token label and PIN source.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -143,3 +144,22 @@ class Hsm:
         except pkcs11.PKCS11Error as e:
             raise SealError(f"AES-GCM authentication failed ({type(e).__name__}): the blob was altered, or it was "
                             "sealed for another key id or enclave measurement") from None
+
+
+def init_dev_token(directory: Path, label: str, module: str) -> tuple[Path, Path, Path]:
+    """A SoftHSM2 token for a dev deployment in `directory`, with a random PIN in a 0600 file and the platform
+    public key (which clients pin) in `platform.pub`; (SOFTHSM2_CONF, PIN file, platform key file). Idempotent."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pin_file = directory / "user.pin"
+    if not pin_file.exists():
+        pin_file.write_text(secrets.token_hex(16))
+        pin_file.chmod(0o600)
+    pin = pin_file.read_text().strip()
+    conf = init_softhsm_token(directory, label, pin, secrets.token_hex(16))
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    hsm = Hsm(HsmConfig(module, label, pin))
+    try:
+        (directory / "platform.pub").write_text(hsm.platform_public_key().hex() + "\n")
+    finally:
+        hsm.close()
+    return conf, pin_file, directory / "platform.pub"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openfhe as fhe
 
-from orchestrator.policy import CkksParams
+from hsi.policy import CkksParams
 from zones.common.ckks.crypto import KeyPair, automorphism_keygen, encrypt_zero, generate_keys
 from zones.common.ckks.material import serialize_public
 from zones.common.ckks.params import Context, make_context

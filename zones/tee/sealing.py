@@ -11,9 +11,10 @@ import torch
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hsi.transport.codec import CodecError, decode_tensor, encode_tensor
+from hsi.transport.status import ZoneError
+from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.common.codec import CodecError, decode_tensor, encode_tensor
-from zones.common.engine import StoredTensor, ZoneError
 
 NONCE = "nonce"
 

@@ -8,18 +8,18 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator.policy import CkksParams
+from hsi.masking import PIECES, PRESCALE
+from hsi.policy import CkksParams
+from hsi.transport.attestation import NONCE_BYTES
+from hsi.transport.auth import peer_principal
+from hsi.transport.material import bundle
+from hsi.transport.status import StatusError
+from hsi.transport.stream import StreamError, frames, receive
+from hsi.transport.tensor import StoredTensor
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
-from zones.common.attestation import NONCE_BYTES
-from zones.common.auth import ANY, peer_principal
 from zones.common.ckks.params import HeParamsError
-from zones.common.engine import StoredTensor
-from zones.common.masking import PIECES, PRESCALE
-from zones.common.material import bundle
-from zones.common.status import StatusError
-from zones.common.stream import StreamError, frames, receive
 from zones.tee.access import Denied
 from zones.tee.convert import ConversionError, decrypt_to_share, encrypt_share, reencrypt
 from zones.tee.delivery import Delivery
@@ -27,7 +27,6 @@ from zones.tee.enclave import Enclave
 from zones.tee.hsm import SealError
 from zones.tee.keystore import KeyMeta, KeyStoreError
 
-KEY_SERVICE = "hsi.v1.KeyService"
 T = TypeVar("T")
 
 
@@ -189,14 +188,3 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                 session=r.session, decision=r.decision, reason=r.reason, prev_hash=bytes.fromhex(r.prev_hash),
                 hash=bytes.fromhex(r.hash)) for r in recs])
         return self._guard(context, "audit", "*", "", body)
-
-
-def key_service_allow_table() -> dict[str, frozenset[str]]:
-    """Every KeyService method is open at the transport layer to authenticated principals: the enclave's
-    grants decide (and audit) each call, so a refusal is recorded rather than lost in the interceptor."""
-    methods = ["Attest", "CreateKey", "GetPublicMaterial", "DecryptToShare", "EncryptShare", "Reencrypt", "Rotate",
-               "Destroy", "ListKeys", "Audit"]
-    return {f"/{KEY_SERVICE}/{m}": frozenset({ANY}) for m in methods}
-
-
-

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import openfhe as fhe
 
-from zones.common.ckks.packing import AnyPacking
+from hsi.ckks.packing import AnyPacking
+from hsi.masking import uniform_mask
 from zones.common.ckks.params import Context
-from zones.common.masking import uniform_mask
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,15 @@ import grpc
 import numpy as np
 import openfhe as fhe
 
-from orchestrator.policy import HeZone, Policy
+from hsi.ckks.packing import input_packing
+from hsi.policy import HeZone, Policy
+from hsi.transport.material import MaterialError, unbundle
+from hsi.transport.status import ZoneError
+from hsi.transport.tensor import StoredTensor
 from zones.common.ckks.crypto import encrypt_matrix
 from zones.common.ckks.material import deserialize_public
-from zones.common.ckks.packing import input_packing
 from zones.common.ckks.params import Context
 from zones.common.ckks.tensor import CipherTensor
-from zones.common.engine import StoredTensor, ZoneError
-from zones.common.material import MaterialError, unbundle
 
 
 class PublicEncryptor:
@@ -27,8 +28,8 @@ class PublicEncryptor:
         self._lock = threading.Lock()
 
     def _material(self, he_zone: str, he: HeZone) -> tuple[Context, fhe.PublicKey]:
-        from orchestrator.keyclient import KeyServiceError, fetch_public_material
-        from zones.common.attestation import AttestationError
+        from hsi.transport.attestation import AttestationError
+        from hsi.transport.keyclient import KeyServiceError, fetch_public_material
 
         with self._lock:
             if he.key not in self._keys:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import openfhe as fhe
 
-from orchestrator.policy import CkksParams
+from hsi.policy import CkksParams
 
 # HE standard (homomorphicencryption.org, 2018), ternary secrets: the largest log2(Q·P)
 # a ring dimension admits at each classical security level.

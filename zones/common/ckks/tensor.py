@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import openfhe as fhe
 
+from hsi.ckks.packing import AnyPacking, packing_from_meta
+from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.common.ckks.packing import AnyPacking, packing_from_meta
-from zones.common.engine import StoredTensor
 
 
 class CiphertextError(ValueError):

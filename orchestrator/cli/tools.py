@@ -1,0 +1,67 @@
+"""`hsi calibrate`, `bench` and `serve`: measure a model's MPC constants, benchmark, run the orchestrator service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from hsi.policy import load_policy
+from orchestrator.cli.console import out
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure a model's MPC calibration constants on the public corpus and write them (the model owner runs it)."""
+    from hsi.calibration import calibrate, packaged_path
+
+    data = calibrate(args.model)
+    path = Path(args.out) if args.out else packaged_path(args.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    iters = [e["inv_sqrt_iters"] for e in data["ops"].values() if "inv_sqrt_iters" in e]
+    out.print(f"wrote {path}: {len(data['ops'])} ops, inverse square roots need {min(iters)}-{max(iters)} "
+              "Newton iterations")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the end-to-end benchmark (bench/e2e.py) with the given arguments."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "e2e.py"
+    if not script.is_file():
+        raise SystemExit("bench/e2e.py is not in this installation; run from a source checkout")
+    return subprocess.call([sys.executable, str(script), *args.bench_args])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the Orchestrator gRPC service at the client."""
+    from orchestrator.service import serve_orchestrator
+
+    logging.basicConfig(level=logging.INFO)
+    serve_orchestrator(load_policy(args.policy), args.port)
+    return 0
+
+
+def add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`hsi calibrate`."""
+    s = sub.add_parser("calibrate", help="measure a model's MPC calibration constants (model owner)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", help="output file (default: the file shipped for a packaged model)")
+    s.set_defaults(func=cmd_calibrate)
+
+
+def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`hsi bench`."""
+    s = sub.add_parser("bench", help="run bench/e2e.py (arguments after -- go to it)")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
+
+
+def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`hsi serve`."""
+    s = sub.add_parser("serve", help="run the Orchestrator gRPC service at the client")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--port", type=int, default=50100)
+    s.set_defaults(func=cmd_serve)

@@ -1,0 +1,73 @@
+"""What a run measured (time, bytes, MPC rounds), its JSON result, and the receipts its privacy report misses."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from hsi import kinds
+from hsi.ir import ZoneKind
+from hsi.plan import Plan
+from hsi.policy import Policy
+from hsi.principal import Viewer
+
+
+@dataclass
+class Metrics:
+    """Time per zone (seconds of stage compute) and bytes per link of one run."""
+
+    time_by_zone: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    bytes_by_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mpc_rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mpc_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    time_by_conversion: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    peak_held_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def held(self, zone: str, n: int) -> None:
+        """Note the bytes of session tensors a zone held after a stage (the run keeps the peak)."""
+        self.peak_held_bytes[zone] = max(self.peak_held_bytes[zone], n)
+
+    def to_dict(self, wall_s: float) -> dict[str, Any]:
+        """The `metrics` block of a run's JSON result."""
+        out: dict[str, Any] = {"wall_s": round(wall_s, 4),
+                               "time_by_zone": {k: round(v, 4) for k, v in sorted(self.time_by_zone.items())},
+                               "bytes_by_link": dict(sorted(self.bytes_by_link.items()))}
+        if self.time_by_conversion:  # seconds the senders spent moving tensors, by conversion kind
+            out["time_by_conversion"] = {k: round(v, 4) for k, v in sorted(self.time_by_conversion.items())}
+        if self.peak_held_bytes:  # the most bytes of the session's tensors a zone held after any stage
+            out["peak_held_bytes"] = dict(sorted(self.peak_held_bytes.items()))
+        if self.mpc_rounds:
+            out["mpc"] = {z: {"rounds": self.mpc_rounds[z], "bytes": self.mpc_bytes[z]}
+                          for z in sorted(self.mpc_rounds)}
+        return out
+
+
+@dataclass
+class RunResult:
+    """The output of a run, its metrics and what every zone received."""
+
+    output: dict[str, Any]
+    metrics: dict[str, Any]
+    privacy: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object `hsi embed/generate --json` prints (without `reference`)."""
+        return {"output": self.output, "metrics": self.metrics, "privacy": self.privacy}
+
+
+def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Policy) -> list[str]:
+    """Receipts that the plan's privacy report does not account for (a party got more than planned)."""
+    out = []
+    field_name = {"plain": "activations", "ckks": "ciphertexts", "share": "shares", "sealed": "activations"}
+    for r in receipts:
+        spec = kinds.spec(policy.zones[r["zone"]].kind)
+        viewer = str(Viewer(r["party"], r["zone"] if spec.in_enclave else None))
+        view = plan.privacy.get(viewer)
+        kind = field_name[r["encoding"]]
+        if kind == "shares" and spec.kind == ZoneKind.PLAIN:
+            kind = "activations"  # a plain zone combines the shares it receives
+        listed = getattr(view, kind) if view else []
+        if r["name"] not in listed:
+            out.append(f"{viewer} received {r['name']!r} as {r['encoding']}, which the privacy report does not list")
+    return out

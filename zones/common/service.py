@@ -1,0 +1,248 @@
+"""The Zone gRPC service every zone process runs: its RPCs, over a session store, an outbox and its kind's engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import grpc
+
+from hsi import conversions, kinds
+from hsi.engine import EnclaveEngine, KeyedEngine, MaskingEngine, RunContext, TrafficEngine, ZoneEngine
+from hsi.ir import Graph, ZoneKind
+from hsi.masking import PIECES
+from hsi.models.registry import load_graph
+from hsi.plan import CLIENT, Plan, Stage, make_plan
+from hsi.policy import Policy
+from hsi.principal import Principal
+from hsi.transport.auth import peer_principal
+from hsi.transport.certs import Credentials
+from hsi.transport.status import ZoneError
+from hsi.transport.stream import frames, receive
+from hsi.transport.tensor import StoredTensor
+from protos import tensor_pb2 as pb
+from protos import zone_pb2, zone_pb2_grpc
+from zones.common.outbox import Outbox
+from zones.common.sessions import Session, SessionStore
+from zones.common.status import status_errors
+from zones.engines import engine_for, register_all
+
+
+class ZoneServicer(zone_pb2_grpc.ZoneServicer):
+    """One zone process: holds tensors per session and runs the stages the plan assigns to it."""
+
+    def __init__(self, policy: Policy, zone: str, party: str, creds: Credentials,
+                 engine: ZoneEngine | None = None) -> None:
+        register_all()  # the senders of this zone's conversions, whatever engine it was handed
+        self.policy, self.zone, self.party = policy, zone, party
+        self.kind = ZoneKind(policy.zones[zone].kind)
+        self.graph: Graph = load_graph(policy.model.name)
+        self.plan: Plan = make_plan(self.graph, policy)
+        self.engine: ZoneEngine = engine or engine_for(self.kind, policy, zone, party)
+        self.sessions = SessionStore(zone)
+        self.outbox = Outbox(policy, zone, party, self.plan, self.engine, creds)
+        self._loaded: set[int] = set()
+        self._max_tensor = policy.transport.max_tensor_bytes
+        self._chunk = policy.transport.chunk_bytes
+
+    def _stage(self, digest: str, index: int) -> Stage:
+        if digest != self.plan.digest:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"plan digest mismatch: zone {self.zone!r} runs plan {self.plan.digest[:12]} of policy "
+                            f"{self.policy.name!r}, the caller sent {digest[:12]}; both sides must use the same policy")
+        if index >= len(self.plan.stages):
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"stage {index} does not exist")
+        stage = self.plan.stages[index]
+        if stage.zone != self.zone:
+            raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                            f"stage {index} belongs to zone {stage.zone!r}, not {self.zone!r}")
+        return stage
+
+    def close(self) -> None:
+        """Close outgoing channels and let the engine free what it holds."""
+        self.outbox.close()
+        self.engine.close()
+
+    # -- receiving -----------------------------------------------------------------------------------------------
+
+    def PushTensor(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                   context: grpc.ServicerContext) -> zone_pb2.PushTensorReply:
+        """Receive one tensor; record its encoding and source."""
+        with status_errors(context):
+            got = receive(request_iterator, self._max_tensor, self._chunk)
+            h = got.header
+            principal = peer_principal(context) or ""
+            sender = Principal.parse_or_none(principal)
+            if sender is None or h.source_party != sender.party:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tensor {h.name!r} claims source party {h.source_party!r}, but the sender's "
+                                f"certificate is {principal!r}")
+            stored = StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta))
+            session = self.sessions.session(h.session)
+            self.record_incoming(h.session, h.name, stored, principal, h.source_party)
+            if isinstance(self.engine, MaskingEngine) and PIECES in stored.meta:
+                self._add_piece(h.session, session, h.name, stored)
+                return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
+            whole: StoredTensor | None = stored
+            if stored.encoding == pb.SHARE and kinds.spec(self.kind).wire != pb.SHARE:
+                # mpc -> here: this zone may see the tensor; it keeps it once every share came
+                with self.sessions.lock:
+                    whole = session.shares.add(h.name, stored)
+            if whole is not None:
+                if isinstance(self.engine, EnclaveEngine):  # into the enclave: decrypted or reconstructed, sealed
+                    whole = self.engine.admit(h.session, h.name, whole, principal)
+                self.sessions.keep(h.session, {h.name: whole})
+            return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
+
+    def record_incoming(self, sid: str, name: str, t: StoredTensor, principal: str, source_party: str = "") -> None:
+        """Keep the receipt of a tensor this zone (or its enclave's key service) received."""
+        self.sessions.record(zone_pb2.Receipt(
+            session=sid, name=name, encoding=cast(Any, t.encoding), source_party=source_party or principal.partition(
+                "/")[0], source_principal=principal, zone=self.zone, party=self.party, bytes=len(t.data)))
+
+    def _add_piece(self, sid: str, session: Session, name: str, t: StoredTensor) -> None:
+        """mpc -> he: hold the enclave's ciphertext or the co-located party's mask until both came; add them."""
+        assert isinstance(self.engine, MaskingEngine)
+        try:
+            count = int(t.meta[PIECES])
+        except ValueError:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} has a bad pieces count") from None
+        piece = self.engine.piece(name, t)
+        with self.sessions.lock:
+            parts = session.pieces.setdefault(name, [])
+            parts.append(piece)
+            if len(parts) < count:
+                return
+            del session.pieces[name]
+        self.sessions.keep(sid, {name: self.engine.unmask(name, parts)})
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def LoadStage(self, request: zone_pb2.LoadStageRequest,  # noqa: N802
+                  context: grpc.ServicerContext) -> zone_pb2.LoadStageReply:
+        """Load a stage of the zone's plan (idempotent)."""
+        with status_errors(context):
+            stage = self._stage(request.plan_digest, request.stage)
+            start = time.perf_counter()
+            self.engine.load_stage(stage, self.graph)
+            self._loaded.add(stage.index)
+            return zone_pb2.LoadStageReply(ops=stage.ops, seconds=time.perf_counter() - start)
+
+    def RunStage(self, request: zone_pb2.RunStageRequest,  # noqa: N802
+                 context: grpc.ServicerContext) -> zone_pb2.RunStageReply:
+        """Run a loaded stage on the session's tensors; keep its outputs, send on and free what the call says."""
+        with status_errors(context):
+            stage = self._stage(request.plan_digest, request.stage)
+            if stage.index not in self._loaded:
+                raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
+            session = self.sessions.session(request.session)
+            holds = self.engine.holds_tensors  # an MPC dealer computes on no tensor of its own
+            missing = [t for t in stage.inputs if t not in session.tensors and holds]
+            if missing:
+                raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold")
+            inputs = {t: session.tensors[t] for t in stage.inputs if holds}
+            longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
+            if request.position_offset + longest > self.policy.model.max_tokens:
+                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
+                                f"{self.policy.model.max_tokens}")
+            start = time.perf_counter()
+            outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset))
+            seconds = time.perf_counter() - start
+            self.sessions.keep(request.session, outputs)
+            rounds, sent = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)
+                            else (0, 0))
+            transfers = []
+            for move in request.then:
+                if move.name not in outputs:
+                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"stage {stage.index} does not compute {move.name!r}, so it cannot send it on")
+                move.session = request.session
+                transfers.append(self._transfer_releasing(move))
+            held = self.sessions.drop(request.session, request.release)
+            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
+                                          held_bytes=held, transfers=transfers)
+
+    # -- sending -------------------------------------------------------------------------------------------------
+
+    def PullTensor(self, request: zone_pb2.PullTensorRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> Iterator[pb.TensorFrame]:
+        """Stream a held tensor to the caller (out of an enclave only what the plan releases to the client)."""
+        with status_errors(context):
+            t = self.sessions.held(request.session, request.name)
+            if isinstance(self.engine, EnclaveEngine):
+                if self.plan.conversion(request.name, self.zone, CLIENT) is None:
+                    raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"the plan does not release {request.name!r} from enclave {self.zone!r} to the "
+                                    "client")
+                t = self.engine.export(request.session, request.name, t, CLIENT)
+            yield from frames(self.outbox.header(request.session, request.name, t), t.data, self._chunk)
+
+    def Transfer(self, request: zone_pb2.TransferRequest,  # noqa: N802
+                 context: grpc.ServicerContext) -> zone_pb2.TransferReply:
+        """Send a held tensor to another zone of the policy, zone to zone (and free it if asked)."""
+        with status_errors(context):
+            return self._transfer_releasing(request)
+
+    def _transfer_releasing(self, move: zone_pb2.TransferRequest) -> zone_pb2.TransferReply:
+        """Send a held tensor on through its conversion's sender, freeing it afterwards if asked."""
+        t = self.sessions.held(move.session, move.name)
+        if move.to_zone not in self.policy.zones:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown zone {move.to_zone!r}")
+        planned = self.plan.conversion(move.name, self.zone, move.to_zone)
+        if planned is None:
+            raise ZoneError(grpc.StatusCode.PERMISSION_DENIED,
+                            f"the plan does not move {move.name!r} from {self.zone!r} to {move.to_zone!r}")
+        try:
+            send = conversions.sender(self.kind, ZoneKind(self.policy.zones[move.to_zone].kind))
+        except LookupError as e:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"{planned.kind}: {e}") from None
+        reply = send(self.outbox, move, t)
+        if move.release:
+            self.sessions.drop(move.session, [move.name])
+        return reply
+
+    def deliver(self, sid: str, name: str, t: StoredTensor, to_zone: str, party: str) -> None:
+        """Push a tensor to a zone process of the policy as this zone (the enclave's key service uses it)."""
+        self.outbox.send(sid, name, t, to_zone, party)
+
+    # -- keys and sessions ---------------------------------------------------------------------------------------
+
+    def _keyed(self) -> KeyedEngine:
+        if not isinstance(self.engine, KeyedEngine):
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"zone {self.zone!r} of kind {self.kind.value} takes no key material")
+        return self.engine
+
+    def KeyRequirements(self, request: zone_pb2.KeyRequirementsRequest,  # noqa: N802
+                        context: grpc.ServicerContext) -> zone_pb2.KeyRequirementsReply:
+        """The key handle and rotations this zone needs."""
+        with status_errors(context):
+            key, rotations, params = self._keyed().key_requirements()
+            return zone_pb2.KeyRequirementsReply(key=key, rotations=rotations, params_json=params)
+
+    def InstallPublicMaterial(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                              context: grpc.ServicerContext) -> zone_pb2.InstallPublicMaterialReply:
+        """Install the key holder's public material (never a secret key)."""
+        with status_errors(context):
+            engine = self._keyed()
+            got = receive(request_iterator, self._max_tensor, self._chunk)
+            key_tag, rotations = engine.install(got.data, dict(got.header.meta))
+            self._loaded.clear()  # stages must be re-encoded under the new context
+            return zone_pb2.InstallPublicMaterialReply(key=got.header.name, key_tag=key_tag, rotations=rotations)
+
+    def Records(self, request: zone_pb2.RecordsRequest,  # noqa: N802
+                context: grpc.ServicerContext) -> zone_pb2.RecordsReply:
+        """The receipts of a session."""
+        with status_errors(context):
+            return zone_pb2.RecordsReply(receipts=self.sessions.receipts(request.session))
+
+    def Release(self, request: zone_pb2.ReleaseRequest,  # noqa: N802
+                context: grpc.ServicerContext) -> zone_pb2.ReleaseReply:
+        """Free a session's tensors, receipts and engine state."""
+        with status_errors(context):
+            s = self.sessions.pop(request.session)
+            self.engine.release(request.session)
+            return zone_pb2.ReleaseReply(freed_tensors=len(s.tensors) if s else 0)
