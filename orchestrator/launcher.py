@@ -80,7 +80,8 @@ def _recorded(policy: Policy) -> dict[str, int]:
 def running(policy: Policy) -> dict[str, int] | None:
     """The live zone processes of a policy started by `up`, or None when it is not (fully) up."""
     pids = _recorded(policy)
-    return pids if pids and all(_alive(p) for p in pids.values()) else None
+    whole = set(pids) == {proc.key for proc in policy.processes()}
+    return pids if whole and all(_alive(p) for p in pids.values()) else None
 
 
 def _survivors(policy: Policy) -> dict[str, int]:
@@ -121,6 +122,7 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
         if key in survivors:
             continue
         procs[key] = spawn_zone(policy_path, proc, logs[key])
+    pids = survivors | {k: p.pid for k, p in procs.items()}
     rt = Runtime(policy)
     try:
         deadline = timeout or policy.transport.deadlines.startup_s
@@ -137,22 +139,23 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
                 continue
         else:
             rt.wait_ready(timeout=1)
+        ensure_keys(policy)
     except (LaunchError, RunError) as e:
-        _stop({k: p.pid for k, p in procs.items()} | survivors)
+        # The zones that did start stay up, recorded: `hsi down` stops them and the next `hsi up` starts only the
+        # others. One zone's failure never takes healthy ones down.
+        _record(policy, policy_path, {k: pid for k, pid in pids.items() if _alive(pid)}, logs)
         if isinstance(e, LaunchError):
             raise
         raise LaunchError(f"{e}\n" + "\n".join(f"--- {k} log:\n{_log_tail(v)}" for k, v in logs.items())) from None
     finally:
         rt.close()
-    try:
-        ensure_keys(policy)
-    except LaunchError:
-        _stop({k: p.pid for k, p in procs.items()} | survivors)
-        raise
-    pids = survivors | {k: p.pid for k, p in procs.items()}
+    _record(policy, policy_path, pids, logs)
+    return pids
+
+
+def _record(policy: Policy, policy_path: str | Path, pids: dict[str, int], logs: dict[str, Path]) -> None:
     _state_file(policy).write_text(json.dumps({"policy": str(policy_path), "policy_digest": policy.digest(),
                                                "pids": pids, "logs": {k: str(v) for k, v in logs.items()}}))
-    return pids
 
 
 def zone_command(proc: ZoneProcess, policy_path: str | Path) -> list[str]:
@@ -255,7 +258,11 @@ def zones_up(policy_path: str | Path) -> Iterator[bool]:
     if running(policy) or not on_this_host(policy):
         yield False
         return
-    up(policy_path)
+    try:
+        up(policy_path)
+    except LaunchError:
+        down(policy_path)  # this block started them: it leaves nothing behind
+        raise
     try:
         yield True
     finally:

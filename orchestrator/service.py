@@ -2,56 +2,72 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 
 from hsi.allow import ORCHESTRATOR_SERVICE, orchestrator_allow_table
 from hsi.policy import Policy
 from hsi.transport.certs import certs_dir, load_credentials
-from hsi.transport.server import ServerOptions, build_server
+from hsi.transport.server import build_server, server_options_of
 from orchestrator.runtime import RunError, Runtime
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
 
+_POLL_S = 0.2  # how often a call waiting for the runtime looks whether its caller is still there
+
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    """Runs requests one at a time through one runtime (the zones hold per-session state)."""
+    """Runs requests one at a time through one runtime (the zones hold per-session state). A caller that leaves
+    (deadline, disconnect) stops waiting for its turn and its run stops at the next stage."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._lock = threading.Lock()
 
-    def Plan(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    @contextlib.contextmanager
+    def _turn(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """Hold the runtime for the block once it is free; CANCELLED if the caller leaves while waiting."""
+        while not self._lock.acquire(timeout=_POLL_S):
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "the caller left while waiting for the runtime")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def Plan(self, request: opb.PlanRequest, context: grpc.ServicerContext) -> opb.PlanReply:  # noqa: N802
         """The plan as JSON."""
         return opb.PlanReply(plan_json=json.dumps(self.runtime.plan.to_dict()))
 
-    def Embed(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Embed(self, request: opb.EmbedRequest, context: grpc.ServicerContext) -> opb.EmbedReply:  # noqa: N802
         """Embed a text."""
         if not request.text:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
         try:
-            with self._lock:
-                result = self.runtime.embed(request.text).to_dict()
+            with self._turn(context):
+                result = self.runtime.embed(request.text, cancelled=lambda: not context.is_active()).to_dict()
         except RunError as e:
-            context.abort(grpc.StatusCode.ABORTED, str(e))
+            context.abort(e.code, str(e))
         return opb.EmbedReply(embedding=result["output"]["embedding"], result_json=json.dumps(result))
 
-    def Generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+    def Generate(self, request: opb.GenerateRequest,  # noqa: N802
+                 context: grpc.ServicerContext) -> Iterator[opb.GenerateEvent]:
         """Generate greedily, streaming progress and each token id, then the result."""
         if not request.prompt:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is empty")
         n = request.max_new_tokens or 16
-        events: list[Any] = []
+        events: list[opb.GenerateEvent] = []
         try:
-            with self._lock:
+            with self._turn(context):
                 result = self.runtime.generate(
-                    request.prompt, n, on_token=lambda t: events.append(opb.GenerateEvent(token_id=t))).to_dict()
+                    request.prompt, n, on_token=lambda t: events.append(opb.GenerateEvent(token_id=t)),
+                    cancelled=lambda: not context.is_active()).to_dict()
         except RunError as e:
-            context.abort(grpc.StatusCode.ABORTED, str(e))
+            context.abort(e.code, str(e))
         for i, ev in enumerate(events):
             yield opb.GenerateEvent(progress=opb.Progress(done=i + 1, total=n, stage="token"))
             yield ev
@@ -70,7 +86,7 @@ def serve_orchestrator(policy: Policy, port: int, stop: threading.Event | None =
 
     bind = f"{policy.parties[policy.client].address}:{port}"
     server, _, _ = build_server(creds, bind, orchestrator_allow_table(policy), register,
-                                ServerOptions(max_message_bytes=policy.transport.max_message_bytes))
+                                server_options_of(policy.transport))
     stop = stop or threading.Event()
     server.start()
     if ready:

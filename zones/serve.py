@@ -13,7 +13,7 @@ from hsi.allow import KEY_SERVICE, ZONE_SERVICE, zone_allow_table
 from hsi.engine import ZoneEngine
 from hsi.policy import Policy
 from hsi.transport.certs import certs_dir, load_credentials
-from hsi.transport.server import ServerOptions, build_server
+from hsi.transport.server import build_server, server_options_of
 from protos import zone_pb2_grpc
 from zones.common.service import ZoneServicer
 
@@ -72,7 +72,7 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
             KeyServiceServicer(enclave, policy.transport.chunk_bytes, delivery), server)
         return [ZONE_SERVICE, KEY_SERVICE]
 
-    options = ServerOptions(max_message_bytes=policy.transport.max_message_bytes)
+    options = server_options_of(policy.transport)
     server, _, _ = build_server(creds, endpoints[party], allow, register, options)
     stop = stop or threading.Event()
     signalled: list[int] = []

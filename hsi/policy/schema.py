@@ -87,6 +87,33 @@ class Transport(Strict):
     max_message_bytes: int = Field(8 << 20, ge=1 << 20)
     max_tensor_bytes: int = Field(1 << 30, ge=1 << 20, description="largest tensor a zone accepts")
     deadlines: Deadlines = Deadlines()
+    calls_per_principal: int = Field(16, ge=1, le=1024, description="calls one principal may have open at a "
+                                     "server at once; more get RESOURCE_EXHAUSTED")
+    stream_idle_s: float = Field(20.0, gt=0, description="a call waiting longer than this for its next request "
+                                 "message is cancelled (a client that opens calls and stops sending holds nothing "
+                                 "for longer)")
+    session_idle_s: float | None = Field(None, gt=0, description="a session no call touched for this long is "
+                                         "released in a zone (tensors and engine state); default 2 x stage_s")
+    max_session_bytes: int | None = Field(None, ge=1 << 20, description="bytes a zone holds for one session; "
+                                          "default 2 x max_tensor_bytes")
+    max_held_bytes: int | None = Field(None, ge=1 << 20, description="bytes a zone process holds over all its "
+                                       "sessions; default 4 x max_tensor_bytes")
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds a session may sit untouched in a zone before it is released (`session_idle_s`, default twice
+        the stage deadline: a zone waiting while a slow stage runs elsewhere keeps its tensors)."""
+        return self.session_idle_s or 2 * self.deadlines.stage_s
+
+    @property
+    def session_bytes(self) -> int:
+        """The most a zone holds for one session (`max_session_bytes`, default 2 x max_tensor_bytes)."""
+        return self.max_session_bytes or 2 * self.max_tensor_bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """The most a zone process holds over all sessions (`max_held_bytes`, default 4 x max_tensor_bytes)."""
+        return self.max_held_bytes or 4 * self.max_tensor_bytes
 
 
 class ZoneProcess(NamedTuple):

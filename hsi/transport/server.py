@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hsi.transport.auth import AllowListInterceptor
+from hsi.policy import Transport
+from hsi.transport.auth import AllowListInterceptor, Limits
 from hsi.transport.certs import Credentials
 
 
@@ -21,12 +22,26 @@ class ServerOptions:
 
     # Largest single gRPC message; tensors larger than this travel as chunk streams.
     max_message_bytes: int = 8 << 20
-    # Worker threads: streams of one session, plus transfers to other zones, run at once.
-    max_workers: int = 16
+    # Worker threads: streams of several sessions, plus transfers to other zones, run at once. Calls are
+    # admitted (or refused) as they open, so a worker is held only by an admitted call.
+    max_workers: int = 64
+    # Calls open at once on the server; past it a new call gets RESOURCE_EXHAUSTED at once instead of queueing
+    # behind a full pool.
+    max_concurrent_calls: int = 256
+    # Calls one principal may have open at once, and how long a call may wait for its next request message.
+    limits: Limits = field(default_factory=Limits)
+    # Threads that answer health checks only, whatever holds the other workers.
+    health_workers: int = 4
 
 
 KEEPALIVE_MS = 20_000  # pings detect dead peers on long calls (an MPC stage may run for minutes)
 RECONNECT_MS = 1000  # how often a channel to a peer that went away tries again
+
+
+def server_options_of(transport: Transport) -> ServerOptions:
+    """A policy's transport settings as server options."""
+    return ServerOptions(max_message_bytes=transport.max_message_bytes,
+                         limits=Limits(transport.calls_per_principal, transport.stream_idle_s))
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -69,10 +84,12 @@ def build_server(
 
     `register` adds the servicers and returns their full service names (for health and reflection).
     """
+    health_pool = futures.ThreadPoolExecutor(max_workers=options.health_workers, thread_name_prefix="hsi-health")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.max_workers),
-        interceptors=[AllowListInterceptor(allow)],
+        futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="hsi-rpc"),
+        interceptors=[AllowListInterceptor(allow, limits=options.limits, health_pool=health_pool)],
         options=server_options(options.max_message_bytes),
+        maximum_concurrent_rpcs=options.max_concurrent_calls,
     )
     names = register(server)
     health_servicer = health.HealthServicer()

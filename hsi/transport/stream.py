@@ -43,6 +43,11 @@ def receive(stream: Iterable[pb.TensorFrame], max_tensor_bytes: int, max_chunk_b
     Nothing is kept on failure: the partial buffer is dropped with the exception.
     """
     it = iter(stream)
+    return receive_body(receive_header(it, max_tensor_bytes, max_chunk_bytes), it)
+
+
+def receive_header(it: Iterator[pb.TensorFrame], max_tensor_bytes: int, max_chunk_bytes: int) -> pb.TensorHeader:
+    """Read and check only a stream's header frame (a receiver authorises the call on it before reading on)."""
     try:
         first = next(it)
     except StopIteration:
@@ -60,6 +65,11 @@ def receive(stream: Iterable[pb.TensorFrame], max_tensor_bytes: int, max_chunk_b
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                           f"tensor {header.name!r} declares chunks of {header.chunk_bytes} bytes; "
                           f"allowed 1..{max_chunk_bytes}")
+    return header
+
+
+def receive_body(header: pb.TensorHeader, it: Iterator[pb.TensorFrame]) -> Received:
+    """Read the chunks and trailer after `header`, checking sizes, order and the SHA-256."""
     buf = bytearray()
     digest = hashlib.sha256()
     expected_index = 0

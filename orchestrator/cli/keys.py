@@ -59,15 +59,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Verify or show a key-service audit log file."""
     from hsi.audit import read_log, verify_records
 
-    try:
+    try:  # a missing file, a line that is not a record or a torn last line: the log is not intact
         records = read_log(Path(args.log))
     except ValueError as e:
         print(f"audit: {e}", file=sys.stderr)
         return 1
     if args.sub == "show":
-        for r in records:
+        for r in records:  # fields come from callers: no markup, no highlighting
             out.print(f"{r.index:5d} {r.time:.3f} {r.decision:5s} {r.principal} {r.operation} {r.key} "
-                      f"{r.session} {r.reason}", highlight=False)
+                      f"{r.session} {r.reason}", highlight=False, markup=False)
         return 0
     problems = verify_records(records)
     if problems:

@@ -1,9 +1,20 @@
-"""The error a failed run raises."""
+"""The error a failed run raises, with the gRPC status a service answers it with."""
 
 from __future__ import annotations
+
+import grpc
 
 from hsi.errors import HsiError
 
 
 class RunError(HsiError, RuntimeError):
-    """A run that failed; the message names the zone, the call and the cause. The session was released."""
+    """A run that failed; the message names the zone, the call and the cause. The session was released.
+
+    `code` is the status a service answers with: INVALID_ARGUMENT for an input the policy refuses,
+    FAILED_PRECONDITION for an operation the policy's model does not do, CANCELLED when the caller left,
+    ABORTED (the default) when a zone failed the run.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.ABORTED) -> None:
+        super().__init__(message)
+        self.code = code

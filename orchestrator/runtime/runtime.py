@@ -25,6 +25,13 @@ from protos import zone_pb2
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
+Cancelled = Callable[[], bool]  # whether the caller has gone (checked between stages)
+
+
+def _never() -> bool:
+    return False
+
+
 class Runtime:
     """Runs embed/generate requests of one policy against running zones."""
 
@@ -74,12 +81,15 @@ class Runtime:
 
     # -- one step through the plan, and a session's end ----------------------------------------------------------
 
-    def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics) -> dict[str, torch.Tensor]:
+    def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics,
+              cancelled: Cancelled) -> dict[str, torch.Tensor]:
         for push in self._program.pushes:
             self.zones.push(session, push.stage, push.tensor, inputs[push.tensor], m)
         total = len(self.plan.stages)
         for run in self._program.runs:
             s = run.stage
+            if cancelled():  # the caller has gone: run no further stage; the session is released
+                raise RunError(f"the run was cancelled before stage {s.index}", grpc.StatusCode.CANCELLED)
             self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
             run_stage(self.zones, self.plan.digest, session, run, offset, m)
         self.progress("done", total, total)
@@ -110,23 +120,24 @@ class Runtime:
 
     def _check_length(self, n: int) -> None:
         if n == 0:
-            raise RunError("the input has no tokens")
+            raise RunError("the input has no tokens", grpc.StatusCode.INVALID_ARGUMENT)
         if n > self.policy.model.max_tokens:
             raise RunError(f"the input has {n} tokens; the policy allows at most {self.policy.model.max_tokens} "
-                           "(model.max_tokens)")
+                           "(model.max_tokens)", grpc.StatusCode.INVALID_ARGUMENT)
 
     # -- public operations ---------------------------------------------------------------------------------------
 
-    def embed(self, text: str) -> RunResult:
-        """The sentence embedding of `text`, computed through the plan."""
+    def embed(self, text: str, cancelled: Cancelled = _never) -> RunResult:
+        """The sentence embedding of `text`, computed through the plan; stops between stages once `cancelled()`."""
         if self.graph.arch != "bert":
-            raise RunError(f"model {self.graph.model} is a {self.graph.arch} decoder; use generate")
+            raise RunError(f"model {self.graph.model} is a {self.graph.arch} decoder; use generate",
+                           grpc.StatusCode.FAILED_PRECONDITION)
         ids = torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.int64)
         self._check_length(len(ids))
         self.load()
         session, m, start = uuid.uuid4().hex, Metrics(), time.perf_counter()
         try:
-            out = self._step(session, {"input_ids": ids}, 0, m)
+            out = self._step(session, {"input_ids": ids}, 0, m, cancelled)
             receipts = self._receipts(session)
         finally:
             self._release(session)
@@ -145,12 +156,13 @@ class Runtime:
         return torch.tensor(tok(text)["input_ids"], dtype=torch.int64)
 
     def generate(self, prompt: str, max_new_tokens: int = 16, chat: bool = True,
-                 on_token: Callable[[int], None] | None = None) -> RunResult:
-        """Greedy generation through the plan with the zones' KV caches; stops at EOS or max_new_tokens."""
+                 on_token: Callable[[int], None] | None = None, cancelled: Cancelled = _never) -> RunResult:
+        """Greedy generation through the plan with the zones' KV caches; stops at EOS or max_new_tokens, and
+        between stages once `cancelled()`."""
         if self.graph.arch != "llama":
-            raise RunError(f"model {self.graph.model} is an encoder; use embed")
+            raise RunError(f"model {self.graph.model} is an encoder; use embed", grpc.StatusCode.FAILED_PRECONDITION)
         if max_new_tokens < 1:
-            raise RunError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+            raise RunError(f"max_new_tokens must be at least 1, got {max_new_tokens}", grpc.StatusCode.INVALID_ARGUMENT)
         ids = self.prompt_ids(prompt, chat)
         self._check_length(len(ids) + max_new_tokens - 1)
         self.load()
@@ -162,7 +174,7 @@ class Runtime:
             cur, offset = ids, 0
             while len(tokens) < max_new_tokens:
                 t0 = time.perf_counter()
-                tok = int(self._step(session, {"input_ids": cur}, offset, m)[self.graph.outputs[0]][0])
+                tok = int(self._step(session, {"input_ids": cur}, offset, m, cancelled)[self.graph.outputs[0]][0])
                 step_s.append(time.perf_counter() - t0)
                 tokens.append(tok)
                 if on_token:

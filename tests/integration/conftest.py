@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +15,17 @@ import torch
 import yaml
 
 from hsi.policy import Policy, load_policy
-from orchestrator.launcher import down, running, up
+from hsi.transport.attestation import measurement
+from hsi.transport.certs import issue
+from hsi.transport.keyclient import KeyClient
+from orchestrator.launcher import down, ensure_certs, running, up
 from orchestrator.reference import reference_embedding
 from orchestrator.runtime import RunError, Runtime
 from tests.conftest import POLICIES, policy_on_free_ports
 from tests.support.hsm import SoftHsm
+from tests.support.zones import start_zone, stop_zone
 
+TEE_TEMPLATE = Path(__file__).parent / "policies" / "tee-he-minilm.yaml"
 # Raw prompts (no chat template) of the SmolLM2 slow tests of whole-model private plans: short prefills.
 RAW_PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "My favourite fruit is",
                "To make a cup of tea, first"]
@@ -90,8 +97,14 @@ def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.Tem
         down(path)
 
 
-def deployment(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(name: str, tmp_path_factory: pytest.TempPathFactory,
+               transport: dict[str, object] | None = None) -> Iterator[Deployment]:
+    """A shipped policy on free ports, up for the block (its transport settings updated by `transport`)."""
     path = policy_on_free_ports(POLICIES / name, tmp_path_factory.mktemp("policy"))
+    if transport:
+        data = yaml.safe_load(path.read_text())
+        data.setdefault("transport", {}).update(transport)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
     up(path)
     try:
         yield Deployment(path)
@@ -107,3 +120,51 @@ def plain_minilm(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def plain_smollm2(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     yield from deployment("plain-smollm2.yaml", tmp_path_factory)
+
+
+class TeeDeployment:
+    """Zone processes of the tee-he-minilm test policy: a tee zone `t` on a temporary SoftHSM2 token (and the HE
+    zone `h` that takes its public material), started one by one."""
+
+    def __init__(self, path: Path, workdir: Path) -> None:
+        self.path, self.workdir = path, workdir
+        self.policy: Policy = load_policy(path)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, zone: str, party: str) -> None:
+        self.procs[zone] = start_zone(self.path, zone, party, self.workdir / f"{zone}.log")
+
+    def stop(self, zone: str, sig: int = signal.SIGTERM) -> None:
+        stop_zone(self.procs.pop(zone), sig)
+
+    def client(self, principal: str) -> KeyClient:
+        return KeyClient(self.policy, "t", principal)
+
+
+def tee_deployment(softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory,
+                   zones: list[tuple[str, str]]) -> Iterator[TeeDeployment]:
+    """The tee-he-minilm policy on free ports with `zones` ((zone, party)) running; certificates also for
+    `mallory/x` (no grant) and `keyholder/probe` (narrow grants, to reach the checks behind a grant)."""
+    work = tmp_path_factory.mktemp("tee")
+    pin_file, platform = softhsm.enclave_files(work)
+    text = TEE_TEMPLATE.read_text()
+    for k, v in {"PIN_FILE": pin_file, "SOFTHSM_CONF": softhsm.conf, "KEY_DIR": work / "keys",
+                 "AUDIT_LOG": work / "audit.log", "MEASUREMENT": measurement().hex(),
+                 "PLATFORM_KEY": platform.hex()}.items():
+        text = text.replace(k, str(v))
+    text += ('  - {principal: keyholder/probe, key: ckks-main, operations: [get_public_material, encrypt_share], '
+             'recipients: [owner/h]}\n')
+    src = work / "tee-he-minilm.yaml"
+    src.write_text(text)
+    path = policy_on_free_ports(src, tmp_path_factory.mktemp("tee-policy"))
+    d = TeeDeployment(path, work)
+    ensure_certs(d.policy)
+    for extra in ("mallory/x", "keyholder/probe"):
+        issue(Path(os.environ["HSI_CERTS_DIR"]), extra, ["127.0.0.1"])
+    try:
+        for zone, party in zones:
+            d.start(zone, party)
+        yield d
+    finally:
+        for z in list(d.procs):
+            d.stop(z)

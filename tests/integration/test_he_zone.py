@@ -181,3 +181,21 @@ def test_bad_ciphertexts_refused_and_zone_keeps_serving(he: HeDeployment, keys: 
     assert run("then", good, (not_computed,)) == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not compute 'embeddings.LayerNorm'" in run.details  # type: ignore[attr-defined]
     assert run("good", good) == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("payload", [b"\0" * 1000, b"\xff" * 1000], ids=["zeros", "ff"])
+def test_bytes_that_are_no_ciphertext_refused_on_push(he: HeDeployment, keys: tuple[Context, KeyPair],
+                                                      payload: bytes) -> None:
+    """1,000 zero bytes (OpenFHE's Deserialize returns None for them) or 0xff bytes (its error names its build
+    path), laid out as one ciphertext: INVALID_ARGUMENT on push, naming the ciphertext and nothing of OpenFHE's
+    message; nothing is kept. They used to be kept and fail at RunStage with INTERNAL and OpenFHE's text."""
+    ctx, _ = keys
+    meta = {**Packing(ctx.slots, 512).meta(), "grid": "1,1", "lengths": str(len(payload)), "level": "0"}
+    session = f"no-ciphertext-{payload[0]}"
+    with pytest.raises(grpc.RpcError) as e:
+        _push(he.client_zone, session, "embeddings.LayerNorm", StoredTensor(pb.CKKS, "ckks", (5, 384), payload, meta))
+    details = e.value.details()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details == "tensor 'embeddings.LayerNorm': ciphertext 0 does not deserialise"
+    assert he.runtime.Records(zone_pb2.RecordsRequest(session=session), timeout=10).receipts == []
+    assert he.runtime.Release(zone_pb2.ReleaseRequest(session=session), timeout=10).freed_tensors == 0

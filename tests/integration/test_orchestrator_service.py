@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import grpc
 import pytest
 
 from hsi.transport.certs import issue, load_credentials
 from hsi.transport.server import secure_channel
+from orchestrator.runtime import RunError
 from orchestrator.service import serve_orchestrator
 from protos import orchestrator_pb2 as opb
-from protos import orchestrator_pb2_grpc
+from protos import orchestrator_pb2_grpc, zone_pb2, zone_pb2_grpc
 from tests.conftest import free_ports
 from tests.integration.conftest import Deployment
+from tests.support.certs import signed_as
 
 
 def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:
@@ -44,3 +47,55 @@ def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:
     finally:
         stop.set()
         t.join(30)
+
+
+def test_refusals_carry_the_right_codes_and_a_name_without_a_zone_is_no_principal(plain_minilm: Deployment) -> None:
+    port = free_ports(1)[0]
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=serve_orchestrator, args=(plain_minilm.policy, port, stop, ready), daemon=True)
+    t.start()
+    assert ready.wait(60)
+    try:
+        issue(plain_minilm.certs, "client/app", ["127.0.0.1"])
+        app = orchestrator_pb2_grpc.OrchestratorStub(
+            secure_channel(load_credentials(plain_minilm.certs, "client/app"), f"127.0.0.1:{port}"))
+        with pytest.raises(grpc.RpcError) as e:
+            app.Embed(opb.EmbedRequest(text="blood pressure " * 100), timeout=60)  # more than max_tokens 128
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "model.max_tokens" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            list(app.Generate(opb.GenerateRequest(prompt="Hello", max_new_tokens=2), timeout=60))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "use embed" in e.value.details()
+        # a CA-signed name without a zone: the party row client/* must not match it
+        bare = orchestrator_pb2_grpc.OrchestratorStub(
+            secure_channel(signed_as(plain_minilm.certs, "client"), f"127.0.0.1:{port}"))
+        with pytest.raises(grpc.RpcError) as e:
+            bare.Embed(opb.EmbedRequest(text="x"), timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "not a <party>/<zone> principal" in e.value.details()
+    finally:
+        stop.set()
+        t.join(30)
+
+
+def test_a_cancelled_run_stops_between_stages_and_frees_its_session(plain_minilm: Deployment,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    session = uuid.UUID(int=7)
+    monkeypatch.setattr(uuid, "uuid4", lambda: session)  # the runtime's session id, to look it up afterwards
+    rt = plain_minilm.runtime()
+    asked: list[int] = []
+
+    def cancelled() -> bool:  # the caller leaves after the first stage ran
+        asked.append(1)
+        return len(asked) > 1
+
+    try:
+        with pytest.raises(RunError, match="cancelled before stage 1") as e:
+            rt.embed("Blood pressure 150/95 at rest.", cancelled=cancelled)
+        assert e.value.code == grpc.StatusCode.CANCELLED
+        first = plain_minilm.policy.zone_endpoints("embed-client")["client"]
+        stub = zone_pb2_grpc.ZoneStub(secure_channel(load_credentials(plain_minilm.certs, "client/runtime"), first))
+        # the first stage ran there, and the runtime released the session: nothing of it is left
+        assert stub.Records(zone_pb2.RecordsRequest(session=session.hex), timeout=10).receipts == []
+        assert stub.Release(zone_pb2.ReleaseRequest(session=session.hex), timeout=10).freed_tensors == 0
+    finally:
+        rt.close()

@@ -16,59 +16,20 @@ import pytest
 from hsi.audit import read_log, verify_records
 from hsi.models.registry import load_graph
 from hsi.plan import make_plan
-from hsi.policy import Policy, load_policy
 from hsi.transport.attestation import AttestationError, measurement
-from hsi.transport.certs import issue, load_credentials
+from hsi.transport.certs import load_credentials
 from hsi.transport.keyclient import KeyClient, KeyServiceError
 from hsi.transport.server import secure_channel
-from orchestrator.launcher import ensure_certs
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import ROOT, policy_on_free_ports
+from tests.conftest import ROOT
+from tests.integration.conftest import TeeDeployment, tee_deployment
 from tests.support.hsm import SoftHsm
-from tests.support.zones import start_zone, stop_zone
-
-TEMPLATE = Path(__file__).parent / "policies" / "tee-he-minilm.yaml"
-
-
-class TeeDeployment:
-    def __init__(self, path: Path, workdir: Path) -> None:
-        self.path, self.workdir = path, workdir
-        self.policy: Policy = load_policy(path)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, zone: str, party: str) -> None:
-        self.procs[zone] = start_zone(self.path, zone, party, self.workdir / f"{zone}.log")
-
-    def stop(self, zone: str, sig: int = signal.SIGTERM) -> None:
-        stop_zone(self.procs.pop(zone), sig)
-
-    def client(self, principal: str) -> KeyClient:
-        return KeyClient(self.policy, "t", principal)
 
 
 @pytest.fixture(scope="module")
 def tee(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeeDeployment]:
-    work = tmp_path_factory.mktemp("tee")
-    pin_file, platform = softhsm.enclave_files(work)
-    text = TEMPLATE.read_text()
-    for k, v in {"PIN_FILE": pin_file, "SOFTHSM_CONF": softhsm.conf, "KEY_DIR": work / "keys",
-                 "AUDIT_LOG": work / "audit.log", "MEASUREMENT": measurement().hex(),
-                 "PLATFORM_KEY": platform.hex()}.items():
-        text = text.replace(k, str(v))
-    src = work / "tee-he-minilm.yaml"
-    src.write_text(text)
-    path = policy_on_free_ports(src, tmp_path_factory.mktemp("tee-policy"))
-    d = TeeDeployment(path, work)
-    ensure_certs(d.policy)
-    issue(Path(os.environ["HSI_CERTS_DIR"]), "mallory/x", ["127.0.0.1"])
-    d.start("t", "keyholder")
-    d.start("h", "owner")
-    try:
-        yield d
-    finally:
-        for z in list(d.procs):
-            d.stop(z)
+    yield from tee_deployment(softhsm, tmp_path_factory, [("t", "keyholder"), ("h", "owner")])
 
 
 def test_attestation_and_key_creation(tee: TeeDeployment) -> None:

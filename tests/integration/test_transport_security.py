@@ -141,3 +141,39 @@ def test_bad_requests_get_precise_status(plain_minilm: Deployment) -> None:
     finally:
         rt.close()
     assert os.environ["HSI_CERTS_DIR"] == str(plain_minilm.certs)
+
+
+def _refusal(stub: zone_pb2_grpc.ZoneStub, fs: list[pb.TensorFrame]) -> tuple[grpc.StatusCode, str]:
+    try:
+        stub.PushTensor(iter(fs), timeout=10)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_malformed_tensors_refused_on_push_by_field(plain_minilm: Deployment) -> None:
+    """Unknown encoding, unknown dtype, a shape whose element count overflows int64, a payload the shape does not
+    take: each refused on push with INVALID_ARGUMENT naming the field (they used to be kept and fail at RunStage
+    with INTERNAL "ValueError: ..."), nothing kept, and no exception text on the wire."""
+    stub = _stub(plain_minilm, "client/runtime", "embed-client")
+
+    def header(**fields: object) -> pb.TensorHeader:
+        base: dict[str, object] = {"session": "malformed", "name": "input_ids", "encoding": pb.PLAIN,
+                                   "source_party": "client", "dtype": "int64", "shape": [3]}
+        return pb.TensorHeader(**(base | fields))  # type: ignore[arg-type]
+
+    cases = {
+        "encoding 99": (header(encoding=99), b"\0" * 24),
+        "dtype 'float16'": (header(dtype="float16"), b"\0" * 6),
+        "2^48 elements": (header(shape=[1 << 62, 4]), b""),  # 2^64 elements: int64's product wraps to 0
+        "negative dimension": (header(shape=[-1, -3]), b"\0" * 24),
+        "takes 24 bytes; the payload has 16": (header(), b"\0" * 16),
+    }
+    for words, (h, data) in cases.items():
+        code, details = _refusal(stub, list(frames(h, data, 1 << 16)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (words, code, details)
+        assert "tensor 'input_ids'" in details and "Error" not in details and "/" not in details
+    assert stub.Records(zone_pb2.RecordsRequest(session="malformed"), timeout=10).receipts == []
+    assert stub.Release(zone_pb2.ReleaseRequest(session="malformed"), timeout=10).freed_tensors == 0
+    assert _push(stub, list(frames(header(), b"\0" * 24, 1 << 16))) == grpc.StatusCode.OK
+    assert stub.Release(zone_pb2.ReleaseRequest(session="malformed"), timeout=10).freed_tensors == 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, cast, runtime_checkable
 
 import grpc
 
@@ -21,12 +22,22 @@ from hsi.transport.certs import Credentials
 from hsi.transport.status import ZoneError
 from hsi.transport.stream import frames, receive
 from hsi.transport.tensor import StoredTensor
+from hsi.transport.validate import check_header
 from protos import tensor_pb2 as pb
 from protos import zone_pb2, zone_pb2_grpc
 from zones.common.outbox import Outbox
 from zones.common.sessions import Session, SessionStore
 from zones.common.status import status_errors
 from zones.engines import engine_for, register_all
+
+
+@runtime_checkable
+class CheckingEngine(Protocol):
+    """An engine that checks a pushed tensor before the zone keeps it (HE: ciphertexts deserialise under its key,
+    in its context and layouts), so bad input is refused on push, not when a stage runs."""
+
+    def check_incoming(self, name: str, t: StoredTensor) -> None:
+        """Raise a StatusError (INVALID_ARGUMENT, FAILED_PRECONDITION) naming what is wrong with `t`."""
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -40,7 +51,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.graph: Graph = load_graph(policy.model.name)
         self.plan: Plan = make_plan(self.graph, policy)
         self.engine: ZoneEngine = engine or engine_for(self.kind, policy, zone, party)
-        self.sessions = SessionStore(zone)
+        t = policy.transport
+        self.sessions = SessionStore(zone, t.idle_s, t.session_bytes, t.held_bytes, on_expire=self.engine.release)
         self.outbox = Outbox(policy, zone, party, self.plan, self.engine, creds)
         self._loaded: set[int] = set()
         self._max_tensor = policy.transport.max_tensor_bytes
@@ -60,7 +72,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         return stage
 
     def close(self) -> None:
-        """Close outgoing channels and let the engine free what it holds."""
+        """Stop expiring sessions, close outgoing channels and let the engine free what it holds."""
+        self.sessions.close()
         self.outbox.close()
         self.engine.close()
 
@@ -68,32 +81,44 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def PushTensor(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
                    context: grpc.ServicerContext) -> zone_pb2.PushTensorReply:
-        """Receive one tensor; record its encoding and source."""
-        with status_errors(context):
-            got = receive(request_iterator, self._max_tensor, self._chunk)
-            h = got.header
+        """Receive one tensor; record its encoding and source. Its header is checked before the body is read (the
+        sender, then encoding, dtype, shape and size, see hsi.transport.validate, then the session's byte limits),
+        the tensor by the engine before anything is kept."""
+        with status_errors(context), contextlib.ExitStack() as pushing:
             principal = peer_principal(context) or ""
-            sender = Principal.parse_or_none(principal)
-            if sender is None or h.source_party != sender.party:
-                raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"tensor {h.name!r} claims source party {h.source_party!r}, but the sender's "
-                                f"certificate is {principal!r}")
+
+            def admit(h: pb.TensorHeader) -> None:
+                sender = Principal.parse_or_none(principal)
+                if sender is None or h.source_party != sender.party:
+                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"tensor {h.name!r} claims source party {h.source_party!r}, but the sender's "
+                                    f"certificate is {principal!r}")
+                check_header(h)
+                pushing.enter_context(self.sessions.receiving(h.session, h.name, h.total_bytes))
+
+            got = receive(_after_header(request_iterator, admit), self._max_tensor, self._chunk)
+            h = got.header
             stored = StoredTensor(h.encoding, h.dtype, tuple(h.shape), got.data, dict(h.meta))
-            session = self.sessions.session(h.session)
-            self.record_incoming(h.session, h.name, stored, principal, h.source_party)
-            if isinstance(self.engine, MaskingEngine) and PIECES in stored.meta:
-                self._add_piece(h.session, session, h.name, stored)
-                return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
-            whole: StoredTensor | None = stored
-            if stored.encoding == pb.SHARE and kinds.spec(self.kind).wire != pb.SHARE:
-                # mpc -> here: this zone may see the tensor; it keeps it once every share came
-                with self.sessions.lock:
-                    whole = session.shares.add(h.name, stored)
-            if whole is not None:
-                if isinstance(self.engine, EnclaveEngine):  # into the enclave: decrypted or reconstructed, sealed
-                    whole = self.engine.admit(h.session, h.name, whole, principal)
-                self.sessions.keep(h.session, {h.name: whole})
+            if isinstance(self.engine, CheckingEngine):
+                self.engine.check_incoming(h.name, stored)
+            self._keep_incoming(h.session, h.name, stored, principal)
             return zone_pb2.PushTensorReply(name=h.name, bytes=len(got.data))
+
+    def _keep_incoming(self, sid: str, name: str, t: StoredTensor, principal: str) -> None:
+        """Record a checked tensor's receipt, then keep it (an MPC conversion's piece or share once all came)."""
+        session = self.sessions.session(sid)
+        self.record_incoming(sid, name, t, principal)
+        if isinstance(self.engine, MaskingEngine) and PIECES in t.meta:
+            self._add_piece(sid, session, name, t)
+            return
+        whole: StoredTensor | None = t
+        if t.encoding == pb.SHARE and kinds.spec(self.kind).wire != pb.SHARE:
+            # mpc -> here: this zone may see the tensor; it keeps it once every share came
+            whole = self.sessions.park(session, name, lambda: session.shares.add(name, t), len(t.data))
+        if whole is not None:
+            if isinstance(self.engine, EnclaveEngine):  # into the enclave: decrypted or reconstructed, sealed
+                whole = self.engine.admit(sid, name, whole, principal)
+            self.sessions.keep(sid, {name: whole})
 
     def record_incoming(self, sid: str, name: str, t: StoredTensor, principal: str, source_party: str = "") -> None:
         """Keep the receipt of a tensor this zone (or its enclave's key service) received."""
@@ -109,13 +134,17 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         except ValueError:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r} has a bad pieces count") from None
         piece = self.engine.piece(name, t)
-        with self.sessions.lock:
+
+        def add() -> list[Any] | None:
             parts = session.pieces.setdefault(name, [])
             parts.append(piece)
             if len(parts) < count:
-                return
-            del session.pieces[name]
-        self.sessions.keep(sid, {name: self.engine.unmask(name, parts)})
+                return None
+            return session.pieces.pop(name)
+
+        parts = self.sessions.park(session, name, add, len(t.data))
+        if parts is not None:
+            self.sessions.keep(sid, {name: self.engine.unmask(name, parts)})
 
     # -- running -------------------------------------------------------------------------------------------------
 
@@ -136,34 +165,40 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             stage = self._stage(request.plan_digest, request.stage)
             if stage.index not in self._loaded:
                 raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION, f"stage {stage.index} is not loaded")
-            session = self.sessions.session(request.session)
             holds = self.engine.holds_tensors  # an MPC dealer computes on no tensor of its own
-            missing = [t for t in stage.inputs if t not in session.tensors and holds]
-            if missing:
-                raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold")
-            inputs = {t: session.tensors[t] for t in stage.inputs if holds}
-            longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
-            if request.position_offset + longest > self.policy.model.max_tokens:
+            with self.sessions.using(request.session, create=not holds) as session:
+                return self._run(stage, request, session, holds)
+
+    def _run(self, stage: Stage, request: zone_pb2.RunStageRequest, session: Session,
+             holds: bool) -> zone_pb2.RunStageReply:
+        """RunStage on a session kept from expiring while it runs."""
+        missing = [t for t in stage.inputs if t not in session.tensors and holds]
+        if missing:
+            raise ZoneError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold"
+                            f"{self.sessions.gone(request.session)}")
+        inputs = {t: session.tensors[t] for t in stage.inputs if holds}
+        longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
+        if request.position_offset + longest > self.policy.model.max_tokens:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
+                            f"{self.policy.model.max_tokens}")
+        start = time.perf_counter()
+        outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset))
+        seconds = time.perf_counter() - start
+        self.sessions.keep(request.session, outputs)
+        rounds, sent = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)
+                        else (0, 0))
+        transfers = []
+        for move in request.then:
+            if move.name not in outputs:
                 raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
-                                f"{self.policy.model.max_tokens}")
-            start = time.perf_counter()
-            outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset))
-            seconds = time.perf_counter() - start
-            self.sessions.keep(request.session, outputs)
-            rounds, sent = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)
-                            else (0, 0))
-            transfers = []
-            for move in request.then:
-                if move.name not in outputs:
-                    raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"stage {stage.index} does not compute {move.name!r}, so it cannot send it on")
-                move.session = request.session
-                transfers.append(self._transfer_releasing(move))
-            held = self.sessions.drop(request.session, request.release)
-            return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
-                                          held_bytes=held, transfers=transfers)
+                                f"stage {stage.index} does not compute {move.name!r}, so it cannot send it on")
+            move.session = request.session
+            transfers.append(self._transfer_releasing(move))
+        held = self.sessions.drop(request.session, request.release)
+        return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
+                                      held_bytes=held, transfers=transfers)
 
     # -- sending -------------------------------------------------------------------------------------------------
 
@@ -228,7 +263,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Install the key holder's public material (never a secret key)."""
         with status_errors(context):
             engine = self._keyed()
-            got = receive(request_iterator, self._max_tensor, self._chunk)
+            got = receive(_after_header(request_iterator, check_header), self._max_tensor, self._chunk)
             key_tag, rotations = engine.install(got.data, dict(got.header.meta))
             self._loaded.clear()  # stages must be re-encoded under the new context
             return zone_pb2.InstallPublicMaterialReply(key=got.header.name, key_tag=key_tag, rotations=rotations)
@@ -246,3 +281,15 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             s = self.sessions.pop(request.session)
             self.engine.release(request.session)
             return zone_pb2.ReleaseReply(freed_tensors=len(s.tensors) if s else 0)
+
+
+def _after_header(frames_in: Iterator[pb.TensorFrame],
+                  admit: Callable[[pb.TensorHeader], None]) -> Iterator[pb.TensorFrame]:
+    """The frames of a stream, calling `admit(header)` once `receive` has checked the header, before it reads a
+    chunk: a refused push costs no more than its header."""
+    it = iter(frames_in)
+    for first in it:
+        yield first
+        if first.WhichOneof("frame") == "header":
+            admit(first.header)
+        yield from it

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from types import TracebackType
 from typing import Literal
 
 import grpc
 
 from hsi.transport.status import StatusError
+
+log = logging.getLogger("hsi.zone")
 
 
 def peer_status(e: grpc.RpcError) -> grpc.StatusCode:
@@ -18,7 +22,9 @@ def peer_status(e: grpc.RpcError) -> grpc.StatusCode:
 
 
 class status_errors:  # noqa: N801 - used as a context manager, named like one
-    """Abort the call with a StatusError's code and message; unexpected errors become INTERNAL with their text."""
+    """Abort the call with a StatusError's code and message. An unexpected error is logged here, with its
+    traceback and a fresh id, and answered INTERNAL "internal error <id>": no exception text, path or traceback
+    reaches the wire (OpenFHE's messages carry its build paths)."""
 
     def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
@@ -33,10 +39,12 @@ class status_errors:  # noqa: N801 - used as a context manager, named like one
         if isinstance(e, StatusError):
             self.context.abort(e.code, str(e))
         if isinstance(e, Exception) and not _is_abort(e):
-            self.context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            eid = uuid.uuid4().hex[:12]
+            log.error("internal error %s", eid, exc_info=(type(e), e, tb))
+            self.context.abort(grpc.StatusCode.INTERNAL, f"internal error {eid}")
         return False
 
 
 def _is_abort(e: BaseException) -> bool:
-    # grpc's context.abort raises a bare Exception after setting the status.
-    return type(e) is Exception
+    # grpc's context.abort raises a bare Exception(), with no arguments, after setting the status.
+    return type(e) is Exception and not e.args

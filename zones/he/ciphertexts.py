@@ -29,16 +29,20 @@ class Ciphertexts:
         self._lock = threading.Lock()
 
     def read(self, name: str, t: StoredTensor) -> CipherTensor:
-        """The ciphertext tensor `name` held in `t`: the one kept deserialised if this zone made `t`, else checked
-        against the key and the layouts and brought into this context."""
+        """The ciphertext tensor `name` held in `t`: the one kept deserialised if this zone made or admitted `t`,
+        else checked against the key, the depth and the layouts and brought into this context."""
         with self._lock:
             kept = self._decoded.get(id(t.data))
-        if kept is not None and kept[0] is t.data:  # the very bytes this zone serialised
+        if kept is not None and kept[0] is t.data:  # the very bytes this zone serialised or admitted
             return kept[1]
         try:
             ct = from_stored(t, self.keys.spec.ckks.ring_dim, self.keys.key_tag)
         except CiphertextError as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor {name!r}: {e}") from None
+        depth = self.keys.spec.ckks.depth
+        if not 0 <= ct.level <= depth:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"tensor {name!r} is at level {ct.level}, outside this context's depth {depth}")
         accepted = self.layouts.accepted
         if ct.packing not in accepted:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -55,16 +59,26 @@ class Ciphertexts:
                               ct.features)
         return ct
 
+    def admit(self, name: str, t: StoredTensor) -> None:
+        """Check a pushed ciphertext tensor as `read` does (it deserialises, in this context, under this key, in a
+        layout this zone takes) and keep it deserialised for the stage that reads it; ZoneError if not."""
+        self._remember(t.data, self.read(name, t))
+
     def store(self, ct: CipherTensor) -> StoredTensor:
         """A tensor this zone computed, serialised to be held or sent, and kept deserialised for reading back."""
         stored = ct.to_stored()
-        with self._lock:
-            self._decoded[id(stored.data)] = (stored.data, ct)
-            self._decoded_bytes += len(stored.data)
-            while self._decoded_bytes > DECODED_KEPT_BYTES:
-                data, _ = self._decoded.popitem(last=False)[1]
-                self._decoded_bytes -= len(data)
+        self._remember(stored.data, ct)
         return stored
+
+    def _remember(self, data: bytes, ct: CipherTensor) -> None:
+        with self._lock:
+            if id(data) in self._decoded:
+                return
+            self._decoded[id(data)] = (data, ct)
+            self._decoded_bytes += len(data)
+            while self._decoded_bytes > DECODED_KEPT_BYTES:
+                kept, _ = self._decoded.popitem(last=False)[1]
+                self._decoded_bytes -= len(kept)
 
     def clear(self) -> None:
         """Drop the ciphertexts kept deserialised (bound to the context, and they skip `from_stored`'s checks)."""

@@ -17,6 +17,7 @@ from hsi.plan import Stage
 from hsi.policy import Policy
 from hsi.transport.status import ZoneError
 from hsi.transport.tensor import StoredTensor
+from protos import tensor_pb2 as pb
 from zones.common.ckks.tensor import CipherTensor
 from zones.he.cache import PlaintextCache
 from zones.he.ciphertexts import Ciphertexts
@@ -70,6 +71,17 @@ class HeEngine(ZoneEngine):
         bundle = self.keys.fetch(self.rotations())
         if bundle is not None:
             self.install(*bundle)
+
+    # --- pushed tensors (the zone service's CheckingEngine)
+    def check_incoming(self, name: str, t: StoredTensor) -> None:
+        """Refuse a pushed ciphertext tensor that would fail when a stage reads it (see Ciphertexts.admit), on
+        push; public material is fetched first if none is installed yet."""
+        if t.encoding != pb.CKKS:
+            return
+        if not self.keys.installed:
+            self.fetch_material()
+        self.keys.context()  # FAILED_PRECONDITION without material
+        self.ciphertexts.admit(name, t)
 
     # --- conversions with MPC (MaskingEngine)
     def mask(self, name: str, t: StoredTensor, bits: int) -> tuple[NDArray[np.float64], StoredTensor]:

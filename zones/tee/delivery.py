@@ -11,7 +11,8 @@ from hsi.transport.tensor import StoredTensor
 
 # (session, tensor name, tensor, to zone, to party): push a tensor to a zone process, as the enclave's zone
 Push = Callable[[str, str, StoredTensor, str, str], None]
-# (session, tensor name, tensor received, sender principal): the enclave's receipt of an incoming tensor
+# (session, tensor name, tensor received, sender principal): the enclave's receipt of an incoming tensor, kept only
+# once the call was granted, its stream intact and its conversion done (a refused call leaves none)
 Record = Callable[[str, str, StoredTensor, str], None]
 
 
@@ -24,8 +25,9 @@ class Delivery:
     record: Record
     max_tensor_bytes: int
 
-    def mpc_recipient(self, zone: str, party: str, share_index: int) -> str:
-        """The principal of MPC zone `zone` at `party`, which must hold share `share_index`; ValueError if not."""
+    def mpc_recipient(self, zone: str, party: str, share_index: int, share_count: int | None = None) -> str:
+        """The principal of MPC zone `zone` at `party`, which must hold share `share_index` of the zone's
+        `share_count` (when given) shares; ValueError if not."""
         z = self.policy.zones.get(zone)
         if not isinstance(z, MpcZone):
             raise ValueError(f"{zone!r} is not an MPC zone of policy {self.policy.name!r}")
@@ -34,6 +36,8 @@ class Delivery:
             raise ValueError(f"MPC zone {zone!r} has no party {party!r}")
         if names.index(party) != share_index:
             raise ValueError(f"party {party!r} holds share {names.index(party)} of zone {zone!r}, not {share_index}")
+        if share_count is not None and share_count != len(names):
+            raise ValueError(f"MPC zone {zone!r} has {len(names)} shares, not {share_count}")
         return self.policy.principal(party, zone)
 
     def he_recipient(self, zone: str, key: str) -> str:

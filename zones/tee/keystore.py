@@ -18,6 +18,7 @@ from zones.common.ckks.crypto import KeyPair, automorphism_keygen, encrypt_zero,
 from zones.common.ckks.material import serialize_public
 from zones.common.ckks.params import Context, make_context
 from zones.common.precompute import Precomputed
+from zones.tee.access import check_rotations
 from zones.tee.hsm import Hsm
 
 # Encryptions of zero kept ready per open key: a selective-smollm2 decode step encrypts 10 ciphertexts, each a
@@ -98,11 +99,15 @@ class KeyStore:
         self._open[key] = (ctx, keys)
         return meta
 
+    def check_absent(self, key: str) -> None:
+        """KeyStoreError when `key` exists (and is not destroyed)."""
+        if self._meta_path(key).is_file() and not self.meta(key).destroyed:
+            raise KeyStoreError(f"key {key!r} already exists")
+
     def create(self, key: str, params: CkksParams) -> KeyMeta:
         """A new key; its secret key is sealed to disk before this returns."""
         with self._lock:
-            if self._meta_path(key).is_file() and not self.meta(key).destroyed:
-                raise KeyStoreError(f"key {key!r} already exists")
+            self.check_absent(key)
             return self._create_version(key, params, 1)
 
     def open(self, key: str) -> tuple[Context, KeyPair]:
@@ -148,9 +153,14 @@ class KeyStore:
             for key in list(self._zeros):
                 self._drop_zeros(key)
 
+    def slots(self, key: str) -> int:
+        """CKKS slots of the key's ring (ring dimension / 2); KeyStoreError when there is no such key."""
+        return CkksParams.model_validate_json(self.meta(key).params_json).ring_dim // 2
+
     def public_material(self, key: str, rotations: list[int]) -> dict[str, bytes]:
         """Context, public key, relinearisation keys, rotation keys for exactly `rotations` and the conjugation
-        key."""
+        key. The rotation list is checked (zones.tee.access.check_rotations: Invalid) before any key is made."""
+        rotations = check_rotations(rotations, self.slots(key))
         with self._lock:
             ctx, keys = self.open(key)
             try:

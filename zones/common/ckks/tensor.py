@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import openfhe as fhe
@@ -9,6 +10,8 @@ import openfhe as fhe
 from hsi.ckks.packing import AnyPacking, packing_from_meta
 from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
+
+log = logging.getLogger("hsi.zone")
 
 
 class CiphertextError(ValueError):
@@ -39,7 +42,8 @@ class CipherTensor:
 
 
 def from_stored(t: StoredTensor, ring_dim: int, key_tag: str) -> CipherTensor:
-    """Deserialise a stored ckks tensor, checking its layout, its ring dimension and that it is under `key_tag`."""
+    """Deserialise a stored ckks tensor, checking its layout, its ring dimension and that it is under `key_tag`.
+    CiphertextError names what is wrong; OpenFHE's own messages (they carry its build paths) only reach the log."""
     if t.encoding != pb.CKKS:
         raise CiphertextError(f"expected a ckks tensor, got {t.encoding_name}")
     try:
@@ -60,11 +64,13 @@ def from_stored(t: StoredTensor, ring_dim: int, key_tag: str) -> CipherTensor:
     for n in lengths:
         try:
             ct = fhe.DeserializeCiphertextString(t.data[pos:pos + n], fhe.BINARY)
+            # Deserialize returns None for some malformed input (e.g. zero bytes): asking it for a context fails
+            ring = int(ct.GetCryptoContext().GetRingDimension())
         except Exception as e:  # OpenFHE/cereal raise various types for malformed input
-            raise CiphertextError(f"ciphertext {len(cts)} does not deserialise: {type(e).__name__}: {e}") from None
-        if ct.GetCryptoContext().GetRingDimension() != ring_dim:
-            raise CiphertextError(f"ciphertext {len(cts)} has ring dimension "
-                                  f"{ct.GetCryptoContext().GetRingDimension()}, not {ring_dim}")
+            log.info("ciphertext %d of a ckks tensor does not deserialise: %s: %s", len(cts), type(e).__name__, e)
+            raise CiphertextError(f"ciphertext {len(cts)} does not deserialise") from None
+        if ring != ring_dim:
+            raise CiphertextError(f"ciphertext {len(cts)} has ring dimension {ring}, not {ring_dim}")
         if ct.GetKeyTag() != key_tag:
             raise CiphertextError(f"ciphertext {len(cts)} is encrypted under another key than the one installed")
         cts.append(ct)

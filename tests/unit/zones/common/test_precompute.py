@@ -87,7 +87,8 @@ def test_the_interceptor_counts_calls_in_progress_but_not_health_probes() -> Non
 
     handler = interceptor.intercept_service(lambda d: grpc.unary_unary_rpc_method_handler(behaviour),
                                             details("/hsi.Zone/RunStage"))
-    call = threading.Thread(target=handler.unary_unary, args=(None, _Context()))
+    # the interceptor serves every method as request-streaming, so it runs at call open
+    call = threading.Thread(target=handler.stream_unary, args=(iter([None]), _Context()))
     call.start()
     assert inside.wait(5)
     assert not activity.idle
@@ -97,5 +98,5 @@ def test_the_interceptor_counts_calls_in_progress_but_not_health_probes() -> Non
     probe = interceptor.intercept_service(lambda d: grpc.unary_unary_rpc_method_handler(behaviour),
                                           details("/grpc.health.v1.Health/Check"))
     inside.clear()
-    probe.unary_unary(None, _Context())
+    probe.stream_unary(iter([None]), _Context())
     assert seen == [False, True]  # a health probe is no call the background work waits for
