@@ -1,8 +1,12 @@
-"""Import CrypTen 0.4.1 on a current PyTorch.
+"""Import CrypTen 0.4.1 on a current PyTorch, with cryptographic randomness.
 
 CrypTen's ONNX converter imports `torch.onnx._internal.registration`, which recent
 PyTorch removed. hsi never converts ONNX models, so a placeholder module stands in
 for it; anything that touches the placeholder fails loudly instead of silently.
+
+CrypTen draws its masks, triples and zero-sharings from `torch.Generator` (Mersenne
+Twister); on import, `randomness.install` re-points every such draw at the AES-CTR
+PRG of `zones.mpc.prg` (seeds from os.urandom) and disables CrypTen's generators.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ class _Unavailable:
 
 
 def import_crypten() -> Any:
-    """The `crypten` module, importable on this PyTorch."""
+    """The `crypten` module, importable on this PyTorch, its randomness cryptographic (`zones.mpc.randomness`;
+    installed here, before any `crypten.init()`)."""
     if _MODULE not in sys.modules:
         import torch.onnx  # noqa: F401  (the parent package must exist first)
 
@@ -32,6 +37,9 @@ def import_crypten() -> Any:
             sys.modules[_MODULE] = placeholder
     import crypten
 
+    from zones.mpc import randomness
+
+    randomness.install(crypten)
     return crypten
 
 

@@ -13,26 +13,25 @@ from typing import Any
 
 import torch
 
-from zones.mpc import triples
+from zones.mpc import randomness, triples
 from zones.mpc.compat import import_crypten
+from zones.mpc.prg import Prg
 
 
-def _parts() -> tuple[Any, Any, Any, Any]:
+def _parts() -> tuple[Any, Any, Any, Prg]:
     crypten = import_crypten()
-    from crypten.common.rng import generate_random_ring_element
     from crypten.mpc.provider.ttp_provider import TTPClient
 
-    return crypten, crypten.communicator.get(), TTPClient.get(), generate_random_ring_element
+    return crypten, crypten.communicator.get(), TTPClient.get(), randomness.dealer_stream()
 
 
 class FixedWeight:
     """A shared weight (d_in, d_out) with its session mask: this party's share of b, and public W - b."""
 
     def __init__(self, key: str, weight: Any) -> None:
-        _, comm, ttp, ring = _parts()
-        gen = ttp.get_generator(device=None)
+        _, comm, ttp, stream = _parts()
         size = weight.size()
-        b = ring(size, generator=gen)
+        b = stream.ring(size)  # from the seed this party shares with the dealer
         if comm.get_rank() == 0:
             ttp.ttp_request("fixed_mask", None, key, size)  # the dealer draws the same b from the seeds
         self.key = key
@@ -46,11 +45,10 @@ class FixedWeight:
 
     def apply(self, x: Any) -> Any:
         """x @ W for a shared x (..., d_in): one opening of x - a, one dealer request sent before it."""
-        crypten, comm, ttp, ring = _parts()
-        gen = ttp.get_generator(device=None)
-        a = ring(x.size(), generator=gen)
+        crypten, comm, _, stream = _parts()
+        a = stream.ring(x.size())
         size = x.size()[:-1] + self.masked.size()[-1:]
-        c = triples.dealt("fixed_triple", (self.key, x.size()), {}, size, lambda: ring(size, generator=gen))
+        c = triples.dealt("fixed_triple", (self.key, x.size()), {}, size, lambda: stream.ring(size))
         e = triples.reveal_or_end(lambda masked: comm.all_reduce(masked[0]), [x.share - a])  # x - a, public
         z = e.matmul(self.b) + a.matmul(self.masked) + c()
         if comm.get_rank() == 0:
@@ -79,7 +77,7 @@ def serve_dealer() -> None:
             self.ttp_group = comm.ttp_group
             self.comm_group = comm.ttp_comm_group
             self.device = "cpu"
-            self._setup_generators()
+            self._setup_generators()  # os.urandom seeds, one per party (`randomness`)
 
         def serve(self) -> None:
             while True:

@@ -9,7 +9,8 @@ values every party sees are CrypTen's own; three things change: the order, the a
 one message, where CrypTen sends its size as a pickled object, then broadcasts it: three), and the opening
 (x - a and y - b in one all-reduce, where CrypTen runs one per tensor). The other parties,
 which draw their share of c from the seed they share with the dealer, learn its shape without computing
-op(a, b) (CrypTen multiplies two random tensors for it).
+op(a, b) (CrypTen multiplies two random tensors for it). Every mask and share is drawn from the AES-CTR stream
+this party shares with the dealer (`randomness.dealer_stream`), never from CrypTen's torch generators.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import torch
 
+from zones.mpc import randomness
 from zones.mpc.compat import import_crypten
+from zones.mpc.prg import Prg
 
 REPLY_TENSOR = "tensor"  # a request's "reply": the dealer sends the result alone, its shape known to both sides
 
@@ -95,26 +98,23 @@ def dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], size: to
     return lambda: share
 
 
-def _generator(x: Any) -> torch.Generator:
-    from crypten.mpc.provider.ttp_provider import TTPClient
-
-    return TTPClient.get().get_generator(device=x.device)
+def _stream(x: Any) -> Prg:
+    """The stream this party shares with the dealer, for tensors on x's device."""
+    return randomness.dealer_stream(x.device)
 
 
 def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
     """x op y for arithmetic shares x, y (CrypTen's Beaver protocol, dealer request overlapped)."""
     import_crypten()
-    from crypten.common.rng import generate_random_ring_element as ring
     from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
     from crypten.mpc.primitives.beaver import IgnoreEncodings
 
     if x.device != y.device:
         raise ValueError(f"x lives on device {x.device} but y on device {y.device}")
-    g = _generator(x)
-    a, b = ring(x.size(), generator=g, device=x.device), ring(y.size(), generator=g, device=x.device)
+    g = _stream(x)
+    a, b = g.ring(x.size()), g.ring(y.size())
     size = _result_size(op, x.size(), y.size(), *args, **kwargs)
-    c_share = dealt("additive", (x.size(), y.size(), op, *args), kwargs, size,
-                    lambda: ring(size, generator=g, device=x.device))
+    c_share = dealt("additive", (x.size(), y.size(), op, *args), kwargs, size, lambda: g.ring(size))
     a = ArithmeticSharedTensor.from_shares(a, precision=0)
     b = ArithmeticSharedTensor.from_shares(b, precision=0)
     with IgnoreEncodings([a, b, x, y]):
@@ -131,13 +131,12 @@ def binary_and(x: Any, y: Any) -> Any:
     """x & y for binary shares x, y (CrypTen's `beaver.AND`, dealer request overlapped): the rounds of every
     comparison's adder circuit."""
     import_crypten()
-    from crypten.common.rng import generate_kbit_random_tensor as bits
     from crypten.mpc.primitives.binary import BinarySharedTensor
 
-    g = _generator(x)
-    a, b = bits(x.size(), generator=g, device=x.device), bits(y.size(), generator=g, device=x.device)
+    g = _stream(x)
+    a, b = g.bits(x.size()), g.bits(y.size())
     size = torch.broadcast_shapes(x.size(), y.size())
-    c_share = dealt("binary", (x.size(), y.size()), {}, size, lambda: bits(size, generator=g, device=x.device))
+    c_share = dealt("binary", (x.size(), y.size()), {}, size, lambda: g.bits(size))
     a, b = BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b)
     epsilon, delta = open_together([x ^ a, y ^ b], torch.distributed.ReduceOp.BXOR)
     return (b & epsilon) ^ (a & delta) ^ (epsilon & delta) ^ BinarySharedTensor.from_shares(c_share())
@@ -147,14 +146,12 @@ def bit_to_arithmetic(x: Any) -> Any:
     """Arithmetic shares of the bits of binary shares x (CrypTen's `beaver.B2A_single_bit`, dealer request
     overlapped): the last round of every comparison."""
     import_crypten()
-    from crypten.common.rng import generate_kbit_random_tensor as bits
-    from crypten.common.rng import generate_random_ring_element as ring
     from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
     from crypten.mpc.primitives.binary import BinarySharedTensor
 
-    g = _generator(x)
-    r_bits = bits(x.size(), bitlength=1, generator=g, device=x.device)
-    r_share = dealt("B2A", (x.size(),), {}, x.size(), lambda: ring(x.size(), generator=g, device=x.device))
+    g = _stream(x)
+    r_bits = g.bits(x.size(), bitlength=1)
+    r_share = dealt("B2A", (x.size(),), {}, x.size(), lambda: g.ring(x.size()))
     z = reveal_or_end(lambda masked: masked[0].reveal(), [x ^ BinarySharedTensor.from_shares(r_bits)])
     r = ArithmeticSharedTensor.from_shares(r_share(), precision=0)
     return r * (1 - 2 * z) + z

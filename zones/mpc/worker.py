@@ -146,15 +146,12 @@ class _Party:
         """This party's share as a CrypTen tensor, re-randomised by a pseudo-random zero sharing: a bounded
         share from an HE conversion becomes ring-uniform, like every other share."""
         import torch
-        from crypten.common.rng import generate_random_ring_element
+
+        from zones.mpc.randomness import zero_sharing
 
         t = self.crypten.mpc.MPCTensor.from_shares(torch.from_numpy(share), precision=self.spec.precision_bits)
-        # CrypTen's own PRZS unpacks the size into randint's positional arguments; this is the same sharing:
-        # each party adds its previous neighbour's pairwise stream and subtracts its next one's.
-        cpu = torch.device("cpu")
-        size = t._tensor.share.size()
-        t._tensor.share += (generate_random_ring_element(size, generator=self.crypten.generators["prev"][cpu])
-                            - generate_random_ring_element(size, generator=self.crypten.generators["next"][cpu]))
+        # each party adds its previous neighbour's pairwise AES-CTR stream and subtracts its next one's
+        t._tensor.share += zero_sharing(t._tensor.share.size())
         return t
 
     def _reshare(self, share: np.ndarray, he_rank: int, enclave_rank: int, mask_bits: int) -> np.ndarray:
