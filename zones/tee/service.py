@@ -139,7 +139,7 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
             self._refuse(context, call, *self._refusal(e, call))
         raise AssertionError("unreachable")
 
-    def Attest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Attest(self, request: kpb.AttestRequest, context: grpc.ServicerContext) -> kpb.AttestReply:  # noqa: N802
         """A quote over the caller's nonce."""
         def admit() -> str:
             if len(request.nonce) != NONCE_BYTES:
@@ -153,7 +153,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                                    platform_public_key=self.enclave.hsm.platform_public_key())
         return self._run(context, self._call(context, "attest"), body, admit)
 
-    def CreateKey(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def CreateKey(self, request: kpb.CreateKeyRequest,  # noqa: N802
+                  context: grpc.ServicerContext) -> kpb.CreateKeyReply:
         """Create a CKKS key; its secret key is sealed before the reply."""
         params: list[CkksParams] = []
 
@@ -177,7 +178,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
             return kpb.CreateKeyReply(key=m.key, public_key_sha256=bytes.fromhex(m.public_key_sha256))
         return self._run(context, self._call(context, "create", request.key), body, admit)
 
-    def GetPublicMaterial(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+    def GetPublicMaterial(self, request: kpb.PublicMaterialRequest,  # noqa: N802
+                          context: grpc.ServicerContext) -> Iterator[pb.TensorFrame]:
         """Context, public key, relinearisation and exactly the requested rotation keys, as one stream."""
         def admit() -> str:
             check_rotations(request.rotations, self.enclave.keys.slots(check_key_name(request.key)))
@@ -226,7 +228,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                 return result
             return self._run(context, call, run, admit)
 
-    def DecryptToShare(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def DecryptToShare(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                       context: grpc.ServicerContext) -> kpb.ConversionReply:
         """Decrypt a masked ciphertext into one MPC party's bounded share and push it to that party only."""
         def recipient(d: Delivery, meta: dict[str, str]) -> str:
             count = check_int(meta, "share_count", 1, 64)
@@ -244,7 +247,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
             return kpb.ConversionReply(to_principal=to, bytes=len(share.data), seconds=time.perf_counter() - start)
         return self._conversion(context, request_iterator, "decrypt_to_share", recipient, body)
 
-    def EncryptShare(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def EncryptShare(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                     context: grpc.ServicerContext) -> kpb.ConversionReply:
         """Encrypt a bounded MPC share under the key and push the ciphertext to the HE zone the grant names."""
         def recipient(d: Delivery, meta: dict[str, str]) -> str:
             return d.he_recipient(meta["to_zone"], meta["key"])
@@ -259,7 +263,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
             return kpb.ConversionReply(to_principal=to, bytes=len(ct.data), seconds=time.perf_counter() - start)
         return self._conversion(context, request_iterator, "encrypt_share", recipient, body)
 
-    def Reencrypt(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+    def Reencrypt(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
+                  context: grpc.ServicerContext) -> Iterator[pb.TensorFrame]:
         """The caller's ciphertext tensor under the recipient key the grant names, streamed back."""
         def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> tuple[Any, StoredTensor]:
             return h, reencrypt(self.enclave.keys, t.meta["key"], t, to)
@@ -269,24 +274,24 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                                  meta=out.meta | {"key": h.meta["recipient"]})
         yield from frames(header, out.data, self.chunk)
 
-    def Rotate(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Rotate(self, request: kpb.KeyRequest, context: grpc.ServicerContext) -> kpb.KeyInfo:  # noqa: N802
         """Replace a key by a new version."""
         return self._run(context, self._call(context, "rotate", request.key),
                          lambda _: _info(self.enclave.keys.rotate(request.key)),
                          lambda: _key_only(request.key), known_key=True)
 
-    def Destroy(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Destroy(self, request: kpb.KeyRequest, context: grpc.ServicerContext) -> kpb.KeyInfo:  # noqa: N802
         """Delete a key's sealed secret key."""
         return self._run(context, self._call(context, "destroy", request.key),
                          lambda _: _info(self.enclave.keys.destroy(request.key)),
                          lambda: _key_only(request.key), known_key=True)
 
-    def ListKeys(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ListKeys(self, request: kpb.ListKeysRequest, context: grpc.ServicerContext) -> kpb.ListKeysReply:  # noqa: N802
         """Metadata of every key."""
         return self._run(context, self._call(context, "list", "*"),
                          lambda _: kpb.ListKeysReply(keys=[_info(m) for m in self.enclave.keys.all()]))
 
-    def Audit(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Audit(self, request: kpb.AuditRequest, context: grpc.ServicerContext) -> kpb.AuditReply:  # noqa: N802
         """Audit records from an index, at most MAX_AUDIT_RECORDS (also when `limit` is 0)."""
         def admit() -> str:
             if request.limit > MAX_AUDIT_RECORDS:
