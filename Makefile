@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow lint lock protos bench bench-he results image clean
+.PHONY: setup demo test test-slow lint lock protos bench bench-he results leakage leakage-table image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -47,6 +47,17 @@ bench-he: setup
 # README's table of figures, from the latest record per (plan, model, network) in bench/results/*.json.
 results: setup
 	$(PY) bench/results_table.py --write-readme
+
+# The leakage audit (docs/leakage.md): each model's hidden states at the depths below, its output tensor and the
+# noise defence, merged into hsi/models/leakage/<model>.json and bench/results/leakage-<model>.json (~1 h).
+leakage: setup
+	$(PY) bench/leakage.py --model minilm-l6 --depths 0,1,2,3,4,5,6 --final --noise
+	$(PY) bench/leakage.py --model smollm2-135m --depths 0,1,2,3,30 --final --noise
+	$(PY) bench/leakage_table.py --write
+
+# README's leakage curve and docs/leakage.md's noise table, from the shipped data.
+leakage-table: setup
+	$(PY) bench/leakage_table.py --write
 
 # The container image every party runs its zones from. Without Docker Hub: `make image OFFLINE=1` builds the
 # base from Debian's mirror and this machine's CPython 3.10 first (deploy/compose/offline-base.sh).

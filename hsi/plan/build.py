@@ -7,6 +7,7 @@ import json
 
 from hsi.calibration import CalibrationError, load_calibration
 from hsi.ir import Graph
+from hsi.leakage import load_leakage
 from hsi.plan.masks import choose_masks
 from hsi.plan.place import make_stages, place
 from hsi.plan.privacy import enforce, privacy_report
@@ -57,7 +58,7 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
     stages = make_stages(graph, policy, placement, tokens)
     conversions = routes(graph, policy, stages, tokens)
     stages, conversions = choose_masks(graph, policy, stages, conversions)
-    privacy = privacy_report(graph, policy, stages, conversions)
+    privacy = privacy_report(graph, policy, stages, conversions, load_leakage(policy.model.name))
     enforce(graph, policy, privacy)
     calibration = _mpc_checks(graph, policy, stages)
     return Plan(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 from hsi import kinds
 from hsi.conversions import conversion_enclave
 from hsi.ir import Graph
+from hsi.leakage import strongest
 from hsi.plan.types import Conversion, PartyView, PlanError, Stage
 from hsi.policy import Policy, TeeZone
 from hsi.principal import Viewer
@@ -14,10 +16,10 @@ from hsi.principal import Viewer
 _FIELDS = ("activations", "weights", "ciphertexts", "shares")
 
 
-def privacy_report(graph: Graph, policy: Policy, stages: list[Stage],
-                   conversions: list[Conversion]) -> dict[str, PartyView]:
-    """For every party (and every enclave, apart from its host), the tensors and weights it sees in plaintext
-    and those it holds only encrypted or shared."""
+def privacy_report(graph: Graph, policy: Policy, stages: list[Stage], conversions: list[Conversion],
+                   leakage: dict[str, Any] | None = None) -> dict[str, PartyView]:
+    """For every party (and every enclave, apart from its host), the tensors and weights it sees in plaintext,
+    those it holds only encrypted or shared, and the measured token recovery of the plaintext it sees."""
     viewers = [Viewer(p) for p in policy.parties] + [Viewer(z.party, n) for n, z in policy.zones_of(TeeZone).items()]
     views: dict[Viewer, dict[str, set[str]]] = {v: {f: set() for f in _FIELDS} for v in viewers}
     client = views[Viewer(policy.client)]
@@ -47,7 +49,14 @@ def privacy_report(graph: Graph, policy: Policy, stages: list[Stage],
                 enclave["ciphertexts"].add(c.tensor)
             else:
                 views[Viewer(policy.zone_parties(he)[0])]["shares"].add(c.tensor)  # the mask
-    return {str(v): PartyView(**{k: sorted(t) for k, t in view.items()}) for v, view in views.items()}
+    out = {}
+    for v, view in views.items():
+        seen = sorted(view["activations"])
+        worst = strongest(graph, leakage, seen)
+        out[str(v)] = PartyView(**{k: sorted(t) for k, t in view.items()},
+                                token_recovery=round(worst.token_recovery, 4) if worst else None,
+                                recovered_from=f"{worst.tensor}: {worst.measured_as}" if worst else None)
+    return out
 
 
 def _enclave(policy: Policy, zone: str) -> Viewer:
@@ -60,6 +69,10 @@ def enforce(graph: Graph, policy: Policy, privacy: dict[str, PartyView]) -> None
         for viewer, view in privacy.items():
             if viewer != c.party:
                 continue
+            if c.max_token_recovery is not None:
+                problems += _recovery_problems(policy, i, view)
+                continue
+            assert c.ops is not None
             if c.never_sees == "activations":
                 seen = [t for t in view.activations if fnmatch.fnmatchcase(t, c.ops)]
             else:
@@ -73,3 +86,16 @@ def enforce(graph: Graph, policy: Policy, privacy: dict[str, PartyView]) -> None
         raise PlanError("\n".join(problems))
 
 
+def _recovery_problems(policy: Policy, rule: int, view: PartyView) -> list[str]:
+    """Why a party's view breaks a `max_token_recovery` rule (nothing when it keeps to it)."""
+    c = policy.privacy[rule]
+    cap = c.max_token_recovery
+    assert cap is not None
+    where = policy.where("privacy", rule)
+    if view.activations and view.recovered_from is None:
+        return [f"{where}: no leakage is measured for model {policy.model.name!r}, so the token recovery of what "
+                f"party {c.party!r} sees cannot be bounded; run `hsi leakage`"]
+    if view.token_recovery is not None and view.token_recovery > cap:
+        return [f"{where}: party {c.party!r} would see {view.recovered_from}, from which {view.token_recovery:.2f} "
+                f"of the input tokens are recovered; the policy allows at most {cap:.2f}"]
+    return []

@@ -58,6 +58,10 @@ class PartyView:
     weights: list[str] = field(default_factory=list)
     ciphertexts: list[str] = field(default_factory=list)
     shares: list[str] = field(default_factory=list)
+    # The largest fraction of the input's tokens an attack recovers from the activations above (the model's
+    # measured leakage; None where it sees none, or none was measured), and from which tensor, measured how.
+    token_recovery: float | None = None
+    recovered_from: str | None = None
 
 
 @dataclass(frozen=True)

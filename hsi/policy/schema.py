@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeVar
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from hsi.ir import OpType
 from hsi.policy.base import Strict
@@ -39,12 +39,25 @@ class PlacementRule(Strict):
 
 
 class PrivacyConstraint(Strict):
-    """`party` must never see in plaintext the `what` (activations or weights) of ops matching `ops`."""
+    """A rule on what `party` may see: never the plaintext `never_sees` (activations or weights) of ops matching
+    `ops`; or no plaintext activation from which more than `max_token_recovery` of the input tokens are
+    recovered (the model's measured leakage, `hsi leakage`)."""
 
     party: str
-    never_sees: Literal["activations", "weights"]
-    ops: str = Field(description="glob over op names (activations are named after the op that writes them)")
+    never_sees: Literal["activations", "weights"] | None = None
+    ops: str | None = Field(None, description="glob over op names (activations are named after the op that writes "
+                                              "them)")
+    max_token_recovery: float | None = Field(None, ge=0, le=1, description="largest fraction of the input's "
+                                             "tokens an attack may recover from what the party sees")
     reason: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_rule(self) -> PrivacyConstraint:
+        if self.max_token_recovery is None and (self.never_sees is None or self.ops is None):
+            raise ValueError("a privacy rule needs never_sees and ops, or max_token_recovery")
+        if self.max_token_recovery is not None and (self.never_sees is not None or self.ops is not None):
+            raise ValueError("a privacy rule has either never_sees and ops, or max_token_recovery, not both")
+        return self
 
 
 Operation = Literal["create", "list", "get_public_material", "decrypt_to_share", "encrypt_share", "reencrypt",

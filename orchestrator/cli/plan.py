@@ -33,11 +33,16 @@ def _plan_tables(plan: Plan) -> None:
                   f"{min(hiding):.1f}" if hiding else "-", f"{max(budget):.2g}" if budget else "-", convs[0].how)
     out.print(c)
     p = Table(title="privacy report: what each party sees")
-    for col in ("party", "plaintext activations", "plaintext weights", "ciphertexts", "shares"):
+    for col in ("party", "plaintext activations", "token recovery", "plaintext weights", "ciphertexts", "shares"):
         p.add_column(col)
     for party, v in plan.privacy.items():
-        p.add_row(party, _summary(v.activations), _summary(v.weights), _summary(v.ciphertexts), _summary(v.shares))
+        recovery = "-" if v.token_recovery is None else f"{v.token_recovery:.0%}"
+        p.add_row(party, _summary(v.activations), recovery, _summary(v.weights), _summary(v.ciphertexts),
+                  _summary(v.shares))
     out.print(p)
+    for party, v in plan.privacy.items():
+        if v.recovered_from:
+            out.print(f"{party}: {v.token_recovery:.0%} of the input tokens recovered from {v.recovered_from}")
     out.print(f"estimated total: {plan.est_seconds:.3f} s, {plan.est_bytes:,} bytes between zones")
     for w in plan.warnings:
         out.print(f"[bold red]warning:[/] {w}")
