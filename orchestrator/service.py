@@ -1,9 +1,11 @@
-"""The Orchestrator gRPC service at the client: Plan, Embed and Generate (streamed) over the runtime."""
+"""The Orchestrator gRPC service at the client: Plan, Embed and Generate (streamed) over the runtime; beside it,
+optionally, the OpenAI-compatible HTTP API (orchestrator/http/) over the same runtime."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -13,10 +15,12 @@ from hsi.allow import ORCHESTRATOR_SERVICE, orchestrator_allow_table
 from hsi.policy import Policy
 from hsi.transport.certs import certs_dir, load_credentials
 from hsi.transport.server import build_server, server_options_of
+from orchestrator.http.state import HttpSettings
 from orchestrator.runtime import RunError, Runtime
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
 
+log = logging.getLogger(__name__)
 _POLL_S = 0.2  # how often a call waiting for the runtime looks whether its caller is still there
 
 
@@ -24,9 +28,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     """Runs requests one at a time through one runtime (the zones hold per-session state). A caller that leaves
     (deadline, disconnect) stops waiting for its turn and its run stops at the next stage."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, lock: threading.Lock | None = None) -> None:
         self.runtime = runtime
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # the runtime's turn; the HTTP API (if served) shares it
 
     @contextlib.contextmanager
     def _turn(self, context: grpc.ServicerContext) -> Iterator[None]:
@@ -75,13 +79,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
 
 def serve_orchestrator(policy: Policy, port: int, stop: threading.Event | None = None,
-                       ready: threading.Event | None = None) -> None:
-    """Serve the Orchestrator at the client's address until stopped."""
+                       ready: threading.Event | None = None, http: HttpSettings | None = None) -> None:
+    """Serve the Orchestrator at the client's address until stopped, and with `http` the OpenAI-compatible HTTP
+    API beside it over the same runtime (one session at a time, in turn)."""
     creds = load_credentials(certs_dir(policy), policy.runtime_principal)
     runtime = Runtime(policy, certs=creds)
+    lock = threading.Lock()
 
     def register(server: grpc.Server) -> list[str]:
-        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(runtime), server)
+        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(runtime, lock), server)
         return [ORCHESTRATOR_SERVICE]
 
     bind = f"{policy.parties[policy.client].address}:{port}"
@@ -89,11 +95,26 @@ def serve_orchestrator(policy: Policy, port: int, stop: threading.Event | None =
                                 server_options_of(policy.transport))
     stop = stop or threading.Event()
     server.start()
+    web = None
+    if http is not None:
+        from orchestrator.http.server import HttpServer  # FastAPI and uvicorn load only when asked for
+
+        web = HttpServer(runtime, lock, http)
+        try:
+            web.start()
+        except RuntimeError:
+            server.stop(grace=0).wait()
+            runtime.close()
+            raise
     if ready:
         ready.set()
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
+    log.info("stopping")
+    if web is not None:
+        web.stop()
     server.stop(grace=2).wait()
     runtime.close()
+    log.info("stopped")

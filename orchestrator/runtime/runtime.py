@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 Cancelled = Callable[[], bool]  # whether the caller has gone (checked between stages)
+Prompt = str | Sequence[Mapping[str, str]]  # a text, or chat messages {"role": ..., "content": ...}
 
 
 def _never() -> bool:
@@ -61,6 +62,13 @@ class Runtime:
     def close(self) -> None:
         """Close every channel."""
         self.zones.close()
+
+    def reconnect(self) -> None:
+        """Close every channel and forget what the zones loaded and which enclaves were attested, so the next run
+        reconnects, attests and loads its stages again (after a zone process restarted)."""
+        self.zones.close()
+        self.zones = ZoneClient(self.policy, self.creds)
+        self._loaded = False
 
     def wait_ready(self, timeout: float) -> None:
         """Block until every zone answers its health check; RunError naming the zones that do not."""
@@ -145,20 +153,24 @@ class Runtime:
         return RunResult({"embedding": [float(x) for x in emb], "tokens": len(ids)},
                          m.to_dict(time.perf_counter() - start), self._privacy(receipts))
 
-    def prompt_ids(self, prompt: str, chat: bool = True) -> torch.Tensor:
-        """Token ids of a prompt, through the model's chat template when it has one."""
+    def prompt_ids(self, prompt: Prompt, chat: bool = True) -> torch.Tensor:
+        """Token ids of a prompt (a text, or chat messages `{"role", "content"}`), through the model's chat
+        template when it has one (a text is one user message)."""
         tok = self.tokenizer
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if chat and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
+            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        elif isinstance(prompt, str):
             text = prompt
+        else:
+            raise RunError(f"model {self.policy.model.name} has no chat template for chat messages",
+                           grpc.StatusCode.INVALID_ARGUMENT)
         return torch.tensor(tok(text)["input_ids"], dtype=torch.int64)
 
-    def generate(self, prompt: str, max_new_tokens: int = 16, chat: bool = True,
+    def generate(self, prompt: Prompt, max_new_tokens: int = 16, chat: bool = True,
                  on_token: Callable[[int], None] | None = None, cancelled: Cancelled = _never) -> RunResult:
         """Greedy generation through the plan with the zones' KV caches; stops at EOS or max_new_tokens, and
-        between stages once `cancelled()`."""
+        between stages once `cancelled()`. `prompt` is a text or chat messages (see `prompt_ids`)."""
         if self.graph.arch != "llama":
             raise RunError(f"model {self.graph.model} is an encoder; use embed", grpc.StatusCode.FAILED_PRECONDITION)
         if max_new_tokens < 1:
