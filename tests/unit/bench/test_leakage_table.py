@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 SCRIPT = ROOT / "bench" / "leakage_table.py"
-
-
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_readme_and_doc_tables_are_the_generated_ones() -> None:
@@ -33,7 +24,7 @@ def _entry(probe: float, search: float) -> dict[str, object]:
 
 
 def test_the_curve_puts_both_models_side_by_side(tmp_path: Path) -> None:
-    lt = _load(SCRIPT)
+    lt = load_script(SCRIPT)
     (tmp_path / "smollm2-135m.json").write_text(json.dumps({
         "model": "smollm2-135m", "commit": "abc", "eval_tokens": 10,
         "tensors": {"hidden": {"0": _entry(1.0, 1.0), "30": _entry(0.25, 0.5)},

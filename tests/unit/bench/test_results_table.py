@@ -3,24 +3,15 @@ is the generated one, and the table takes the latest record per (plan, model, ne
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 SCRIPT = ROOT / "bench" / "results_table.py"
-
-
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_record_carries_commit_date_host_and_network():
@@ -45,7 +36,7 @@ def _record(date: str, wall_s: float, commit: str) -> dict:
 
 
 def test_the_table_takes_the_latest_record_per_plan_model_and_network(tmp_path: Path):
-    rt = _load(SCRIPT)
+    rt = load_script(SCRIPT)
     newer, older = _record("2026-11-25T10:00:00+00:00", 12.5, "bbbbbbb"), _record("2026-11-24T10:00:00+00:00", 30.0, "aaaaaaa")
     (tmp_path / "a.json").write_text(json.dumps([newer]))
     (tmp_path / "b.json").write_text(json.dumps([older, {"op": "linear", "seconds": 0.2, "network": "loopback"}]))
@@ -62,7 +53,7 @@ def test_the_table_takes_the_latest_record_per_plan_model_and_network(tmp_path: 
 
 
 def test_written_records_are_stamped_and_keep_what_they_have(tmp_path: Path):
-    records = _load(ROOT / "bench" / "records.py")
+    records = load_script(ROOT / "bench" / "records.py")
     rows = [{"plan": "p", "network": "wan"}, {"op": "linear", "date": "2026-01-01T00:00:00+00:00"}]
     records.write_records(tmp_path / "r.json", rows)
     written = json.loads((tmp_path / "r.json").read_text())
