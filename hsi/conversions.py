@@ -118,10 +118,10 @@ for _spec in [
     ConversionSpec(P, P, "plaintext crosses parties over mTLS", _always, True),
     ConversionSpec(P, H, "the sender encrypts with the attested CKKS public key", _needs_key_service, False),
     ConversionSpec(H, P, "the enclave decrypts for the receiving party", _needs_key_service, True, runnable=False),
-    ConversionSpec(H, M, "the HE zone masks with a bounded r, its party keeps r; the enclave decrypts x-r into the "
-                   "other party's share", _he_to_mpc, False),
-    ConversionSpec(M, H, "re-shared with a bounded mask s kept by the HE host's party; the enclave encrypts the other "
-                   "share y-s for the HE zone, which adds s", _mpc_to_he, False),
+    ConversionSpec(H, M, "the HE zone masks with a bounded r; its party gets r+u, the enclave decrypts x-r into the "
+                   "other party's share x-r-u (u ring-uniform, its seed sent to the enclave alone)", _he_to_mpc, False),
+    ConversionSpec(M, H, "every party sends its ring share to the enclave, the HE host's party less a bounded mask s "
+                   "it sends the HE zone; the enclave encrypts the sum y-s, the HE zone adds s", _mpc_to_he, False),
     ConversionSpec(P, M, "the sender secret-shares its tensor to the MPC parties", _always, False),
     ConversionSpec(M, P, "every share goes to the receiving party, which reconstructs", _always, True),
     ConversionSpec(H, T, "the enclave decrypts", _always, False),

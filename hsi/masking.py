@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the planner imports this module, and the engine module impo
 BOUNDED = "bounded"  # share meta: a bounded (statistically hiding) share, not a ring-uniform one
 PRESCALE = "prescale_bits"  # meta: the value travels multiplied by 2^-prescale_bits
 PIECES = "pieces"  # meta: the tensor arrives in this many pieces (ciphertext + mask) to be added up
+TO_HE = "to_he"  # share meta: an MPC output bound for an HE zone, through the enclave (mpc->he)
+MASK_SEED = "mask_seed"  # meta, to the enclave only: hex seed of the ring-uniform mask u of an he->mpc conversion
+MASK_SEED_BYTES = 32
 
 
 def uniform_mask(shape: tuple[int, ...], bits: int) -> NDArray[Any]:
@@ -30,6 +33,34 @@ def uniform_mask(shape: tuple[int, ...], bits: int) -> NDArray[Any]:
     raw = np.frombuffer(os.urandom(8 * count), dtype="<u8") >> np.uint64(11)
     unit = raw.astype(np.float64) / float(1 << 53)  # [0, 1)
     return ((unit * 2.0 - 1.0) * float(2 ** bits)).reshape(shape)
+
+
+def fresh_mask_seed() -> bytes:
+    """A seed for `ring_mask`, from the OS CSPRNG."""
+    return os.urandom(MASK_SEED_BYTES)
+
+
+def ring_mask(seed: bytes, shape: tuple[int, ...]) -> NDArray[np.int64]:
+    """int64 values of `shape`, uniform over the whole ring Z_2^64: the AES-256-CTR keystream under `seed`."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if len(seed) != MASK_SEED_BYTES:
+        raise ValueError(f"a mask seed is {MASK_SEED_BYTES} bytes, not {len(seed)}")
+    count = int(np.prod(shape)) if shape else 1
+    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(8 * count))
+    return np.frombuffer(stream, dtype="<i8").reshape(shape)
+
+
+def hide(share: StoredTensor, mask: NDArray[np.int64], sign: int) -> StoredTensor:
+    """A bounded share plus (`sign` 1) or minus (-1) a ring-uniform mask: a ring-uniform share of the same
+    sharing, no longer marked bounded."""
+    from hsi.transport.tensor import StoredTensor
+
+    ring = np.frombuffer(share.data, dtype="<i8").reshape(share.shape)
+    with np.errstate(over="ignore"):
+        hidden = ring + mask if sign > 0 else ring - mask
+    meta = {k: v for k, v in share.meta.items() if k != BOUNDED}
+    return StoredTensor(share.encoding, share.dtype, share.shape, hidden.astype("<i8").tobytes(), meta)
 
 
 def hiding_bits(mask_bits: int, bound: float) -> float:

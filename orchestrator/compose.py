@@ -28,7 +28,7 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundl
         name = proc.key.replace("@", "-").replace("+", "-")
         service: dict[str, Any] = {
             "image": image,
-            # the policy's addresses are the hosts' own: MPC parties also connect on gloo's ephemeral ports
+            # the policy's addresses are the hosts' own: MPC parties also connect on the mesh's ephemeral ports
             "network_mode": "host",
             "restart": "unless-stopped",  # a restarted zone rejoins; the next session uses it
             "volumes": [f"{bundle}:/bundle:ro"],

@@ -94,7 +94,7 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
             "spec": {"selector": sel, "ports": [{"name": p["name"], "port": p["containerPort"],
                                                  "targetPort": p["containerPort"], "protocol": "TCP"} for p in ports]}})
         peers = sorted(zone_peers(policy, proc))
-        # gloo connects MPC peers on ephemeral ports: their rule admits every TCP port
+        # the MPC mesh connects peers on ephemeral ports (mutual TLS): their rule admits every TCP port
         peer_ports = None if isinstance(z, MpcZone) else [{"port": port, "protocol": "TCP"}]
         rule: dict[str, Any] = {"from": [{"ipBlock": {"cidr": f"{policy.parties[p].address}/32"}} for p in peers]}
         if peer_ports:

@@ -63,11 +63,13 @@ if ! "$VENV/bin/python" -c 'import openfhe' 2>/dev/null; then
     exit 1
 fi
 
-# Debian packages: softhsm2 (the TEE's HSM); iptables, as root only: the namespace deployments' WAN
-# profile queues packets to a user-space delay (orchestrator/delay_queue.py) where the kernel lacks netem.
+# Debian packages: softhsm2 (the TEE's HSM); as root only: iptables, as the namespace deployments' WAN
+# profile queues packets to a user-space delay (orchestrator/delay_queue.py) where the kernel lacks netem, and
+# tcpdump, with which the tests capture what the wire carries between the parties.
 missing=""
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2"
 if [ "$(id -u)" -eq 0 ] && ! command -v iptables >/dev/null 2>&1; then missing="$missing iptables"; fi
+if [ "$(id -u)" -eq 0 ] && ! command -v tcpdump >/dev/null 2>&1; then missing="$missing tcpdump"; fi
 # curl: tests/integration/test_http_api.py makes one raw call to the HTTP API with it
 if [ "$(id -u)" -eq 0 ] && ! command -v curl >/dev/null 2>&1; then missing="$missing curl"; fi
 if [ -n "$missing" ]; then

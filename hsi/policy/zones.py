@@ -97,7 +97,7 @@ class MpcZone(Strict):
     parties: dict[str, MpcMember] = Field(description="compute party name -> its process settings, in rank order")
     dealer: str = Field(description="party running the trusted third party for Beaver triples")
     dealer_port: int = Field(ge=1, le=65535, description="gRPC port of the dealer process")
-    rendezvous_port: int = Field(ge=1, le=65535, description="torch.distributed TCP rendezvous port at rank 0")
+    rendezvous_port: int = Field(ge=1, le=65535, description="where rank 0 accepts the others' mutual-TLS links")
     fixed_point_bits: int = Field(16, ge=8, le=32)
     peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "
                                                          "stage gives the session up (a dead or stalled peer)")

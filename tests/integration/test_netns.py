@@ -19,6 +19,7 @@ from hsi.policy import load_policy
 from orchestrator.netns import PROFILES, netns_deployment, network
 from orchestrator.reference import reference_embedding, reference_generate
 from tests.conftest import POLICIES
+from tests.support.pcap import capture, connections
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
 TEXT = "Separate hosts, one policy."
@@ -171,8 +172,11 @@ def test_private_plans_across_namespaces(hsi_env: Path, tmp_path: Path, plan: st
     """The MPC and hybrid plans with every party its own host: the embedding matches plaintext as on loopback
     (≥ 0.995 cosine; CKKS and fixed point differ run to run), and the data plane matches the privacy report.
     Then the keyholder's host (MPC party, enclave) goes down hard and restarts from its bundle: the next run
-    succeeds, its enclave's sealed keys intact."""
-    with netns_deployment(POLICIES / f"{plan}.yaml", tmp_path, "lan", startup_s=600.0) as dep:
+    succeeds, its enclave's sealed keys intact. A capture of every packet between the namespaces, from before the
+    zones start, finds TLS from the first byte of each connection: no cleartext between parties."""
+    # every interface of the host's namespace but loopback: the parties' veths and their bridge
+    with capture("any", tmp_path / "parties.pcap", "tcp and not net 127.0.0.0/8"), \
+            netns_deployment(POLICIES / f"{plan}.yaml", tmp_path, "lan", startup_s=600.0) as dep:
         for attempt in ("first run", "after the keyholder's restart"):
             result = dep.embed(TEXT, timeout=1200.0)
             got = torch.tensor(result["output"]["embedding"])
@@ -186,6 +190,9 @@ def test_private_plans_across_namespaces(hsi_env: Path, tmp_path: Path, plan: st
                     assert r["encoding"] != "plain", r
             if attempt == "first run":
                 dep.restart("keyholder", startup_s=600.0)
+    between_parties = [c for c in connections(tmp_path / "parties.pcap") if c.carries_bytes()]
+    assert len(between_parties) >= 6
+    assert not [str(c) for c in between_parties if not c.starts_with_tls()], "cleartext between parties"
 
 
 @pytest.mark.timeout(3600)

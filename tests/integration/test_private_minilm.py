@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hsi.audit import read_log, verify_records
+from hsi.masking import MASK_SEED, fresh_mask_seed
 from hsi.policy import Policy
 from hsi.transport.keyclient import KeyClient
 from hsi.transport.shares import split
@@ -57,7 +58,9 @@ def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(pri
                 got.setdefault((r["zone"], r["party"]), set()).add((r["encoding"], r["source_principal"]))
             assert got[("he", "owner")] == {("ckks", "client/embed-client"), ("ckks", "keyholder/enclave"),
                                             ("share", "owner/mpc")}
-            assert got[("enclave", "keyholder")] == {("ckks", "owner/he"), ("share", "keyholder/mpc")}
+            # mpc->he: both parties' ring shares go to the enclave, which alone forms the bounded y - s
+            assert got[("enclave", "keyholder")] == {("ckks", "owner/he"), ("share", "keyholder/mpc"),
+                                                     ("share", "owner/mpc")}
             assert got[("mpc", "owner")] == {("share", "client/embed-client"), ("share", "owner/he")}
             assert got[("mpc", "keyholder")] == {("share", "client/embed-client"), ("share", "keyholder/enclave")}
     finally:
@@ -67,6 +70,7 @@ def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(pri
     allowed = {(r.principal, r.operation, r.reason) for r in log if r.decision == "allow"}
     assert ("owner/he", "decrypt_to_share", "granted, to keyholder/mpc") in allowed
     assert ("keyholder/mpc", "encrypt_share", "granted, to owner/he") in allowed
+    assert ("owner/mpc", "encrypt_share", "granted, to owner/he") in allowed
 
 
 # Clinical, financial and everyday text of 5 to 60 tokens, none from the calibration corpus.
@@ -127,7 +131,7 @@ def test_enclave_converts_only_as_granted(private: Deployment) -> None:
     policy = private.policy
     ct = PublicEncryptor(policy, "client/embed-client").encrypt("he", np.random.default_rng(0).normal(size=(4, 384)))
     to_owner = {"key": "ckks-main", "to_zone": "mpc", "to_party": "owner", "share_index": "0", "share_count": "2",
-                "precision": "16"}
+                "precision": "16", MASK_SEED: fresh_mask_seed().hex()}
     # the HE host may have shares decrypted for the keyholder's MPC party only, never for its own
     e = _stream(policy, "owner/he", "DecryptToShare", ct, to_owner)
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "does not name 'owner/mpc'" in e.details()
@@ -136,15 +140,24 @@ def test_enclave_converts_only_as_granted(private: Deployment) -> None:
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "no grant for decrypt_to_share" in e.details()
     e = _stream(policy, "owner/he", "DecryptToShare", ct, to_keyholder | {"share_index": "0"})
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "holds share 1" in e.details()
-    _, uniform = split(torch.randn(4, 384), 2, 16)  # a ring-uniform share cannot be encrypted
-    e = _stream(policy, "keyholder/mpc", "EncryptShare", uniform, {"key": "ckks-main", "to_zone": "he"})
-    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "bounded" in e.details()
-    e = _stream(policy, "owner/mpc", "EncryptShare", uniform, {"key": "ckks-main", "to_zone": "he"})
+    e = _stream(policy, "owner/he", "DecryptToShare", ct, {k: v for k, v in to_keyholder.items() if k != MASK_SEED})
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "mask_seed" in e.details()  # its share would be bounded
+    # two ring-uniform shares that do not sum to a bounded value: the enclave keeps the first, refuses the sum
+    first, _ = split(torch.randn(4, 384), 2, 16)
+    _, second = split(torch.randn(4, 384), 2, 16)
+    to_he = {"key": "ckks-main", "to_zone": "he"}
+    with channel_as("keyholder/mpc", policy.zone_endpoints("enclave")["keyholder"]) as ch:
+        reply = keys_pb2_grpc.KeyServiceStub(ch).EncryptShare(
+            tensor_frames(second, "probe", "probe", "keyholder", second.meta | to_he), timeout=RPC_S)
+        assert reply.bytes == 0  # the other party's share is still to come
+    e = _stream(policy, "owner/mpc", "EncryptShare", first, first.meta | to_he)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "beyond a bounded share" in e.details()
+    e = _stream(policy, "owner/he", "EncryptShare", first, first.meta | to_he)
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED
     log = read_log(Path(policy.zones["enclave"].audit_log))  # type: ignore[union-attr]
     denied = {(r.principal, r.operation) for r in log if r.decision == "deny"}
-    assert {("owner/he", "decrypt_to_share"), ("keyholder/mpc", "decrypt_to_share"),
-            ("owner/mpc", "encrypt_share")} <= denied
+    assert {("owner/he", "decrypt_to_share"), ("keyholder/mpc", "decrypt_to_share"), ("owner/mpc", "encrypt_share"),
+            ("owner/he", "encrypt_share")} <= denied
 
 
 def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(private: Deployment) -> None:

@@ -37,9 +37,10 @@ def import_crypten() -> Any:
             sys.modules[_MODULE] = placeholder
     import crypten
 
-    from zones.mpc import randomness
+    from zones.mpc import randomness, tls_comm
 
     randomness.install(crypten)
+    tls_comm.install(crypten)
     return crypten
 
 
@@ -64,16 +65,3 @@ def fast_crypten() -> None:
 
     config_view.install()
     triples.install()
-
-
-def set_collective_timeout(seconds: float) -> None:
-    """Make torch.distributed groups created from now on give up after `seconds` (rendezvous and every op).
-
-    CrypTen creates its process groups without a timeout argument, so they take torch's default
-    (30 minutes); a session must instead fail within its deadline when a peer dies or stalls.
-    """
-    from datetime import timedelta
-
-    import torch.distributed.distributed_c10d as c10d
-
-    c10d.default_pg_timeout = timedelta(seconds=seconds)  # read by _get_default_timeout at group creation

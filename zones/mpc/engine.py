@@ -22,14 +22,16 @@ from hsi.calibration import CalibrationError, load_calibration
 from hsi.engine import RunContext, ZoneEngine
 from hsi.ir import Graph, ZoneKind
 from hsi.kinds import register_engine
-from hsi.masking import BOUNDED
+from hsi.masking import TO_HE
 from hsi.plan import Stage
-from hsi.policy import HeZone, MpcZone, Policy
+from hsi.policy import MpcZone, Policy
+from hsi.transport.certs import certs_dir, load_credentials
 from hsi.transport.shares import ring_of, share_index, share_meta
 from hsi.transport.status import ZoneError
 from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, interface_for, worker_main
+from zones.mpc.links import MeshSpec
+from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, worker_main
 
 log = logging.getLogger("hsi.mpc")
 # Workers fork from a server that has done their imports (zones/mpc/preload.py) but never ran tensor math: a child
@@ -85,7 +87,10 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
-        self.conn.close()
+        try:
+            self.conn.close()
+        except OSError:  # closed already, by a failed request racing this release
+            pass
 
 
 class _Base(ZoneEngine):
@@ -100,9 +105,9 @@ class _Base(ZoneEngine):
         self.policy, self.zone, self.party, self.cfg = policy, zone, party, z
         names = list(z.parties)
         self.rank = len(names) if self.role == DEALER else names.index(party)
-        first = names[0]
-        self.rendezvous = f"tcp://{policy.parties[first].address}:{z.rendezvous_port}"
-        self.interface = interface_for(policy.parties[party].address)
+        self.hub = (policy.parties[names[0]].address, z.rendezvous_port)  # rank 0 listens there for the others
+        self.principals = (*(f"{n}/{zone}" for n in names), f"{z.dealer}/{zone}")
+        self.credentials = load_credentials(certs_dir(policy), f"{party}/{zone}")
         self.timeout = policy.transport.deadlines.stage_s
         # Parties wait for each other only within a stage; the dealer idles between stages (while other
         # zones compute), so only its waits may last as long as a stage.
@@ -151,8 +156,10 @@ class _Base(ZoneEngine):
                 w = _Worker(self._preload)
             self._spare = _STARTER.submit(_Worker, self._preload)
             self._sessions[session] = w
-        spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), self.rendezvous,  # type: ignore[arg-type]
-                          self.interface, self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
+        mesh = MeshSpec(session, self.rank, self.principals, self.hub, self.credentials, self.peer_timeout,
+                        dealer=True)
+        spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), mesh,  # type: ignore[arg-type]
+                          self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
                           self.owner_rank, self._calibration())
         try:
             w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers")
@@ -228,10 +235,9 @@ class MpcEngine(_Base):
     def run_stage(self, stage: Stage, inputs: dict[str, StoredTensor], ctx: RunContext) -> dict[str, StoredTensor]:
         """Run the stage on this party's shares; its outputs are this party's shares."""
         arrays = {n: self._input(n, t) for n, t in inputs.items()}
-        reshare = {n: self._reshare_spec(he) for n, he in stage.reshare.items()}
         w = self._worker(ctx.session)
         try:
-            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs, reshare),
+            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs),
                                         self.timeout, f"{self._who(ctx.session)} stage {stage.index}")
         except ZoneError:
             with self._lock:  # the session is over at this party; the zone is free for the next one
@@ -242,18 +248,8 @@ class MpcEngine(_Base):
         parties, bits = len(self.cfg.parties), self.cfg.fixed_point_bits
         return {n: StoredTensor(pb.SHARE, "int64", tuple(a.shape), a.astype("<i8").tobytes(),
                                 share_meta(self.rank, parties, bits, n in figures["integer"])
-                                | ({BOUNDED: "1"} if n in reshare else {}))
+                                | ({TO_HE: "1"} if n in stage.reshare else {}))
                 for n, a in out.items()}
-
-    def _reshare_spec(self, he_zone: str) -> tuple[int, int, int]:
-        """(HE host's rank, enclave's rank, mask bits) of a re-sharing for HE zone `he_zone`."""
-        from hsi.conversions import conversion_enclave
-
-        he = self.policy.zones[he_zone]
-        assert isinstance(he, HeZone)
-        names = list(self.cfg.parties)
-        _, enclave_party = conversion_enclave(self.policy, he_zone, self.zone)
-        return names.index(he.party), names.index(enclave_party), he.reshare_mask_bits
 
 
 class MpcDealer(_Base):

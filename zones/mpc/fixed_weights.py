@@ -15,6 +15,7 @@ import torch
 
 from zones.mpc import randomness, triples
 from zones.mpc.compat import import_crypten
+from zones.mpc.links import LinkError
 from zones.mpc.prg import Prg
 
 
@@ -66,7 +67,6 @@ def serve_dealer() -> None:
     result alone, one message; CrypTen's own requests with its size object and a broadcast, three.
     """
     crypten = import_crypten()
-    import torch.distributed as dist
     from crypten.mpc.provider.ttp_provider import TTPServer
 
     comm = crypten.communicator.get()
@@ -87,7 +87,7 @@ def serve_dealer() -> None:
                 self.device = message["device"]
                 result = getattr(self, message["function"])(*message["args"], **message["kwargs"])
                 if message.get("reply") == triples.REPLY_TENSOR:
-                    dist.send(result, dst=0, group=self.ttp_group)
+                    comm.raw_send(result, 0)
                 else:
                     comm.send_obj(result.size(), 0, self.ttp_group)
                     comm.broadcast(result, comm.get_ttp_rank(), self.comm_group)
@@ -103,5 +103,5 @@ def serve_dealer() -> None:
 
     try:
         _Dealer().serve()
-    except RuntimeError:  # a party left mid-session (CrypTen's server ends the same way)
+    except (RuntimeError, LinkError):  # a party left mid-session (CrypTen's server ends the same way)
         return

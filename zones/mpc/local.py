@@ -10,20 +10,25 @@ import multiprocessing
 import os
 import pickle
 import queue as queue_module
+import socket
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from zones.mpc.links import MeshSpec
 
-def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, results: Any,
-           args: tuple[Any, ...], ttp: bool, fast: bool) -> None:
+
+def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any, args: tuple[Any, ...], ttp: bool,
+           fast: bool) -> None:
     from zones.mpc.compat import fast_crypten, import_crypten, single_threaded_torch
 
     single_threaded_torch()  # as the zones' workers run
-    # CrypTen's convention: WORLD_SIZE counts the compute parties; the dealer is rank WORLD_SIZE.
-    os.environ.update(WORLD_SIZE=str(parties), RANK=str(rank), RENDEZVOUS=f"file://{rendezvous}",
-                      DISTRIBUTED_BACKEND="gloo")
+    rank = mesh.rank  # CrypTen's convention: the compute parties are 0..parties-1, the dealer is rank `parties`
     crypten = import_crypten()
+    from zones.mpc import tls_comm  # after CrypTen's import, which it needs
+
+    tls_comm.prepare(mesh)
     if ttp:
         crypten.cfg.mpc.provider = "TTP"
     crypten.cfg.communicator.verbose = True  # count rounds and bytes, as the zones' workers do
@@ -44,6 +49,27 @@ def _party(func: Callable[..., Any], rank: int, parties: int, rendezvous: str, r
         crypten.uninit()
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_meshes(directory: Path, processes: int, ttp: bool, timeout: float) -> list[MeshSpec]:
+    """Mesh specs of a local session on loopback: a throwaway CA in `directory`, one principal per rank."""
+    from hsi.transport.certs import init_ca, issue, load_credentials
+
+    init_ca(directory)
+    principals = tuple(f"rank{r}/local" for r in range(processes))
+    for p in principals:
+        issue(directory, p, ["127.0.0.1"])
+    hub = ("127.0.0.1", free_port())
+    session = f"local-{os.getpid()}-{hub[1]}"
+    return [MeshSpec(session, r, principals, hub, load_credentials(directory, principals[r]), timeout, dealer=ttp)
+            for r in range(processes)]
+
+
 def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: int = 2, ttp: bool = False,
                 fast: bool = True,
                 timeout: float = 300.0) -> list[Any]:
@@ -55,8 +81,8 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
     results = ctx.Queue()
     processes = parties + (1 if ttp else 0)
     with tempfile.TemporaryDirectory() as tmp:
-        rendezvous = os.path.join(tmp, "rendezvous")
-        procs = [ctx.Process(target=_party, args=(func, r, parties, rendezvous, results, args, ttp, fast))
+        meshes = local_meshes(Path(tmp), processes, ttp, timeout)
+        procs = [ctx.Process(target=_party, args=(func, meshes[r], parties, results, args, ttp, fast))
                  for r in range(processes)]
         for p in procs:
             p.start()
@@ -87,13 +113,13 @@ def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]
     crypten = import_crypten()
     rank = crypten.communicator.get().get_rank()
     parties = crypten.communicator.get().get_world_size()
-    party = _Party(WorkerSpec("local", "party", rank, parties, "", None, precision, 600, model, 0, calibration),
-                   crypten)
+    mesh = crypten.communicator.get().mesh.spec
+    party = _Party(WorkerSpec("local", "party", rank, parties, mesh, precision, 600, model, 0, calibration), crypten)
     results = []
     for ops, shares, offset in jobs:
         for _ in range(repeats):  # the first run also shares the weights
             party.state.kv.clear()
-            out, figures = party.run(ops, shares[rank], offset, ops[-1:], {})
+            out, figures = party.run(ops, shares[rank], offset, ops[-1:])
         results.append((out, figures))
     return results
 

@@ -216,14 +216,10 @@ def _setup_prng() -> None:
 
 def _client_setup_generators(self: Any) -> None:
     """`TTPClient`'s set-up: the seed this party shares with the dealer (received as CrypTen receives its)."""
-    import torch.distributed as dist
     from crypten import communicator
 
-    words = torch.empty(_SEED_WORDS, dtype=torch.int64)
-    receiving = dist.irecv(tensor=words, src=communicator.get().get_ttp_rank(), group=self.ttp_group)
-    assert receiving is not None  # a member of the group
-    receiving.wait()
-    dist.barrier(group=self.ttp_group)
+    comm = communicator.get()
+    words = comm.raw_recv(torch.empty(_SEED_WORDS, dtype=torch.int64), comm.get_ttp_rank())
     self.prg = Prg(_seed(words))
     self.generator = Unreachable("TTPClient.generator")
     self.generator_cuda = Unreachable("TTPClient.generator_cuda")
@@ -237,20 +233,16 @@ def _client_get_generator(self: Any, device: Any = None) -> Prg:
 
 def _server_setup_generators(self: Any) -> None:
     """`TTPServer`'s set-up: one os.urandom seed per compute party, sent to it (as CrypTen sends its)."""
-    import torch.distributed as dist
     from crypten import communicator
 
-    parties = communicator.get().get_world_size()
+    comm = communicator.get()
+    parties = comm.get_world_size()
     seeds = [fresh_seed() for _ in range(parties)]
-    words = [_words(s) for s in seeds]
-    sends = [dist.isend(tensor=w, dst=i, group=self.ttp_group) for i, w in enumerate(words)]
+    for i, seed in enumerate(seeds):
+        comm.raw_send(_words(seed), i)
     self.prgs = [Prg(s) for s in seeds]
     self.generators = [Unreachable(f"TTPServer.generators[{i}]") for i in range(parties)]
     self.generators_cuda = [Unreachable(f"TTPServer.generators_cuda[{i}]") for i in range(parties)]
-    for sending in sends:
-        assert sending is not None  # the dealer is a member of the group
-        sending.wait()
-    dist.barrier(group=self.ttp_group)
 
 
 def _server_get_generators(self: Any, device: Any = None) -> list[Prg]:

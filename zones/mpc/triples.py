@@ -22,6 +22,7 @@ import torch
 
 from zones.mpc import randomness
 from zones.mpc.compat import import_crypten
+from zones.mpc.links import LinkError
 from zones.mpc.prg import Prg
 
 REPLY_TENSOR = "tensor"  # a request's "reply": the dealer sends the result alone, its shape known to both sides
@@ -39,14 +40,9 @@ def request(function: str, *args: Any, **kwargs: Any) -> None:
 
 def receive(size: torch.Size) -> torch.Tensor:
     """Party 0: the dealer's answer to the request sent last (party 0's share of the result, of shape `size`)."""
-    import torch.distributed as dist
-
     crypten = import_crypten()
-    from crypten.mpc.provider.ttp_provider import TTPClient
-
     comm = crypten.communicator.get()
-    result = torch.empty(size, dtype=torch.long)
-    dist.recv(result, src=comm.get_ttp_rank(), group=TTPClient.get().ttp_group)
+    result = comm.raw_recv(torch.empty(size, dtype=torch.long), comm.get_ttp_rank())
     if crypten.cfg.communicator.verbose:
         comm._log_communication(result.nelement())  # counted as CrypTen counts its own receives
     return result
@@ -70,7 +66,7 @@ def reveal_or_end(reveal: Callable[[list[Any]], Any], masked: list[Any]) -> Any:
     """reveal(masked), a failure raised as OpeningFailed."""
     try:
         return reveal(masked)
-    except RuntimeError as e:
+    except (RuntimeError, LinkError) as e:
         raise OpeningFailed(str(e)) from e
 
 

@@ -8,16 +8,14 @@ only CrypTen's protocol messages travel.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
-import struct
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from zones.mpc.links import MeshSpec
 
 DEALER = "dealer"
 PARTY = "party"
@@ -31,8 +29,7 @@ class WorkerSpec:
     role: Literal["party", "dealer"]
     rank: int                 # compute parties 0..parties-1; the dealer is rank `parties`
     parties: int
-    rendezvous: str           # tcp://host:port of rank 0's store
-    interface: str | None     # network interface holding this party's address (GLOO_SOCKET_IFNAME)
+    mesh: MeshSpec            # whom this worker links to, over mutual TLS
     precision_bits: int
     timeout_s: float
     model: str
@@ -40,35 +37,13 @@ class WorkerSpec:
     calibration: dict[str, Any]
 
 
-def interface_for(address: str) -> str | None:
-    """The name of the local network interface that holds `address` (an IPv4 address or host name)."""
-    try:
-        ip = socket.gethostbyname(address)
-    except OSError:
-        return None
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            try:
-                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
-            except OSError:
-                continue
-            if socket.inet_ntoa(packed[20:24]) == ip:
-                return name
-    finally:
-        probe.close()
-    return None
-
-
 def _join(spec: WorkerSpec) -> Any:
-    from zones.mpc.compat import fast_crypten, import_crypten, set_collective_timeout
+    from zones.mpc.compat import fast_crypten, import_crypten
 
-    os.environ.update(WORLD_SIZE=str(spec.parties), RANK=str(spec.rank), RENDEZVOUS=spec.rendezvous,
-                      DISTRIBUTED_BACKEND="gloo")
-    if spec.interface:
-        os.environ["GLOO_SOCKET_IFNAME"] = spec.interface
     crypten = import_crypten()
-    set_collective_timeout(spec.timeout_s)
+    from zones.mpc import tls_comm  # after CrypTen's import, which it needs
+
+    tls_comm.prepare(spec.mesh)
     crypten.cfg.mpc.provider = "TTP"
     crypten.cfg.encoder.precision_bits = spec.precision_bits
     crypten.cfg.communicator.verbose = True  # count rounds and bytes
@@ -154,32 +129,9 @@ class _Party:
         t._tensor.share += zero_sharing(t._tensor.share.size())
         return t
 
-    def _reshare(self, share: np.ndarray, he_rank: int, enclave_rank: int, mask_bits: int) -> np.ndarray:
-        """This party's part of a bounded re-sharing for an HE zone: the HE host's party keeps a mask s uniform
-        in +-2^mask_bits, the enclave's party gets y - s (everyone else's share and the host's share minus s,
-        summed to it), every other party holds zero."""
-        import torch
-
-        from hsi.masking import uniform_mask
-        from hsi.transport.shares import encode_fixed
-
-        comm = self.crypten.communicator.get()
-        mine = np.zeros_like(share)
-        contribution = share
-        if self.spec.rank == he_rank:
-            mine = encode_fixed(torch.from_numpy(uniform_mask(share.shape, mask_bits)), self.spec.precision_bits)
-            with np.errstate(over="ignore"):
-                contribution = share - mine
-        # positional dst: CrypTen's traffic counter reads it from args
-        total = comm.reduce(torch.from_numpy(np.ascontiguousarray(contribution)), enclave_rank)
-        if self.spec.rank == enclave_rank:
-            mine = total.numpy().astype("<i8")
-        return mine
-
-    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int, keep: list[str],
-            reshare: dict[str, tuple[int, int, int]]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Run the named ops on shared inputs; the shares of the tensors in `keep` (bounded ones for those in
-        `reshare`: name -> (HE host's rank, enclave's rank, mask bits)), and traffic figures."""
+    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int, keep: list[str]
+            ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Run the named ops on shared inputs; this party's shares of the tensors in `keep`, and traffic figures."""
         from hsi.ir import OpType
         from zones.mpc.kernels import MPC_KERNELS, MpcStep
 
@@ -196,8 +148,6 @@ class _Party:
             if op.type == OpType.SAMPLE:
                 integer.add(name)
         out = {n: self._at_precision(n, env[n]) for n in keep}
-        for n, (he_rank, enclave_rank, bits) in reshare.items():
-            out[n] = self._reshare(out[n], he_rank, enclave_rank, bits)
         stats = comm.get_communication_stats()
         figures = {"rounds": float(stats["rounds"]), "bytes": float(stats["bytes"]),
                    "seconds": time.perf_counter() - start, "integer": sorted(integer)}
@@ -241,8 +191,8 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
             cmd = conn.recv()
             if cmd[0] == "close":
                 break
-            _, ops, inputs, offset, keep, reshare = cmd
-            out, figures = party.run(ops, inputs, offset, keep, reshare)
+            _, ops, inputs, offset, keep = cmd
+            out, figures = party.run(ops, inputs, offset, keep)
             conn.send(("ok", out, figures))
         crypten.uninit()
         conn.send(("done",))

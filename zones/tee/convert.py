@@ -3,19 +3,34 @@ and back. Every result that leaves the enclave is a share or a ciphertext."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import numpy as np
 
 from hsi.ckks.packing import AnyPacking
-from hsi.masking import BOUNDED, bounded_share, bounded_values
+from hsi.masking import BOUNDED, MASK_SEED, MASK_SEED_BYTES, bounded_share, bounded_values, hide, ring_mask
 from hsi.transport.tensor import StoredTensor
 from zones.common.ckks.crypto import KeyPair, decrypt_matrix, encrypt_matrix
 from zones.common.ckks.params import Context
 from zones.common.ckks.tensor import CipherTensor, CiphertextError, from_stored
+from zones.tee.access import Invalid, shown
 from zones.tee.keystore import KeyStore
 
 # A bounded share holds y - s with |s| <= 2^44 (the largest reshare mask a policy admits); anything larger is
 # a ring-uniform share, which CKKS cannot encrypt meaningfully.
 MAX_BOUNDED = 2.0 ** 46
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def check_seed(meta: Mapping[str, str]) -> bytes:
+    """The he->mpc mask seed of a header's meta: exactly MASK_SEED_BYTES bytes in hex."""
+    raw = meta.get(MASK_SEED)
+    if raw is None:
+        raise Invalid(f"meta[{MASK_SEED!r}]", "the seed of the ring-uniform mask; it is missing")
+    if not _HEX.fullmatch(raw) or len(raw) != 2 * MASK_SEED_BYTES:
+        raise Invalid(f"meta[{MASK_SEED!r}]", f"{MASK_SEED_BYTES} bytes in hex; got {shown(raw)}")
+    return bytes.fromhex(raw)
 
 
 class ConversionError(ValueError):
@@ -48,9 +63,11 @@ def encrypt_values(keys: KeyStore, key: str, values: np.ndarray, packing: AnyPac
 
 
 def decrypt_to_share(keys: KeyStore, key: str, t: StoredTensor, index: int, count: int, precision: int,
-                     prescale: int) -> StoredTensor:
-    """The masked ciphertext x - r decrypted into share `index` of a bounded sharing (times 2^prescale)."""
-    return bounded_share(decrypt_values(keys, key, t), index, count, precision, prescale)
+                     prescale: int, mask_seed: bytes) -> StoredTensor:
+    """The masked ciphertext x - r decrypted into share `index` (times 2^prescale), minus the ring-uniform mask
+    `mask_seed` expands to: the bounded x - r never leaves the enclave."""
+    share = bounded_share(decrypt_values(keys, key, t), index, count, precision, prescale)
+    return hide(share, ring_mask(mask_seed, share.shape), -1)
 
 
 def encrypt_share(keys: KeyStore, key: str, share: StoredTensor, packing: AnyPacking) -> StoredTensor:

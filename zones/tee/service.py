@@ -12,11 +12,12 @@ import grpc
 import pydantic
 
 from hsi.audit import bounded
-from hsi.masking import PIECES, PRESCALE
+from hsi.masking import BOUNDED, MASK_SEED, PIECES, PRESCALE
 from hsi.policy import CkksParams
 from hsi.transport.attestation import NONCE_BYTES
 from hsi.transport.auth import peer_principal
 from hsi.transport.material import bundle
+from hsi.transport.shares import ring_of
 from hsi.transport.status import StatusError
 from hsi.transport.stream import frames, receive_body, receive_header
 from hsi.transport.tensor import StoredTensor
@@ -25,11 +26,12 @@ from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
 from zones.tee.access import Denied, Invalid, PerPrincipal, check_header, check_int, check_key_name, check_rotations
 from zones.tee.audit import AuditError
-from zones.tee.convert import decrypt_to_share, encrypt_share, reencrypt
+from zones.tee.convert import check_seed, decrypt_to_share, encrypt_share, reencrypt
 from zones.tee.delivery import Delivery
 from zones.tee.enclave import Enclave
 from zones.tee.hsm import SealError
 from zones.tee.keystore import KeyMeta, KeyStoreError
+from zones.tee.pieces import Pieces, PiecesFull
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
         self.chunk = chunk_bytes
         self.delivery = delivery  # where conversion results go; None: the conversion RPCs are refused
         self._streams = PerPrincipal(MAX_CONVERSION_STREAMS)
+        self._pieces = Pieces(delivery.policy.transport.deadlines.stage_s if delivery else 600.0)
 
     def _call(self, context: grpc.ServicerContext, operation: str, key: str = "", session: str = "") -> _Call:
         return _Call(peer_principal(context) or "", operation, key, session)
@@ -104,6 +107,8 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                 f"sealed key {call.key!r} does not open: {e}. Keys are sealed to one enclave build: after the "
                 f"enclave code changed, its keys under {self.enclave.zone.key_dir} do not open (there is no "
                 "migration); a dev deployment re-creates them (hsi down, remove that directory, hsi up)")
+        if isinstance(e, PiecesFull):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
         if isinstance(e, KeyError):
             return grpc.StatusCode.INVALID_ARGUMENT, f"missing header field {e}"
         if isinstance(e, ValueError):  # Invalid, ConversionError, HeParamsError, a recipient outside the policy
@@ -230,11 +235,13 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
 
     def DecryptToShare(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
                        context: grpc.ServicerContext) -> kpb.ConversionReply:
-        """Decrypt a masked ciphertext into one MPC party's bounded share and push it to that party only."""
+        """Decrypt a masked ciphertext into one MPC party's share, hidden by the ring-uniform mask whose seed the
+        caller sent, and push it to that party only."""
         def recipient(d: Delivery, meta: dict[str, str]) -> str:
             count = check_int(meta, "share_count", 1, 64)
             check_int(meta, "precision", 1, 62)
             check_int(meta, PRESCALE, 0, 62, "0")
+            check_seed(meta)
             return d.mpc_recipient(meta["to_zone"], meta["to_party"], check_int(meta, "share_index", 0, count - 1),
                                    count)
 
@@ -242,24 +249,35 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
             start = time.perf_counter()
             m = t.meta
             share = decrypt_to_share(self.enclave.keys, m["key"], t, int(m["share_index"]), int(m["share_count"]),
-                                     int(m["precision"]), int(m.get(PRESCALE, "0")))
+                                     int(m["precision"]), int(m.get(PRESCALE, "0")), bytes.fromhex(m[MASK_SEED]))
             d.push(h.session, h.name, share, m["to_zone"], m["to_party"])
             return kpb.ConversionReply(to_principal=to, bytes=len(share.data), seconds=time.perf_counter() - start)
         return self._conversion(context, request_iterator, "decrypt_to_share", recipient, body)
 
     def EncryptShare(self, request_iterator: Iterator[pb.TensorFrame],  # noqa: N802
                      context: grpc.ServicerContext) -> kpb.ConversionReply:
-        """Encrypt a bounded MPC share under the key and push the ciphertext to the HE zone the grant names."""
+        """Keep one MPC party's ring share of a tensor; once every party's came, encrypt their sum (y - s, bounded,
+        formed only here) under the key and push the ciphertext to the HE zone the grant names."""
         def recipient(d: Delivery, meta: dict[str, str]) -> str:
+            count = check_int(meta, "share_count", 1, 64)
+            check_int(meta, "share_index", 0, count - 1)
+            check_int(meta, "precision", 1, 62)
             return d.he_recipient(meta["to_zone"], meta["key"])
 
         def body(d: Delivery, h: Any, t: StoredTensor, to: str) -> Any:
             start = time.perf_counter()
-            if len(t.shape) != 2:
+            m = t.meta
+            if len(t.shape) != 2 or t.encoding != pb.SHARE:
                 raise Invalid("shape", f"a (tokens, features) share; got {len(t.shape)} dimensions")
-            ct = encrypt_share(self.enclave.keys, t.meta["key"], t, d.packing(t.meta["to_zone"], t.shape[0]))
-            ct.meta[PIECES] = "2"  # the HE zone adds the co-located party's mask to it
-            d.push(h.session, h.name, ct, t.meta["to_zone"], d.party_of(t.meta["to_zone"]))
+            total = self._pieces.add(h.session, h.name, int(m["share_index"]), int(m["share_count"]),
+                                     int(m["precision"]), ring_of(t))
+            if total is None:  # another party's share is still to come
+                return kpb.ConversionReply(to_principal=to, bytes=0, seconds=time.perf_counter() - start)
+            whole = StoredTensor(pb.SHARE, "int64", t.shape, total.tobytes(), {"precision": m["precision"],
+                                                                               BOUNDED: "1"})
+            ct = encrypt_share(self.enclave.keys, m["key"], whole, d.packing(m["to_zone"], t.shape[0]))
+            ct.meta[PIECES] = "2"  # the HE zone adds the mask s, which the HE host's party sends it
+            d.push(h.session, h.name, ct, m["to_zone"], d.party_of(m["to_zone"]))
             return kpb.ConversionReply(to_principal=to, bytes=len(ct.data), seconds=time.perf_counter() - start)
         return self._conversion(context, request_iterator, "encrypt_share", recipient, body)
 

@@ -37,7 +37,7 @@ def test_mpc_party_admits_its_peers_and_the_dealer_on_every_port(hsi_env: Path) 
     docs = render(POLICIES / "all-mpc-minilm.yaml", "owner")
     np, = (d for d in docs if d["kind"] == "NetworkPolicy")
     rule, = np["spec"]["ingress"]
-    assert "ports" not in rule  # gloo uses ephemeral ports between the parties
+    assert "ports" not in rule  # the MPC mesh uses ephemeral ports between the parties
     dep, = (d for d in docs if d["kind"] == "Deployment")
     ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert ports == {"grpc", "rendezvous"}  # rank 0 hosts the rendezvous

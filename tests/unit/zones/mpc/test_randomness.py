@@ -129,26 +129,22 @@ def test_pairwise_seeds_come_from_os_urandom(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_dealer_seeds_come_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
     crypten = import_crypten()
-    import torch.distributed as dist
     from crypten.mpc.provider.ttp_provider import TTPClient, TTPServer
 
     fake = _Urandom()
     sent: dict[int, bytes] = {}
 
-    def isend(tensor: torch.Tensor, dst: int, group: Any) -> _Done:
+    def raw_send(tensor: torch.Tensor, dst: int) -> None:
         sent[dst] = tensor.numpy().tobytes()
-        return _Done()
 
-    def irecv(tensor: torch.Tensor, src: int, group: Any) -> _Done:
-        tensor.copy_(torch.frombuffer(bytearray(sent[1]), dtype=torch.int64))
-        return _Done()
+    def raw_recv(tensor: torch.Tensor, src: int) -> torch.Tensor:
+        assert src == 2  # from the dealer
+        return tensor.copy_(torch.frombuffer(bytearray(sent[1]), dtype=torch.int64))
 
-    comm = types.SimpleNamespace(get_world_size=lambda: 2, get_ttp_rank=lambda: 2)
+    comm = types.SimpleNamespace(get_world_size=lambda: 2, get_ttp_rank=lambda: 2, raw_send=raw_send,
+                                 raw_recv=raw_recv)
     monkeypatch.setattr(crypten.communicator, "get", lambda: comm)
     monkeypatch.setattr(os, "urandom", fake)
-    monkeypatch.setattr(dist, "isend", isend)
-    monkeypatch.setattr(dist, "irecv", irecv)
-    monkeypatch.setattr(dist, "barrier", lambda group: None)
     dealer = types.SimpleNamespace(ttp_group=None, device="cpu")
     TTPServer._setup_generators(dealer)
     assert fake.calls == [32, 32] and sent == {0: b"\x01" * 32, 1: b"\x02" * 32}

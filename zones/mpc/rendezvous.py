@@ -1,0 +1,189 @@
+"""Forming a session's MPC mesh (`links`): every rank connects to every other over mutual TLS, each side checking
+that the peer's certificate, issued by the deployment's CA, names the principal the policy gives that rank,
+before any protocol byte; a connection that fails the check is closed and the wait goes on until the deadline.
+Rank 0 listens on the zone's rendezvous port; every other rank on a port of its own, which it tells rank 0 in its
+hello; rank 0 returns everyone the table of ranks, each at the address its link came from.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hsi.transport.certs import Credentials
+from zones.mpc.links import LinkError, Mesh, MeshSpec, clear_openssl_errors, recv_small, send_frame
+
+
+def _contexts(creds: Credentials) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts that require and verify the peer's certificate against the deployment's CA."""
+    with tempfile.TemporaryDirectory() as tmp:  # the ssl module loads a chain from files only
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert.write_bytes(creds.cert)
+        key.touch(mode=0o600)
+        key.write_bytes(creds.key)
+        contexts = []
+        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+            ctx = ssl.SSLContext(purpose)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.load_cert_chain(cert, key)
+            ctx.load_verify_locations(cadata=creds.ca.decode())
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.check_hostname = False  # the peer is checked by the principal its certificate names
+            contexts.append(ctx)
+    contexts[0].num_tickets = 0  # no session tickets: a read-only side never reads them
+    return contexts[0], contexts[1]
+
+
+def peer_principal(sock: ssl.SSLSocket) -> str | None:
+    """The common name of the peer's verified certificate."""
+    cert: dict[str, Any] = sock.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def _hello(spec: MeshSpec, port: int) -> bytes:
+    return json.dumps({"session": spec.session, "rank": spec.rank, "port": port}).encode()
+
+
+class _Acceptor:
+    """Accepts the incoming links of one rank, each checked against the principal of the rank it claims."""
+
+    def __init__(self, spec: MeshSpec, server: ssl.SSLContext, listener: socket.socket) -> None:
+        self.spec, self.server, self.listener = spec, server, listener
+        self.refused: list[str] = []
+
+    def accept(self, expected: set[int], deadline: float) -> dict[int, tuple[ssl.SSLSocket, dict[str, Any]]]:
+        """The links of the `expected` ranks, with their hellos; LinkError naming the missing ones at the
+        deadline, and what was refused meanwhile."""
+        got: dict[int, tuple[ssl.SSLSocket, dict[str, Any]]] = {}
+        while expected - set(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = ", ".join(self.spec.who(r) for r in sorted(expected - set(got)))
+                refused = f"; refused: {'; '.join(self.refused)}" if self.refused else ""
+                raise LinkError(f"{missing} did not connect within {self.spec.timeout_s:.0f} s{refused}")
+            self.listener.settimeout(left)
+            try:
+                raw, addr = self.listener.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(max(1.0, min(left, 10.0)))
+            try:
+                clear_openssl_errors()
+                sock = self.server.wrap_socket(raw, server_side=True)
+                hello = json.loads(recv_small(sock))
+                rank = hello.get("rank")
+                who = peer_principal(sock)
+                if hello.get("session") != self.spec.session or not isinstance(rank, int) \
+                        or not isinstance(hello.get("port"), int) \
+                        or not 0 <= rank < len(self.spec.principals) or rank == self.spec.rank or rank in got \
+                        or who != self.spec.principals[rank]:
+                    self.refused.append(f"{addr[0]} presented {who!r} claiming rank {rank!r} of session "
+                                        f"{str(hello.get('session'))[:12]!r}")
+                    sock.close()
+                    continue
+            except (OSError, ValueError, LinkError, EOFError) as e:  # no certificate, a bad one, no hello
+                self.refused.append(f"{addr[0]}: {type(e).__name__}: {e}")
+                raw.close()
+                continue
+            got[rank] = (sock, hello)
+        return got
+
+
+def _connect(spec: MeshSpec, client: ssl.SSLContext, rank: int, host: str, port: int, listen_port: int,
+             deadline: float) -> ssl.SSLSocket:
+    """The outgoing link to `rank` at (host, port), its certificate checked; retried until the deadline (the peer
+    may not listen yet)."""
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            raw = socket.create_connection((host, port), timeout=max(0.5, min(deadline - time.monotonic(), 10.0)))
+        except OSError as e:
+            last = e
+            time.sleep(0.05)
+            continue
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            clear_openssl_errors()
+            sock = client.wrap_socket(raw)
+        except (OSError, ssl.SSLError) as e:
+            raw.close()
+            raise LinkError(f"TLS with {spec.who(rank)} at {host}:{port} failed: {e}") from None
+        who = peer_principal(sock)
+        if who != spec.principals[rank]:
+            sock.close()
+            raise LinkError(f"{host}:{port} presented a certificate for {who!r}, not {spec.who(rank)}")
+        send_frame(sock, _hello(spec, listen_port))
+        return sock
+    raise LinkError(f"cannot reach {spec.who(rank)} at {host}:{port} within {spec.timeout_s:.0f} s: {last}")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(16)
+    return sock
+
+
+def _try(func: Any, *args: Any) -> Any:
+    try:
+        return func(*args)
+    except BaseException as e:  # handed to the joining thread, which raises it
+        return e
+
+
+def join(spec: MeshSpec) -> Mesh:
+    """Connect this rank to every other of the session; LinkError naming the peer that failed or never came."""
+    server, client = _contexts(spec.credentials)
+    deadline = time.monotonic() + spec.timeout_s
+    world = len(spec.principals)
+    listener = _listen("0.0.0.0", spec.hub[1] if spec.rank == 0 else 0)  # on every interface: peers come by mTLS only
+    port = listener.getsockname()[1]
+    outgoing: dict[int, ssl.SSLSocket] = {}
+    incoming: dict[int, ssl.SSLSocket] = {}
+    acceptor = _Acceptor(spec, server, listener)
+    try:
+        if spec.rank == 0:
+            links = acceptor.accept(set(range(1, world)), deadline)
+            incoming = {r: sock for r, (sock, _) in links.items()}
+            # a rank is reached where its packets come from (a namespace's, container's or pod's own address)
+            table = {r: (sock.getpeername()[0], int(hello["port"])) for r, (sock, hello) in links.items()}
+            for r in range(1, world):  # rank 0's outgoing links, then the table on each
+                outgoing[r] = _connect(spec, client, r, *table[r], port, deadline)
+                send_frame(outgoing[r], json.dumps(table).encode())
+        else:
+            outgoing[0] = _connect(spec, client, 0, *spec.hub, port, deadline)
+            incoming[0] = acceptor.accept({0}, deadline)[0][0]
+            table = {int(r): (h, p) for r, (h, p) in json.loads(recv_small(incoming[0])).items()}
+            others = set(range(1, world)) - {spec.rank}
+            # accepted on a thread: two ranks connecting to each other would otherwise wait for each other's accept
+            accepted: dict[str, Any] = {}
+            thread = threading.Thread(target=lambda: accepted.update(result=_try(acceptor.accept, others, deadline)),
+                                      daemon=True)
+            thread.start()
+            for r in sorted(others):
+                outgoing[r] = _connect(spec, client, r, *table[r], port, deadline)
+            thread.join()
+            result = accepted["result"]
+            if isinstance(result, BaseException):
+                raise result
+            incoming.update({r: s for r, (s, _) in result.items()})
+    except BaseException:
+        for s in (*outgoing.values(), *incoming.values()):
+            s.close()
+        raise
+    finally:
+        listener.close()
+    for s in outgoing.values():
+        s.settimeout(None)  # the sending thread waits as long as needed; `wait_sent` bounds the wait
+    return Mesh(spec, outgoing, incoming)
