@@ -13,6 +13,7 @@ from hsi.plan.place import make_stages, place
 from hsi.plan.privacy import enforce, privacy_report
 from hsi.plan.routes import routes
 from hsi.plan.types import Plan, PlanError, Stage
+from hsi.plan.views import with_views
 from hsi.policy import MpcZone, Policy
 
 
@@ -58,6 +59,7 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
     stages = make_stages(graph, policy, placement, tokens)
     conversions = routes(graph, policy, stages, tokens)
     stages, conversions = choose_masks(graph, policy, stages, conversions)
+    conversions = with_views(policy, conversions)
     privacy = privacy_report(graph, policy, stages, conversions, load_leakage(policy.model.name))
     enforce(graph, policy, privacy)
     calibration = _mpc_checks(graph, policy, stages)

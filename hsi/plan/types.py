@@ -34,6 +34,14 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What one process receives of a converted tensor, and how well that hides the tensor's value."""
+
+    what: str
+    hiding: str
+
+
+@dataclass(frozen=True)
 class Conversion:
     """A tensor crossing from one stage's zone to another's (or from/to the client)."""
 
@@ -48,6 +56,7 @@ class Conversion:
     hiding_bits: float | None = None   # he<->mpc: bits by which the statistical mask hides the tensor
     error_budget: float | None = None  # he<->mpc: bound on the absolute error the conversion adds
     prescale_bits: int = 0             # he->mpc: the tensor travels times 2^-prescale_bits
+    sees: dict[str, Seen] = field(default_factory=dict)  # principal -> what that process receives of the tensor
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def test_every_refusal_is_audited_and_leaves_no_receipt(tee: TeeDeployment) -> N
     admin, admin_channel = _stub(tee, "keyholder/admin")
     to_mpc = {"key": "ckks-main", "to_zone": "h", "to_party": "owner", "share_index": "0", "share_count": "2",
               "precision": "16"}
-    to_he = {"key": "ckks-main", "to_zone": "h"}
+    to_he = {"key": "ckks-main", "to_zone": "h", "share_index": "0", "share_count": "2", "precision": "16"}
     refusals = [
         (lambda: mallory.DecryptToShare(_share("s-denied", to_mpc), timeout=30), "mallory/x", "decrypt_to_share",
          "s-denied", grpc.StatusCode.PERMISSION_DENIED),

@@ -60,11 +60,14 @@ class _Acceptor:
     def __init__(self, spec: MeshSpec, server: ssl.SSLContext, listener: socket.socket) -> None:
         self.spec, self.server, self.listener = spec, server, listener
         self.refused: list[str] = []
+        # Links that came before they were awaited: a party that got the rank table may reach the dealer before
+        # rank 0 does, while the dealer still waits for rank 0's link alone.
+        self.early: dict[int, tuple[ssl.SSLSocket, dict[str, Any]]] = {}
 
     def accept(self, expected: set[int], deadline: float) -> dict[int, tuple[ssl.SSLSocket, dict[str, Any]]]:
         """The links of the `expected` ranks, with their hellos; LinkError naming the missing ones at the
-        deadline, and what was refused meanwhile."""
-        got: dict[int, tuple[ssl.SSLSocket, dict[str, Any]]] = {}
+        deadline, and what was refused meanwhile. Links of other ranks are kept for a later call."""
+        got = {r: self.early.pop(r) for r in expected & set(self.early)}
         while expected - set(got):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -85,7 +88,8 @@ class _Acceptor:
                 who = peer_principal(sock)
                 if hello.get("session") != self.spec.session or not isinstance(rank, int) \
                         or not isinstance(hello.get("port"), int) \
-                        or not 0 <= rank < len(self.spec.principals) or rank == self.spec.rank or rank in got \
+                        or not 0 <= rank < len(self.spec.principals) or rank == self.spec.rank \
+                        or rank in got or rank in self.early \
                         or who != self.spec.principals[rank]:
                     self.refused.append(f"{addr[0]} presented {who!r} claiming rank {rank!r} of session "
                                         f"{str(hello.get('session'))[:12]!r}")
@@ -95,8 +99,14 @@ class _Acceptor:
                 self.refused.append(f"{addr[0]}: {type(e).__name__}: {e}")
                 raw.close()
                 continue
-            got[rank] = (sock, hello)
+            (got if rank in expected else self.early)[rank] = (sock, hello)
         return got
+
+    def close(self) -> None:
+        """Close the links no call took."""
+        for sock, _ in self.early.values():
+            sock.close()
+        self.early.clear()
 
 
 def _connect(spec: MeshSpec, client: ssl.SSLContext, rank: int, host: str, port: int, listen_port: int,
@@ -184,6 +194,7 @@ def join(spec: MeshSpec) -> Mesh:
         raise
     finally:
         listener.close()
+        acceptor.close()
     for s in outgoing.values():
         s.settimeout(None)  # the sending thread waits as long as needed; `wait_sent` bounds the wait
     return Mesh(spec, outgoing, incoming)

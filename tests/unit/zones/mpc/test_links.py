@@ -141,3 +141,38 @@ def test_a_dead_or_stalled_peer_is_named_within_the_deadline(tmp_path: Path) -> 
             meshes[0].recv_into(1, memoryview(bytearray(8)))
     finally:
         _close([meshes[0], meshes[2]])
+
+
+def test_a_link_that_comes_before_it_is_awaited_is_kept(tmp_path: Path) -> None:
+    # A party that has the rank table may reach the dealer before rank 0 does, while the dealer still waits
+    # for rank 0's link alone; that early link must serve the dealer's next wait, not be dropped.
+    specs = local_meshes(tmp_path, 3, ttp=True, timeout=10)
+    server, _ = rendezvous._contexts(specs[2].credentials)
+    listener = rendezvous._listen("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    acceptor = rendezvous._Acceptor(specs[2], server, listener)
+    deadline = time.monotonic() + 10
+    links_out: dict[int, Any] = {}
+
+    def connect(rank: int) -> None:
+        _, client = rendezvous._contexts(specs[rank].credentials)
+        links_out[rank] = rendezvous._connect(specs[rank], client, 2, "127.0.0.1", port, 1, deadline)
+
+    first = threading.Thread(target=connect, args=(1,))
+    first.start()
+    time.sleep(0.3)  # party 1's connection is first in the listen queue
+    second = threading.Thread(target=connect, args=(0,))
+    second.start()
+    try:
+        assert set(acceptor.accept({0}, deadline)) == {0}
+        start = time.monotonic()
+        assert set(acceptor.accept({1}, deadline)) == {1}
+        assert time.monotonic() - start < 1
+        assert not acceptor.refused
+    finally:
+        first.join(10)
+        second.join(10)
+        acceptor.close()
+        listener.close()
+        for s in links_out.values():
+            s.close()
