@@ -36,8 +36,8 @@ def party_principals(policy: Policy, party: str) -> list[str]:
 
 
 def party_processes(policy: Policy, party: str) -> list[ZoneProcess]:
-    """The zone processes `party` runs (an MPC dealer included)."""
-    return [p for p in policy.processes() if p.party == party]
+    """The zone processes `party` runs (an MPC dealer included, unless its enclave's process serves it)."""
+    return [p for p in policy.started_processes() if p.party == party]
 
 
 def party_cert_files(policy: Policy, party: str, pki: Path | None = None) -> dict[str, Path]:

@@ -34,7 +34,9 @@ def zone_peers(policy: Policy, proc: ZoneProcess) -> set[str]:
              for p in principals}
     z = policy.zones[proc.zone]
     if isinstance(z, MpcZone):  # the lockstep: every compute party and the dealer connect to each other
-        peers |= set(z.parties) | {z.dealer}
+        peers |= set(z.parties) | {policy.dealer_endpoint(proc.zone)[0]}
+    for mpc in policy.hosted_dealers(proc.zone):  # an enclave serving a dealer: its runtime and its mesh
+        peers |= zone_peers(policy, proc._replace(zone=mpc, dealer=True, host=proc.zone))
     return peers
 
 
@@ -61,6 +63,9 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
         z = policy.zones[proc.zone]
         if isinstance(z, MpcZone) and not proc.dealer and next(iter(z.parties)) == proc.party:
             ports.append({"name": "rendezvous", "containerPort": z.rendezvous_port, "protocol": "TCP"})
+        for i, mpc in enumerate(policy.hosted_dealers(proc.zone)):  # `dealer: enclave`: served by this process
+            dealer_port = int(policy.dealer_endpoint(mpc)[1].rsplit(":", 1)[1])
+            ports.append({"name": f"dealer-{i}", "containerPort": dealer_port, "protocol": "TCP"})
         command = ["hsi", "zone", "serve", "--policy", f"{MOUNT}/policy/policy.yaml", "--zone", proc.zone,
                    "--party", proc.party] + (["--dealer"] if proc.dealer else [])
         container: dict[str, Any] = {
@@ -95,7 +100,8 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
                                                  "targetPort": p["containerPort"], "protocol": "TCP"} for p in ports]}})
         peers = sorted(zone_peers(policy, proc))
         # the MPC mesh connects peers on ephemeral ports (mutual TLS): their rule admits every TCP port
-        peer_ports = None if isinstance(z, MpcZone) else [{"port": port, "protocol": "TCP"}]
+        meshed = isinstance(z, MpcZone) or bool(policy.hosted_dealers(proc.zone))
+        peer_ports = None if meshed else [{"port": port, "protocol": "TCP"}]
         rule: dict[str, Any] = {"from": [{"ipBlock": {"cidr": f"{policy.parties[p].address}/32"}} for p in peers]}
         if peer_ports:
             rule["ports"] = peer_ports

@@ -35,7 +35,7 @@ def principals(policy: Policy) -> dict[str, list[str]]:
     """Every principal of a policy (each zone process and the runtime) -> the hosts its certificate names."""
     out = {policy.runtime_principal: [policy.parties[policy.client].address]}
     for proc in policy.processes():
-        out[policy.principal(proc.party, proc.zone)] = [policy.parties[proc.party].address]
+        out[policy.process_principal(proc)] = [policy.parties[proc.party].address]
     for g in policy.keys:  # operators and zones named in key grants
         party = g.principal.partition("/")[0]
         out.setdefault(g.principal, [policy.parties[party].address])
@@ -80,7 +80,7 @@ def _recorded(policy: Policy) -> dict[str, int]:
 def running(policy: Policy) -> dict[str, int] | None:
     """The live zone processes of a policy started by `up`, or None when it is not (fully) up."""
     pids = _recorded(policy)
-    whole = set(pids) == {proc.key for proc in policy.processes()}
+    whole = set(pids) == {proc.key for proc in policy.started_processes()}
     return pids if whole and all(_alive(p) for p in pids.values()) else None
 
 
@@ -116,7 +116,7 @@ def up(policy_path: str | Path, timeout: float | None = None) -> dict[str, int]:
     sdir.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
-    for proc in policy.processes():
+    for proc in policy.started_processes():
         key = proc.key
         logs[key] = sdir / f"{policy.name}.{key.replace('@', '.').replace('+', '.')}.log"
         if key in survivors:

@@ -17,6 +17,7 @@ from hsi.transport.certs import certs_dir, load_credentials
 from hsi.transport.server import build_server, server_options_of
 from orchestrator.http.state import HttpSettings
 from orchestrator.runtime import RunError, Runtime
+from orchestrator.runtime.turns import Turns
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
 
@@ -25,12 +26,12 @@ _POLL_S = 0.2  # how often a call waiting for the runtime looks whether its call
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    """Runs requests one at a time through one runtime (the zones hold per-session state). A caller that leaves
-    (deadline, disconnect) stops waiting for its turn and its run stops at the next stage."""
+    """Runs requests through one runtime, up to `transport.max_sessions` at once, each in a session of its own. A
+    caller that leaves (deadline, disconnect) stops waiting for its turn and its run stops at the next stage."""
 
-    def __init__(self, runtime: Runtime, lock: threading.Lock | None = None) -> None:
+    def __init__(self, runtime: Runtime, lock: Turns | None = None) -> None:
         self.runtime = runtime
-        self._lock = lock or threading.Lock()  # the runtime's turn; the HTTP API (if served) shares it
+        self._lock = lock or Turns(runtime.policy.transport.max_sessions)  # shared with the HTTP API, if served
 
     @contextlib.contextmanager
     def _turn(self, context: grpc.ServicerContext) -> Iterator[None]:
@@ -81,10 +82,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 def serve_orchestrator(policy: Policy, port: int, stop: threading.Event | None = None,
                        ready: threading.Event | None = None, http: HttpSettings | None = None) -> None:
     """Serve the Orchestrator at the client's address until stopped, and with `http` the OpenAI-compatible HTTP
-    API beside it over the same runtime (one session at a time, in turn)."""
+    API beside it over the same runtime (up to `transport.max_sessions` sessions at once; the rest wait their turn)."""
     creds = load_credentials(certs_dir(policy), policy.runtime_principal)
     runtime = Runtime(policy, certs=creds)
-    lock = threading.Lock()
+    lock = Turns(policy.transport.max_sessions)
 
     def register(server: grpc.Server) -> list[str]:
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(runtime, lock), server)

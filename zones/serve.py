@@ -12,7 +12,7 @@ from hsi import kinds
 from hsi.allow import KEY_SERVICE, ZONE_SERVICE, zone_allow_table
 from hsi.engine import ZoneEngine
 from hsi.policy import Policy
-from hsi.transport.certs import certs_dir, load_credentials
+from hsi.transport.certs import Credentials, certs_dir, load_credentials
 from hsi.transport.server import build_server, server_options_of
 from protos import zone_pb2_grpc
 from zones.common.service import ZoneServicer
@@ -35,6 +35,10 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     if dealer:
         if not policy.has_dealer(zone):
             raise SystemExit(f"zone {zone!r} is not an MPC zone and has no dealer")
+        host = policy.dealer_enclave(zone)
+        if host is not None:
+            raise SystemExit(f"the dealer of zone {zone!r} runs inside enclave zone {host!r}: the process of "
+                             f"'hsi zone serve --zone {host}' serves it")
         dealer_party, address = policy.dealer_endpoint(zone)
         if party != dealer_party:
             raise SystemExit(f"the dealer of zone {zone!r} runs at party {dealer_party!r}, not {party!r}")
@@ -74,6 +78,10 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
 
     options = server_options_of(policy.transport)
     server, _, _ = build_server(creds, endpoints[party], allow, register, options)
+    # `dealer: enclave`: this enclave's process also serves those MPC zones' dealers, each on its own port
+    hosted = [_dealer_server(policy, mpc, party, creds) for mpc in policy.hosted_dealers(zone)]
+    servers = [server] + [h for h, _ in hosted]
+    servicers = [servicer] + [d for _, d in hosted]
     stop = stop or threading.Event()
     signalled: list[int] = []
     if threading.current_thread() is threading.main_thread():
@@ -81,17 +89,38 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
         # signal lands (start.sh's trap re-sends TERM right after a group kill), and that deadlocks the process.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: signalled.append(signum))
-    server.start()
+    for srv in servers:
+        srv.start()
     log.info("zone %s (%s%s) of policy %s serving at %s", zone, party, ", dealer" if dealer else "", policy.name,
              endpoints[party])
     if ready:
         ready.set()
     while not (signalled or stop.wait(_POLL_S)):
         pass
-    clean = server.stop(grace=2).wait(timeout=_STOP_S)
+    stopping = [srv.stop(grace=2) for srv in servers]
+    clean = all(event.wait(timeout=_STOP_S) for event in stopping)
     if not clean:
         log.warning("zone %s: RPCs still running %.0f s after stop; closing without them", zone, _STOP_S)
-    servicer.close()
+    for s in servicers:
+        s.close()
     if enclave is not None:
         enclave.close()
     return clean
+
+
+def _dealer_server(policy: Policy, mpc: str, party: str, creds: Credentials) -> tuple[grpc.Server, ZoneServicer]:
+    """The server of MPC zone `mpc`'s dealer inside this enclave's process (`dealer: enclave`): triples are dealt
+    from the enclave's memory, by workers it forks, and sent over the mesh with the enclave's certificate."""
+    from zones.mpc.engine import MpcDealer
+
+    servicer = ZoneServicer(policy, mpc, party, creds, MpcDealer(policy, mpc, party))
+
+    def register(server: grpc.Server) -> list[str]:
+        zone_pb2_grpc.add_ZoneServicer_to_server(servicer, server)
+        return [ZONE_SERVICE]
+
+    _, address = policy.dealer_endpoint(mpc)
+    allow = zone_allow_table(policy, servicer.plan, mpc)
+    server, _, _ = build_server(creds, address, allow, register, server_options_of(policy.transport))
+    log.info("dealer of MPC zone %s served in this enclave at %s", mpc, address)
+    return server, servicer

@@ -22,11 +22,12 @@ def _processes(policy: Policy, zone: str) -> list[str]:
 def _ciphertext(policy: Policy, he: str) -> Seen:
     z = policy.zones[he]
     assert isinstance(z, HeZone)
-    return Seen("CKKS ciphertext", f"{z.ckks.security}-bit RLWE" + (" (allow_insecure)" if z.ckks.allow_insecure else ""))
+    insecure = " (allow_insecure)" if z.ckks.allow_insecure else ""
+    return Seen("CKKS ciphertext", f"{z.ckks.security}-bit RLWE{insecure}")
 
 
 def _views(policy: Policy, c: Conversion) -> dict[str, Seen]:
-    src, dst = c.kind.split("->")
+    dst = c.kind.partition("->")[2]
     if c.kind in ("he->mpc", "mpc->he"):
         he, mpc = (c.from_zone, c.to_zone) if c.kind == "he->mpc" else (c.to_zone, c.from_zone)
         tee, tee_party = conversion_enclave(policy, he, mpc)

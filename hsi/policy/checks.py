@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hsi.policy.schema import Policy
-from hsi.policy.zones import MpcZone
+from hsi.policy.zones import ENCLAVE_DEALER, MpcZone, TeeZone
 
 
 def cross_checks(p: Policy) -> list[str]:
@@ -28,9 +28,20 @@ def cross_checks(p: Policy) -> list[str]:
         ports: list[tuple[str, int, tuple[str, ...]]] = []
         if isinstance(z, MpcZone):
             ports += [(m, z.parties[m].port, ("zones", zname, "parties", m, "port")) for m in z.parties]
-            if z.dealer not in p.parties:
+            tees = list(p.zones_of(TeeZone))
+            if z.dealer == ENCLAVE_DEALER:
+                if ENCLAVE_DEALER in p.parties:
+                    problems.append(f"{p.where('zones', zname, 'dealer')}: 'enclave' names both a party and the "
+                                    "dealer's place inside the tee zone; rename the party")
+                elif len(tees) == 1:
+                    ports.append((p.dealer_endpoint(zname)[0], z.dealer_port, ("zones", zname, "dealer_port")))
+                else:
+                    problems.append(f"{p.where('zones', zname, 'dealer')}: dealer: enclave runs the dealer inside "
+                                    f"the policy's tee zone; the policy has {len(tees)} ({', '.join(tees) or 'none'})")
+            elif z.dealer not in p.parties:
                 problems.append(f"{p.where('zones', zname, 'dealer')}: unknown party {z.dealer!r}")
-            ports.append((z.dealer, z.dealer_port, ("zones", zname, "dealer_port")))
+            else:
+                ports.append((z.dealer, z.dealer_port, ("zones", zname, "dealer_port")))
             first = next(iter(z.parties))
             ports.append((first, z.rendezvous_port, ("zones", zname, "rendezvous_port")))
             if z.dealer in z.parties and not z.allow_insecure_dealer:

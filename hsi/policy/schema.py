@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from hsi.ir import OpType
 from hsi.policy.base import Strict
-from hsi.policy.zones import HeZone, MpcZone, PlainZone, TeeZone, Zone
+from hsi.policy.zones import ENCLAVE_DEALER, HeZone, MpcZone, PlainZone, TeeZone, Zone
 
 ZoneT = TypeVar("ZoneT", PlainZone, HeZone, MpcZone, TeeZone)
 
@@ -105,6 +105,8 @@ class Transport(Strict):
     stream_idle_s: float = Field(20.0, gt=0, description="a call waiting longer than this for its next request "
                                  "message is cancelled (a client that opens calls and stops sending holds nothing "
                                  "for longer)")
+    max_sessions: int = Field(4, ge=1, le=64, description="sessions a zone process runs at once (an MPC zone: one "
+                              "worker and mesh each); one more is refused with RESOURCE_EXHAUSTED")
     session_idle_s: float | None = Field(None, gt=0, description="a session no call touched for this long is "
                                          "released in a zone (tensors and engine state); default 2 x stage_s")
     max_session_bytes: int | None = Field(None, ge=1 << 20, description="bytes a zone holds for one session; "
@@ -136,6 +138,7 @@ class ZoneProcess(NamedTuple):
     party: str
     address: str
     dealer: bool = False
+    host: str | None = None  # the tee zone whose process serves this one (an MPC dealer in an enclave)
 
     @property
     def key(self) -> str:
@@ -197,12 +200,39 @@ class Policy(Strict):
         return {z.party: f"{self.parties[z.party].address}:{z.port}"}
 
     def processes(self) -> list[ZoneProcess]:
-        """Every zone process of the deployment: one per zone party, plus each MPC zone's dealer."""
+        """Every zone endpoint of the deployment: one per zone party, plus each MPC zone's dealer."""
         out = [ZoneProcess(z, p, a) for z in self.zones for p, a in self.zone_endpoints(z).items()]
         for name, z in self.zones.items():
             if isinstance(z, MpcZone):
-                out.append(ZoneProcess(name, *self.dealer_endpoint(name), dealer=True))
+                out.append(ZoneProcess(name, *self.dealer_endpoint(name), dealer=True, host=self.dealer_enclave(name)))
         return out
+
+    def started_processes(self) -> list[ZoneProcess]:
+        """The processes a deployment starts: every zone endpoint but the dealers an enclave's process serves."""
+        return [p for p in self.processes() if p.host is None]
+
+    def process_principal(self, proc: ZoneProcess) -> str:
+        """The principal a zone endpoint presents (an enclave's for the dealer it serves)."""
+        return self.principal(proc.party, proc.host or proc.zone)
+
+    def dealer_enclave(self, zone: str) -> str | None:
+        """The tee zone an MPC zone's dealer runs in (`dealer: enclave`), or None for a dealer at a party."""
+        z = self.zones[zone]
+        if not isinstance(z, MpcZone) or z.dealer != ENCLAVE_DEALER:
+            return None
+        tees = list(self.zones_of(TeeZone))
+        if len(tees) != 1:
+            raise ValueError(f"zone {zone!r}: dealer: enclave needs exactly one tee zone; the policy has {tees}")
+        return tees[0]
+
+    def dealer_principal(self, zone: str) -> str:
+        """The principal an MPC zone's dealer presents to the parties."""
+        party, _ = self.dealer_endpoint(zone)
+        return self.principal(party, self.dealer_enclave(zone) or zone)
+
+    def hosted_dealers(self, tee: str) -> list[str]:
+        """The MPC zones whose dealer runs in tee zone `tee`."""
+        return [n for n, z in self.zones.items() if isinstance(z, MpcZone) and self.dealer_enclave(n) == tee]
 
     def has_dealer(self, zone: str) -> bool:
         """Whether `zone` has a dealer process (an MPC zone's), which runs each of its stages in lockstep."""
@@ -213,7 +243,9 @@ class Policy(Strict):
         z = self.zones[zone]
         if not isinstance(z, MpcZone):
             raise ValueError(f"zone {zone!r} is not an MPC zone and has no dealer")
-        return z.dealer, f"{self.parties[z.dealer].address}:{z.dealer_port}"
+        enclave = self.dealer_enclave(zone)
+        party = z.dealer if enclave is None else self.zones[enclave].party  # type: ignore[union-attr]
+        return party, f"{self.parties[party].address}:{z.dealer_port}"
 
     def digest(self) -> str:
         """SHA-256 of the policy's canonical JSON: zones refuse a runtime holding another policy."""

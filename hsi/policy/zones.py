@@ -90,13 +90,18 @@ class MpcMember(Strict):
     port: int = Field(ge=1, le=65535, description="gRPC port of this party's MPC process")
 
 
+ENCLAVE_DEALER = "enclave"  # MpcZone.dealer: the dealer runs inside the policy's tee zone
+
+
 class MpcZone(Strict):
     """A CrypTen zone run by several parties; each sees only its shares."""
 
     kind: Literal["mpc"]
     parties: dict[str, MpcMember] = Field(description="compute party name -> its process settings, in rank order")
-    dealer: str = Field(description="party running the trusted third party for Beaver triples")
-    dealer_port: int = Field(ge=1, le=65535, description="gRPC port of the dealer process")
+    dealer: str = Field(description="party running the trusted third party for Beaver triples, or `enclave`: "
+                                    "inside the policy's tee zone, whose process serves it")
+    dealer_port: int = Field(ge=1, le=65535, description="gRPC port of the dealer (at the enclave's party when "
+                                                         "`dealer: enclave`)")
     rendezvous_port: int = Field(ge=1, le=65535, description="where rank 0 accepts the others' mutual-TLS links")
     fixed_point_bits: int = Field(16, ge=8, le=32)
     peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "

@@ -32,14 +32,7 @@ def _plan_tables(plan: Plan) -> None:
         c.add_row(src, dst, kind, str(len(convs)), f"{sum(x.est_bytes for x in convs):,}",
                   f"{min(hiding):.1f}" if hiding else "-", f"{max(budget):.2g}" if budget else "-", convs[0].how)
     out.print(c)
-    w = Table(title="what each process receives of each conversion")
-    for col in ("from", "to", "kind", "process", "receives", "hiding (weakest tensor)"):
-        w.add_column(col)
-    for (src, dst, kind), convs in groups.items():
-        weakest = min(convs, key=lambda x: x.hiding_bits if x.hiding_bits is not None else float("inf"))
-        for principal, seen in weakest.sees.items():
-            w.add_row(src, dst, kind, principal, seen.what, seen.hiding)
-    out.print(w)
+    out.print(_receives(groups))
     p = Table(title="privacy report: what each party sees")
     for col in ("party", "plaintext activations", "token recovery", "plaintext weights", "ciphertexts", "shares"):
         p.add_column(col)
@@ -54,6 +47,18 @@ def _plan_tables(plan: Plan) -> None:
     out.print(f"estimated total: {plan.est_seconds:.3f} s, {plan.est_bytes:,} bytes between zones")
     for w in plan.warnings:
         out.print(f"[bold red]warning:[/] {w}")
+
+
+def _receives(groups: dict[tuple[str, str, str], list[Conversion]]) -> Table:
+    """Per conversion kind and zone pair: what each process receives of its weakest-hidden tensor."""
+    t = Table(title="what each process receives of each conversion")
+    for col in ("from", "to", "kind", "process", "receives", "hiding (weakest tensor)"):
+        t.add_column(col)
+    for (src, dst, kind), convs in groups.items():
+        weakest = min(convs, key=lambda x: x.hiding_bits if x.hiding_bits is not None else float("inf"))
+        for principal, seen in weakest.sees.items():
+            t.add_row(src, dst, kind, principal, seen.what, seen.hiding)
+    return t
 
 
 def _summary(names: list[str], show: int = 3) -> str:

@@ -1,12 +1,13 @@
-"""The bounded first-come queue in front of the runtime, which runs one session at a time."""
+"""The bounded first-come queue in front of the runtime, which runs up to `transport.max_sessions` sessions at once."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+from orchestrator.runtime.turns import Turns
 
 _POLL_S = 0.02  # how often a waiter looks whether its turn came, whether its caller left, whether its time ran out
 
@@ -24,13 +25,13 @@ class CallerGone(Exception):
 
 
 class RuntimeGate:
-    """The runtime's turn (a lock the gRPC service shares) with a bounded FIFO of HTTP requests waiting for it.
+    """The runtime's turns (shared with the gRPC service) with a bounded FIFO of HTTP requests waiting for one.
 
-    A request takes the turn at once when the runtime is free and nobody waits; otherwise it joins the queue,
+    A request takes a turn at once when one is free and nobody waits; otherwise it joins the queue,
     unless `max_waiting` requests already wait (QueueFull: the HTTP answer is 429).
     """
 
-    def __init__(self, lock: threading.Lock, max_waiting: int,
+    def __init__(self, lock: Turns, max_waiting: int,
                  on_change: Callable[[int, int], None] = lambda waiting, active: None) -> None:
         self.lock = lock
         self.max_waiting = max_waiting

@@ -9,12 +9,13 @@ import uvicorn
 from orchestrator.http.app import create_app
 from orchestrator.http.state import HttpSettings, build_state
 from orchestrator.runtime import Runtime
+from orchestrator.runtime.turns import Turns
 
 
 class HttpServer:
     """uvicorn serving the HTTP API over `runtime` (its turn shared through `lock`) until `stop()`."""
 
-    def __init__(self, runtime: Runtime, lock: threading.Lock, settings: HttpSettings) -> None:
+    def __init__(self, runtime: Runtime, lock: Turns, settings: HttpSettings) -> None:
         self.state = build_state(runtime, lock, settings)
         config = uvicorn.Config(create_app(self.state), host=settings.host, port=settings.port, log_level="info",
                                 access_log=False, timeout_graceful_shutdown=5, lifespan="on")

@@ -11,6 +11,7 @@ from orchestrator.http.metrics import HttpMetrics
 from orchestrator.http.queue import RuntimeGate
 from orchestrator.runtime import Runtime
 from orchestrator.runtime.client import ZoneClient
+from orchestrator.runtime.turns import Turns
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ApiState:
         return self.runtime.graph.arch == "bert"
 
 
-def build_state(runtime: Runtime, lock: threading.Lock, settings: HttpSettings) -> ApiState:
+def build_state(runtime: Runtime, lock: Turns, settings: HttpSettings) -> ApiState:
     """The state of an HTTP service over `runtime`, whose turn `lock` it shares with the gRPC service."""
     _ = runtime.tokenizer  # loaded now, not by the first request on the event loop
     metrics = HttpMetrics(runtime.policy.name, runtime.policy.model.name)

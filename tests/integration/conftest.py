@@ -7,8 +7,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -78,11 +79,14 @@ def fault_during_run(dep: Deployment, process: str, sig: int, after_s: float, jo
 
 
 def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory,
-                       rpc_s: float) -> Iterator[Deployment]:
-    """A shipped policy with a tee zone, on free ports, its enclave on the test session's SoftHSM2 token."""
+                       rpc_s: float, edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Deployment]:
+    """A shipped policy with a tee zone (after `edit`, which may add one), on free ports, its enclave on the test
+    session's SoftHSM2 token."""
     work = tmp_path_factory.mktemp("enclave")
     path = policy_on_free_ports(POLICIES / name, work)
     data = yaml.safe_load(path.read_text())
+    if edit:
+        edit(data)
     pin, _ = softhsm.enclave_files(work)  # what `hsi tee init-token` leaves
     tee = next(z for z in data["zones"].values() if z["kind"] == "tee")
     tee.update(platform_key_file=str(work / "platform.pub"), key_dir=str(work / "keys"),

@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 import torch
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from hsi.models.registry import load_tokenizer
@@ -29,6 +30,7 @@ from tests.conftest import POLICIES, policy_on_free_ports
 from tests.integration.conftest import Deployment
 from tests.support.http import get, http_service, post
 
+TURNS = 2  # sessions the plain-minilm service runs at once (transport.max_sessions)
 TEXTS = [
     "Patient is a 67-year-old man with type 2 diabetes and stage 3 chronic kidney disease.",
     "Wire 25,000 EUR from the savings account to the escrow account before Friday.",
@@ -59,11 +61,16 @@ def metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
-def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[tuple[Deployment, str]]:
-    """A shipped policy on free ports with `hsi serve --http-port ARGS` over it, ready (the service starts
-    loading while the zones start)."""
+def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str,
+           max_sessions: int | None = None) -> Iterator[tuple[Deployment, str]]:
+    """A shipped policy on free ports (`transport.max_sessions` set) with `hsi serve --http-port ARGS` over it,
+    ready (the service starts loading while the zones start)."""
     work = tmp_path_factory.mktemp("http")
     path = policy_on_free_ports(POLICIES / name, work)
+    if max_sessions is not None:
+        data = yaml.safe_load(path.read_text())
+        data.setdefault("transport", {})["max_sessions"] = max_sessions
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
     ensure_certs(load_policy(path))
     with http_service(path, work / "serve.log", *args) as svc:
         up(path)
@@ -76,7 +83,7 @@ def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str) -> I
 
 @pytest.fixture(scope="module")
 def minilm(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, str]]:
-    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "1")
+    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "2", max_sessions=TURNS)
 
 
 @pytest.fixture(scope="module")
@@ -148,33 +155,64 @@ def test_bad_embedding_requests_get_openai_errors(minilm_api: str) -> None:
     assert status == 400 and "use /v1/embeddings" in body["error"]["message"]
 
 
+def test_four_concurrent_requests_succeed(minilm_api: str) -> None:
+    api = client(minilm_api)
+    texts = [f"{t} (request {i})" for i, t in enumerate(TEXTS + TEXTS[:1])]
+    got: dict[int, list[float]] = {}
+    errors: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            got[i] = api.embeddings.create(model="minilm-l6", input=texts[i]).data[0].embedding
+        except Exception as e:  # reported below
+            errors.append(f"{i}: {e}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]  # 2 run at once, 2 wait their turn
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for i, text in enumerate(texts):
+        cosine = torch.nn.functional.cosine_similarity(torch.tensor(got[i]), reference_embedding("minilm-l6", text),
+                                                       dim=0)
+        assert cosine >= 0.995
+
+
 def test_full_queue_gets_429_and_a_client_that_leaves_cancels_its_run(minilm_api: str) -> None:
     api = client(minilm_api)
     before = metric_samples(minilm_api).get(("hsi_runs_total", (("outcome", "cancelled"),)), 0.0)
-    # one request that holds the runtime for many runs (64 inputs of 106 tokens), sent over a raw socket
+    # requests that hold the runtime's turns for many runs (64 inputs of 106 tokens), sent over raw sockets
     many = json.dumps({"model": "minilm-l6", "input": [" ".join(TEXTS * 2)] * 64}).encode()
     host, port = minilm_api.removeprefix("http://").split(":")
-    first = socket.create_connection((host, int(port)))
-    first.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(many), many))
-    wait_for(minilm_api, "hsi_active_sessions", 1)
-    waited: dict[str, Any] = {}
+    holders = []
+    for _ in range(TURNS):
+        holder = socket.create_connection((host, int(port)))
+        holder.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(many), many))
+        holders.append(holder)
+    wait_for(minilm_api, "hsi_active_sessions", TURNS)
+    waited: dict[int, Any] = {}
 
-    def second() -> None:  # waits for the runtime in the queue's only place
-        waited["data"] = api.embeddings.create(model="minilm-l6", input=TEXTS[0]).data
+    def waiting(i: int) -> None:  # waits for a turn in one of the queue's two places
+        waited[i] = api.embeddings.create(model="minilm-l6", input=TEXTS[i]).data
 
-    t = threading.Thread(target=second)
-    t.start()
-    wait_for(minilm_api, "hsi_queue_depth", 1)
+    threads = [threading.Thread(target=waiting, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(minilm_api, "hsi_queue_depth", 2)
     with pytest.raises(openai.RateLimitError) as full:
-        api.embeddings.create(model="minilm-l6", input=TEXTS[1])
+        api.embeddings.create(model="minilm-l6", input=TEXTS[2])
     assert full.value.status_code == 429 and full.value.body["code"] == "queue_full"
     assert full.value.response.headers["retry-after"] == "1"
-    first.close()  # the client leaves: its run stops at the next stage and the waiting request runs
-    t.join(60)
-    assert not t.is_alive() and len(waited["data"][0].embedding) == 384
+    for holder in holders:
+        holder.close()  # the clients leave: their runs stop at the next stage and the waiting requests run
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    assert all(len(waited[i][0].embedding) == 384 for i in range(2))
     got = metric_samples(minilm_api)
-    assert got[("hsi_runs_total", (("outcome", "cancelled"),))] == before + 1
+    assert got[("hsi_runs_total", (("outcome", "cancelled"),))] == before + TURNS
     assert got[("hsi_http_requests_total", (("route", "/v1/embeddings"), ("status", "429")))] == 1
 
 

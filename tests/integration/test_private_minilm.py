@@ -5,6 +5,8 @@ grants, and a killed enclave."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from orchestrator.launcher import up
 from protos import keys_pb2_grpc
 from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run, minilm_cosine
 from tests.support.hsm import SoftHsm
+from tests.support.http import http_service
 from tests.support.tensors import channel_as, tensor_frames
 from zones.common.ckks.encryptor import PublicEncryptor
 
@@ -180,3 +183,33 @@ def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(priva
         assert minilm_cosine(rt.embed(text).output["embedding"], text) >= 0.995
     finally:
         rt.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_four_concurrent_http_requests_all_succeed(private: Deployment, tmp_path: Path) -> None:
+    # the zones run them at once (transport.max_sessions: 4): MPC workers and meshes, HE and enclave sessions each
+    import openai
+
+    texts = ["Patient stable.", "Refill metformin.", "Card blocked after three failed PINs.", "MRI next Tuesday."]
+    with http_service(private.path, tmp_path / "serve.log") as svc:
+        svc.wait_ready(600)
+        api = openai.OpenAI(base_url=f"{svc.base}/v1", api_key="unused", max_retries=0, timeout=1200)
+        got: dict[int, list[float]] = {}
+        errors: list[str] = []
+
+        def one(i: int) -> None:
+            try:
+                got[i] = api.embeddings.create(model="minilm-l6", input=texts[i]).data[0].embedding
+            except Exception as e:  # reported below
+                errors.append(f"{i}: {e}")
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(1500)
+        print(f"4 concurrent private-minilm requests in {time.monotonic() - start:.0f} s")
+        assert not errors, errors
+        assert min(minilm_cosine(got[i], texts[i]) for i in range(4)) >= 0.995

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -30,7 +31,8 @@ from hsi.transport.shares import ring_of, share_index, share_meta
 from hsi.transport.status import ZoneError
 from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
-from zones.mpc.links import MeshSpec
+from zones.mpc.hub import Hub
+from zones.mpc.links import MeshSpec, contexts
 from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, worker_main
 
 log = logging.getLogger("hsi.mpc")
@@ -51,14 +53,22 @@ class _Worker:
         child.close()
         self.last_used = time.monotonic()
 
-    def request(self, message: tuple[Any, ...], timeout: float, what: str) -> tuple[Any, ...]:
-        """Send a message and wait for the worker's answer; ZoneError when it fails, dies or overruns."""
+    def request(self, message: tuple[Any, ...], timeout: float, what: str,
+                on_listening: Callable[[int], None] | None = None) -> tuple[Any, ...]:
+        """Send a message and wait for the worker's answer; ZoneError when it fails, dies or overruns. A joining
+        rank 0 first says where it listens (`on_listening`)."""
         self.last_used = time.monotonic()
+        end = self.last_used + timeout
         try:
             if message:
                 self.conn.send(message)
-            ready = self.conn.poll(timeout)
-            reply = self.conn.recv() if ready else None
+            while True:
+                ready = self.conn.poll(max(0.0, end - time.monotonic()))
+                reply = self.conn.recv() if ready else None
+                if reply is None or reply[0] != "listening":
+                    break
+                if on_listening is not None:
+                    on_listening(int(reply[1]))
         except (EOFError, OSError, BrokenPipeError):
             reply = ("error", f"the worker process exited (code {self.process.exitcode})")
         self.last_used = time.monotonic()
@@ -106,8 +116,10 @@ class _Base(ZoneEngine):
         names = list(z.parties)
         self.rank = len(names) if self.role == DEALER else names.index(party)
         self.hub = (policy.parties[names[0]].address, z.rendezvous_port)  # rank 0 listens there for the others
-        self.principals = (*(f"{n}/{zone}" for n in names), f"{z.dealer}/{zone}")
-        self.credentials = load_credentials(certs_dir(policy), f"{party}/{zone}")
+        # a dealer inside the enclave (`dealer: enclave`) presents the enclave's certificate
+        self.principals = (*(policy.principal(n, zone) for n in names), policy.dealer_principal(zone))
+        own = self.principals[self.rank]
+        self.credentials = load_credentials(certs_dir(policy), own)
         self.timeout = policy.transport.deadlines.stage_s
         # Parties wait for each other only within a stage; the dealer idles between stages (while other
         # zones compute), so only its waits may last as long as a stage.
@@ -121,6 +133,10 @@ class _Base(ZoneEngine):
         # Started in the background: the first fork waits for the fork server's imports, the zone need not.
         self._spare: Future[_Worker] | None = _STARTER.submit(_Worker, self._preload)
         self._traffic: dict[str, tuple[int, int]] = {}
+        self.max_sessions = policy.transport.max_sessions
+        # rank 0's zone answers the rendezvous for every session: each session's rank-0 worker has a port of its own
+        self._hub = Hub(self.principals, contexts(self.credentials)[0], z.rendezvous_port) \
+            if self.role == PARTY and self.rank == 0 else None
 
     def _calibration(self) -> dict[str, Any]:
         return {}
@@ -130,7 +146,8 @@ class _Base(ZoneEngine):
         return f"MPC zone {self.zone!r} {role} ({self.party}) in session {session[:12]}"
 
     def _worker(self, session: str) -> _Worker:
-        """The session's worker, started and joined on the session's first call."""
+        """The session's worker, started and joined on the session's first call; RESOURCE_EXHAUSTED when the zone
+        already runs `transport.max_sessions` sessions."""
         end = time.monotonic() + self.peer_timeout
         while True:
             with self._lock:
@@ -141,32 +158,38 @@ class _Base(ZoneEngine):
                                         f"gone (exit code {w.process.exitcode}); start a new session")
                     return w
                 self._reap_idle()
-                if not self._sessions:
+                if len(self._sessions) < self.max_sessions:
+                    w = self._spare.result() if self._spare is not None else _Worker(self._preload)
+                    if not w.process.is_alive():
+                        w = _Worker(self._preload)
+                    self._spare = _STARTER.submit(_Worker, self._preload)
+                    self._sessions[session] = w
                     break
-                other = next(iter(self._sessions))
-            # A failed session may still be winding down (its worker notices the lost peer); wait for it a little.
+            # Full: a session ending (or one that failed winding down) frees a place; wait for it a little.
             if time.monotonic() > end:
                 raise ZoneError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"MPC zone {self.zone!r} at {self.party} is serving session {other[:12]}; the parties "
-                                "run one session at a time, retry when it is released")
+                                f"MPC zone {self.zone!r} at {self.party} runs {self.max_sessions} sessions, its limit "
+                                "(transport.max_sessions); retry when one is released")
             time.sleep(0.2)
-        with self._lock:
-            w = self._spare.result() if self._spare is not None else _Worker(self._preload)
-            if not w.process.is_alive():
-                w = _Worker(self._preload)
-            self._spare = _STARTER.submit(_Worker, self._preload)
-            self._sessions[session] = w
         mesh = MeshSpec(session, self.rank, self.principals, self.hub, self.credentials, self.peer_timeout,
                         dealer=True)
         spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), mesh,  # type: ignore[arg-type]
                           self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
                           self.owner_rank, self._calibration())
+        hub = self._hub
+        announce = (lambda port: hub.announce(session, port)) if hub is not None else None
         try:
-            w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers")
-        except ZoneError:
+            w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers", announce)
+        except ZoneError as e:
             with self._lock:
                 self._sessions.pop(session, None)
+            refused = self._hub.refusals(session, self.timeout) if self._hub is not None else []
+            if refused:  # who tried to join at the rendezvous and was turned away
+                raise ZoneError(e.code, f"{e}; refused at the rendezvous: {'; '.join(refused)}") from None
             raise
+        finally:
+            if self._hub is not None:
+                self._hub.forget(session)
         return w
 
     def _reap_idle(self) -> None:
@@ -190,7 +213,9 @@ class _Base(ZoneEngine):
             w.close()
 
     def close(self) -> None:
-        """Stop every worker (zone shutdown)."""
+        """Stop the rendezvous hub and every worker (zone shutdown)."""
+        if self._hub is not None:
+            self._hub.close()
         with self._lock:
             workers = list(self._sessions.values()) + ([self._spare.result()] if self._spare else [])
             self._sessions.clear()

@@ -13,8 +13,10 @@ import ctypes
 import queue
 import ssl
 import struct
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hsi.transport.certs import Credentials
@@ -87,6 +89,36 @@ def recv_small(sock: ssl.SSLSocket) -> bytes:
     body = bytearray(n)
     recv_exact(sock, memoryview(body))
     return bytes(body)
+
+
+def contexts(creds: Credentials) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts that require and verify the peer's certificate against the deployment's CA."""
+    with tempfile.TemporaryDirectory() as tmp:  # the ssl module loads a chain from files only
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert.write_bytes(creds.cert)
+        key.touch(mode=0o600)
+        key.write_bytes(creds.key)
+        contexts = []
+        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+            ctx = ssl.SSLContext(purpose)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.load_cert_chain(cert, key)
+            ctx.load_verify_locations(cadata=creds.ca.decode())
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.check_hostname = False  # the peer is checked by the principal its certificate names
+            contexts.append(ctx)
+    contexts[0].num_tickets = 0  # no session tickets: a read-only side never reads them
+    return contexts[0], contexts[1]
+
+
+def peer_principal(sock: ssl.SSLSocket) -> str | None:
+    """The common name of the peer's verified certificate."""
+    cert: dict[str, Any] = sock.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 class _Outgoing:

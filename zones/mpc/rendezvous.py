@@ -1,8 +1,9 @@
 """Forming a session's MPC mesh (`links`): every rank connects to every other over mutual TLS, each side checking
 that the peer's certificate, issued by the deployment's CA, names the principal the policy gives that rank,
 before any protocol byte; a connection that fails the check is closed and the wait goes on until the deadline.
-Rank 0 listens on the zone's rendezvous port; every other rank on a port of its own, which it tells rank 0 in its
-hello; rank 0 returns everyone the table of ranks, each at the address its link came from.
+Every rank listens on a port of its own. Rank 0 announces its port to the zone's rendezvous hub (`hub`), where
+the other ranks ask for it; each tells rank 0 its own port in its hello, and rank 0 returns everyone the table of
+ranks, each at the address its link came from.
 """
 
 from __future__ import annotations
@@ -10,44 +11,24 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import tempfile
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from hsi.transport.certs import Credentials
-from zones.mpc.links import LinkError, Mesh, MeshSpec, clear_openssl_errors, recv_small, send_frame
+from zones.mpc.hub import Hub
+from zones.mpc.links import (
+    LinkError,
+    Mesh,
+    MeshSpec,
+    clear_openssl_errors,
+    contexts,
+    peer_principal,
+    recv_small,
+    send_frame,
+)
 
-
-def _contexts(creds: Credentials) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) contexts that require and verify the peer's certificate against the deployment's CA."""
-    with tempfile.TemporaryDirectory() as tmp:  # the ssl module loads a chain from files only
-        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        cert.write_bytes(creds.cert)
-        key.touch(mode=0o600)
-        key.write_bytes(creds.key)
-        contexts = []
-        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
-            ctx = ssl.SSLContext(purpose)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            ctx.load_cert_chain(cert, key)
-            ctx.load_verify_locations(cadata=creds.ca.decode())
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.check_hostname = False  # the peer is checked by the principal its certificate names
-            contexts.append(ctx)
-    contexts[0].num_tickets = 0  # no session tickets: a read-only side never reads them
-    return contexts[0], contexts[1]
-
-
-def peer_principal(sock: ssl.SSLSocket) -> str | None:
-    """The common name of the peer's verified certificate."""
-    cert: dict[str, Any] = sock.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+Announce = Callable[[int], None]  # rank 0 tells its zone's hub the port its worker listens on
 
 
 def _hello(spec: MeshSpec, port: int) -> bytes:
@@ -60,6 +41,7 @@ class _Acceptor:
     def __init__(self, spec: MeshSpec, server: ssl.SSLContext, listener: socket.socket) -> None:
         self.spec, self.server, self.listener = spec, server, listener
         self.refused: list[str] = []
+        self.hub: Hub | None = None  # rank 0's own hub, whose refusals count as this session's
         # Links that came before they were awaited: a party that got the rank table may reach the dealer before
         # rank 0 does, while the dealer still waits for rank 0's link alone.
         self.early: dict[int, tuple[ssl.SSLSocket, dict[str, Any]]] = {}
@@ -72,7 +54,8 @@ class _Acceptor:
             left = deadline - time.monotonic()
             if left <= 0:
                 missing = ", ".join(self.spec.who(r) for r in sorted(expected - set(got)))
-                refused = f"; refused: {'; '.join(self.refused)}" if self.refused else ""
+                refusals = self.refused + (self.hub.refusals(self.spec.session) if self.hub else [])
+                refused = f"; refused: {'; '.join(refusals)}" if refusals else ""
                 raise LinkError(f"{missing} did not connect within {self.spec.timeout_s:.0f} s{refused}")
             self.listener.settimeout(left)
             try:
@@ -109,32 +92,59 @@ class _Acceptor:
         self.early.clear()
 
 
+def _link(spec: MeshSpec, client: ssl.SSLContext, rank: int, host: str, port: int,
+          deadline: float) -> ssl.SSLSocket | None:
+    """A TLS connection to `rank` at (host, port), its certificate checked; None while nothing listens there yet."""
+    try:
+        raw = socket.create_connection((host, port), timeout=max(0.5, min(deadline - time.monotonic(), 10.0)))
+    except OSError:
+        return None
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        clear_openssl_errors()
+        sock = client.wrap_socket(raw)
+    except (OSError, ssl.SSLError) as e:
+        raw.close()
+        raise LinkError(f"TLS with {spec.who(rank)} at {host}:{port} failed: {e}") from None
+    who = peer_principal(sock)
+    if who != spec.principals[rank]:
+        sock.close()
+        raise LinkError(f"{host}:{port} presented a certificate for {who!r}, not {spec.who(rank)}")
+    return sock
+
+
 def _connect(spec: MeshSpec, client: ssl.SSLContext, rank: int, host: str, port: int, listen_port: int,
              deadline: float) -> ssl.SSLSocket:
     """The outgoing link to `rank` at (host, port), its certificate checked; retried until the deadline (the peer
     may not listen yet)."""
-    last: Exception | None = None
     while time.monotonic() < deadline:
-        try:
-            raw = socket.create_connection((host, port), timeout=max(0.5, min(deadline - time.monotonic(), 10.0)))
-        except OSError as e:
-            last = e
-            time.sleep(0.05)
+        sock = _link(spec, client, rank, host, port, deadline)
+        if sock is not None:
+            send_frame(sock, _hello(spec, listen_port))
+            return sock
+        time.sleep(0.05)
+    raise LinkError(f"cannot reach {spec.who(rank)} at {host}:{port} within {spec.timeout_s:.0f} s")
+
+
+def _rank0_port(spec: MeshSpec, client: ssl.SSLContext, deadline: float) -> int:
+    """The port this session's rank-0 worker listens on, from the hub at the zone's rendezvous port."""
+    while time.monotonic() < deadline:
+        sock = _link(spec, client, 0, *spec.hub, deadline)
+        if sock is None:
+            time.sleep(0.1)
             continue
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            clear_openssl_errors()
-            sock = client.wrap_socket(raw)
-        except (OSError, ssl.SSLError) as e:
-            raw.close()
-            raise LinkError(f"TLS with {spec.who(rank)} at {host}:{port} failed: {e}") from None
-        who = peer_principal(sock)
-        if who != spec.principals[rank]:
+            send_frame(sock, _hello(spec, 0))
+            port = json.loads(recv_small(sock)).get("port")
+        except (OSError, EOFError, ValueError):
+            port = None  # the hub refused or closed: asked again
+        finally:
             sock.close()
-            raise LinkError(f"{host}:{port} presented a certificate for {who!r}, not {spec.who(rank)}")
-        send_frame(sock, _hello(spec, listen_port))
-        return sock
-    raise LinkError(f"cannot reach {spec.who(rank)} at {host}:{port} within {spec.timeout_s:.0f} s: {last}")
+        if isinstance(port, int):
+            return port
+        time.sleep(0.1)  # rank 0's worker has not announced the session yet
+    raise LinkError(f"{spec.who(0)} did not open session {spec.session[:12]} at {spec.hub[0]}:{spec.hub[1]} within "
+                    f"{spec.timeout_s:.0f} s")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -152,18 +162,25 @@ def _try(func: Any, *args: Any) -> Any:
         return e
 
 
-def join(spec: MeshSpec) -> Mesh:
-    """Connect this rank to every other of the session; LinkError naming the peer that failed or never came."""
-    server, client = _contexts(spec.credentials)
+def join(spec: MeshSpec, announce: Announce | None = None) -> Mesh:
+    """Connect this rank to every other of the session; LinkError naming the peer that failed or never came.
+    Rank 0 announces its port with `announce` (to its zone's hub), or without it runs a hub of its own."""
+    server, client = contexts(spec.credentials)
     deadline = time.monotonic() + spec.timeout_s
     world = len(spec.principals)
-    listener = _listen("0.0.0.0", spec.hub[1] if spec.rank == 0 else 0)  # on every interface: peers come by mTLS only
+    listener = _listen("0.0.0.0", 0)  # on every interface: peers come by mutual TLS only
     port = listener.getsockname()[1]
     outgoing: dict[int, ssl.SSLSocket] = {}
     incoming: dict[int, ssl.SSLSocket] = {}
     acceptor = _Acceptor(spec, server, listener)
+    own_hub: Hub | None = None
     try:
         if spec.rank == 0:
+            if announce is None:
+                own_hub = acceptor.hub = Hub(spec.principals, server, spec.hub[1])
+                own_hub.announce(spec.session, port)
+            else:
+                announce(port)
             links = acceptor.accept(set(range(1, world)), deadline)
             incoming = {r: sock for r, (sock, _) in links.items()}
             # a rank is reached where its packets come from (a namespace's, container's or pod's own address)
@@ -172,7 +189,7 @@ def join(spec: MeshSpec) -> Mesh:
                 outgoing[r] = _connect(spec, client, r, *table[r], port, deadline)
                 send_frame(outgoing[r], json.dumps(table).encode())
         else:
-            outgoing[0] = _connect(spec, client, 0, *spec.hub, port, deadline)
+            outgoing[0] = _connect(spec, client, 0, spec.hub[0], _rank0_port(spec, client, deadline), port, deadline)
             incoming[0] = acceptor.accept({0}, deadline)[0][0]
             table = {int(r): (h, p) for r, (h, p) in json.loads(recv_small(incoming[0])).items()}
             others = set(range(1, world)) - {spec.rank}
@@ -195,6 +212,8 @@ def join(spec: MeshSpec) -> Mesh:
     finally:
         listener.close()
         acceptor.close()
+        if own_hub is not None:
+            own_hub.close()
     for s in outgoing.values():
         s.settimeout(None)  # the sending thread waits as long as needed; `wait_sent` bounds the wait
     return Mesh(spec, outgoing, incoming)

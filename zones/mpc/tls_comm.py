@@ -20,12 +20,14 @@ from zones.mpc import links, rendezvous
 
 MAX_OBJECT_BYTES = 1 << 20  # a dealer request or a size: never more
 _prepared: links.MeshSpec | None = None
+_announce: rendezvous.Announce | None = None
 
 
-def prepare(spec: links.MeshSpec) -> None:
-    """The mesh `crypten.init()` will join in this process (before it)."""
-    global _prepared
-    _prepared = spec
+def prepare(spec: links.MeshSpec, announce: rendezvous.Announce | None = None) -> None:
+    """The mesh `crypten.init()` will join in this process (before it), and how rank 0 announces its port (to its
+    zone's hub; without, it runs a hub of its own)."""
+    global _prepared, _announce
+    _prepared, _announce = spec, announce
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:
@@ -87,7 +89,7 @@ class TlsCommunicator(Communicator):
         if _prepared is None:
             raise RuntimeError("no MPC mesh prepared in this process: call zones.mpc.tls_comm.prepare first")
         parties = len(_prepared.principals) - (1 if init_ttp else 0)
-        cls.instance = TlsCommunicator(rendezvous.join(_prepared), parties, init_ttp)
+        cls.instance = TlsCommunicator(rendezvous.join(_prepared, _announce), parties, init_ttp)
 
     @classmethod
     def get(cls) -> TlsCommunicator | None:

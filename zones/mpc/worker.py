@@ -37,13 +37,14 @@ class WorkerSpec:
     calibration: dict[str, Any]
 
 
-def _join(spec: WorkerSpec) -> Any:
+def _join(spec: WorkerSpec, conn: Any) -> Any:
     from zones.mpc.compat import fast_crypten, import_crypten
 
     crypten = import_crypten()
     from zones.mpc import tls_comm  # after CrypTen's import, which it needs
 
-    tls_comm.prepare(spec.mesh)
+    # rank 0 tells its zone process where it listens; the zone's rendezvous hub sends the other ranks there
+    tls_comm.prepare(spec.mesh, lambda port: conn.send(("listening", port)))
     crypten.cfg.mpc.provider = "TTP"
     crypten.cfg.encoder.precision_bits = spec.precision_bits
     crypten.cfg.communicator.verbose = True  # count rounds and bytes
@@ -173,7 +174,7 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
         return
     spec: WorkerSpec = msg[1]
     try:
-        crypten = _join(spec)
+        crypten = _join(spec, conn)
     except Exception as e:  # reported to the zone, which names the session and the cause
         conn.send(("error", f"joining the parties failed: {type(e).__name__}: {e}"))
         return

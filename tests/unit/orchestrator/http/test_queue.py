@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
 from orchestrator.http.queue import CallerGone, QueueFull, QueueTimeout, RuntimeGate
+from orchestrator.runtime.turns import Turns
 
 
 async def never() -> bool:
@@ -17,7 +17,7 @@ async def never() -> bool:
 def test_full_queue_refuses_and_waiters_go_in_order() -> None:
     async def main() -> list[str]:
         seen: list[tuple[int, int]] = []
-        gate = RuntimeGate(threading.Lock(), max_waiting=2, on_change=lambda w, a: seen.append((w, a)))
+        gate = RuntimeGate(Turns(1), max_waiting=2, on_change=lambda w, a: seen.append((w, a)))
         await gate.acquire(5, never)  # free: taken at once
         assert gate.active == 1 and gate.waiting == 0
         order: list[str] = []
@@ -44,7 +44,7 @@ def test_full_queue_refuses_and_waiters_go_in_order() -> None:
 
 def test_a_zero_length_queue_still_serves_a_free_runtime() -> None:
     async def main() -> None:
-        gate = RuntimeGate(threading.Lock(), max_waiting=0)
+        gate = RuntimeGate(Turns(1), max_waiting=0)
         await gate.acquire(1, never)
         with pytest.raises(QueueFull):
             await gate.acquire(1, never)
@@ -55,7 +55,7 @@ def test_a_zero_length_queue_still_serves_a_free_runtime() -> None:
 
 def test_deadline_and_caller_leaving_free_the_place() -> None:
     async def main() -> None:
-        lock = threading.Lock()
+        lock = Turns(1)
         lock.acquire()  # the gRPC service holds the runtime
         gate = RuntimeGate(lock, max_waiting=1)
         with pytest.raises(QueueTimeout):
@@ -71,5 +71,22 @@ def test_deadline_and_caller_leaving_free_the_place() -> None:
         lock.release()
         await gate.acquire(1, never)  # the runtime freed by the other front end
         gate.release()
+
+    asyncio.run(main())
+
+
+def test_as_many_requests_run_at_once_as_there_are_turns() -> None:
+    async def main() -> None:
+        gate = RuntimeGate(Turns(2), max_waiting=1)
+        await gate.acquire(1, never)
+        await gate.acquire(1, never)  # a second session at once
+        assert gate.active == 2 and gate.lock.locked()
+        with pytest.raises(QueueTimeout):
+            await gate.acquire(0.1, never)  # the third waits for a turn
+        gate.release()
+        await gate.acquire(1, never)
+        gate.release()
+        gate.release()
+        assert gate.active == 0 and not gate.lock.locked()
 
     asyncio.run(main())

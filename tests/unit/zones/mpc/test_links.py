@@ -4,6 +4,7 @@ protocol byte, failures named by peer within the deadline."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import ssl
 import threading
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 
 from hsi.transport.certs import init_ca, issue, load_credentials
-from zones.mpc import links, rendezvous
-from zones.mpc.local import local_meshes
+from zones.mpc import hub, links, rendezvous
+from zones.mpc.local import free_port, local_meshes
 
 
 def _join_all(specs: list[links.MeshSpec]) -> list[Any]:
@@ -147,7 +148,7 @@ def test_a_link_that_comes_before_it_is_awaited_is_kept(tmp_path: Path) -> None:
     # A party that has the rank table may reach the dealer before rank 0 does, while the dealer still waits
     # for rank 0's link alone; that early link must serve the dealer's next wait, not be dropped.
     specs = local_meshes(tmp_path, 3, ttp=True, timeout=10)
-    server, _ = rendezvous._contexts(specs[2].credentials)
+    server, _ = links.contexts(specs[2].credentials)
     listener = rendezvous._listen("127.0.0.1", 0)
     port = listener.getsockname()[1]
     acceptor = rendezvous._Acceptor(specs[2], server, listener)
@@ -155,7 +156,7 @@ def test_a_link_that_comes_before_it_is_awaited_is_kept(tmp_path: Path) -> None:
     links_out: dict[int, Any] = {}
 
     def connect(rank: int) -> None:
-        _, client = rendezvous._contexts(specs[rank].credentials)
+        _, client = links.contexts(specs[rank].credentials)
         links_out[rank] = rendezvous._connect(specs[rank], client, 2, "127.0.0.1", port, 1, deadline)
 
     first = threading.Thread(target=connect, args=(1,))
@@ -176,3 +177,34 @@ def test_a_link_that_comes_before_it_is_awaited_is_kept(tmp_path: Path) -> None:
         listener.close()
         for s in links_out.values():
             s.close()
+
+
+def _ask(spec: links.MeshSpec, port: int) -> Any:
+    _, client = links.contexts(spec.credentials)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, client.wrap_socket(raw) as sock:
+        links.send_frame(sock, json.dumps({"session": spec.session, "rank": spec.rank, "port": 0}).encode())
+        try:
+            return json.loads(links.recv_small(sock))
+        except (EOFError, OSError):
+            return None  # refused: closed without an answer
+
+
+def test_the_hub_tells_each_session_its_rank0_port_and_only_to_its_ranks(tmp_path: Path) -> None:
+    specs = local_meshes(tmp_path, 3, ttp=True, timeout=5)
+    server, _ = links.contexts(specs[0].credentials)
+    port = free_port()
+    center = hub.Hub(specs[0].principals, server, port, ask_s=0.3)
+    try:
+        center.announce(specs[0].session, 40001)
+        center.announce("another-session", 40002)  # sessions at once, each its own rank-0 port
+        assert _ask(specs[1], port) == {"port": 40001} and _ask(specs[2], port) == {"port": 40001}
+        other = dataclasses.replace(specs[1], session="another-session")
+        assert _ask(other, port) == {"port": 40002}
+        assert _ask(dataclasses.replace(specs[1], session="unknown"), port) == {"port": None}  # after ask_s
+        mallory = _with_credentials(specs[1], tmp_path, "mallory/local")
+        assert _ask(mallory, port) is None
+        assert any("presented 'mallory/local' claiming rank 1" in r for r in center.refusals(specs[0].session))
+        center.forget(specs[0].session)
+        assert _ask(specs[1], port) == {"port": None}
+    finally:
+        center.close()
