@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 
 import grpc
 
@@ -14,6 +15,8 @@ from orchestrator.runtime.errors import RunError
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.schedule import Move, Run
 from protos import zone_pb2
+
+_CANCEL_POLL_S = 0.2  # how often a lockstep stage looks whether its caller has gone
 
 Send = tuple[Move, str, zone_pb2.TransferRequest]  # (move, receiving party or "" for all, request)
 
@@ -56,9 +59,11 @@ def account_transfers(zones: ZoneClient, sends: list[Send], replies: dict[str, z
         m.time_by_conversion[f"{move.src.kind}->{move.dst.kind}"] += seconds
 
 
-def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offset: int, m: Metrics) -> None:
+def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offset: int, m: Metrics,
+              cancelled: Callable[[], bool] = lambda: False) -> None:
     """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep):
-    each runs the stage, sends its outputs on as `run.then` says, then frees `run.release`."""
+    each runs the stage, sends its outputs on as `run.then` says, then frees `run.release`. A lockstep stage
+    is abandoned (CANCELLED) as soon as `cancelled()`: the caller's Release then stops its workers."""
     s = run.stage
     policy = zones.policy
     sends = transfers(session, run)
@@ -88,7 +93,14 @@ def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offse
     errors: dict[ZoneProcess, grpc.RpcError | _NotAnswering] = {}
     pending = set(futures)
     while pending:
-        f = finished.get()
+        try:
+            f = finished.get(timeout=_CANCEL_POLL_S)
+        except queue.Empty:
+            if cancelled():
+                for other in pending:
+                    other.cancel()
+                raise RunError(f"the run was cancelled during stage {s.index}", grpc.StatusCode.CANCELLED) from None
+            continue
         pending.discard(f)
         if f.exception() is None:
             replies[futures[f]] = f.result()

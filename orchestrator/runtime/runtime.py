@@ -99,7 +99,7 @@ class Runtime:
             if cancelled():  # the caller has gone: run no further stage; the session is released
                 raise RunError(f"the run was cancelled before stage {s.index}", grpc.StatusCode.CANCELLED)
             self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
-            run_stage(self.zones, self.plan.digest, session, run, offset, m)
+            run_stage(self.zones, self.plan.digest, session, run, offset, m, cancelled)
         self.progress("done", total, total)
         return {t: self.zones.pull(session, self._program.producer[t], t, m) for t in self.graph.outputs}
 

@@ -52,6 +52,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.last_used = time.monotonic()
+        self.busy = False  # a request is under way (a stage runs): a release kills at once
 
     def request(self, message: tuple[Any, ...], timeout: float, what: str,
                 on_listening: Callable[[int], None] | None = None) -> tuple[Any, ...]:
@@ -59,6 +60,7 @@ class _Worker:
         rank 0 first says where it listens (`on_listening`)."""
         self.last_used = time.monotonic()
         end = self.last_used + timeout
+        self.busy = True
         try:
             if message:
                 self.conn.send(message)
@@ -71,6 +73,8 @@ class _Worker:
                     on_listening(int(reply[1]))
         except (EOFError, OSError, BrokenPipeError):
             reply = ("error", f"the worker process exited (code {self.process.exitcode})")
+        finally:
+            self.busy = False
         self.last_used = time.monotonic()
         if reply is None:
             self.kill()
@@ -81,7 +85,11 @@ class _Worker:
         return reply
 
     def close(self, timeout: float = 10.0) -> None:
-        """Ask the worker to leave the session cleanly; kill it if it does not."""
+        """Ask the worker to leave the session cleanly; kill it if it does not, or at once while a stage runs
+        (the session was abandoned: its caller left)."""
+        if self.busy:
+            self.kill()
+            return
         if self.process.is_alive():
             try:
                 self.conn.send(("close",))
