@@ -189,6 +189,7 @@ def test_killed_party_fails_the_session_naming_it_and_a_restart_recovers(all_mpc
     _recovers(all_mpc)
 
 
+@pytest.mark.slow  # a stalled peer within the deadline: also tests/unit/zones/mpc/test_links.py
 def test_stalled_party_fails_the_session_within_its_deadline(all_mpc: Deployment) -> None:
     pids = running(all_mpc.policy)
     assert pids is not None

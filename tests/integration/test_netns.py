@@ -89,6 +89,7 @@ def test_deploy_netns_runs_a_client_command_and_leaves_nothing(hsi_env: Path, tm
     _assert_namespaces_gone(r.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_deploy_netns_stays_up_for_the_client_until_sigterm(hsi_env: Path, tmp_path: Path) -> None:
     """`hsi deploy netns --policy P` without a command stays up and prints the client's command line; that line,
     as printed with TEXT replaced, embeds across the namespaces; SIGTERM tears every namespace down."""
@@ -197,7 +198,7 @@ def test_private_plans_across_namespaces(hsi_env: Path, tmp_path: Path, plan: st
 
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize(("plan", "new"), [
-    ("plain-smollm2", 8),
+    pytest.param("plain-smollm2", 8, marks=pytest.mark.slow),
     pytest.param("selective-smollm2", 4, marks=pytest.mark.slow),
     pytest.param("all-mpc-smollm2", 2, marks=pytest.mark.slow),
     pytest.param("private-smollm2", 2, marks=pytest.mark.slow)])

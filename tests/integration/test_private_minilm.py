@@ -163,6 +163,7 @@ def test_enclave_converts_only_as_granted(private: Deployment) -> None:
             ("owner/he", "encrypt_share")} <= denied
 
 
+@pytest.mark.slow
 def test_killed_enclave_fails_the_run_naming_it_and_keys_survive_a_restart(private: Deployment) -> None:
     policy = private.policy
     admin = KeyClient(policy, "enclave", "keyholder/admin")

@@ -9,10 +9,8 @@ either way the worker goes and the zone serves the next session with a fresh one
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -33,82 +31,11 @@ from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
 from zones.mpc.hub import Hub
 from zones.mpc.links import MeshSpec, contexts
-from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec, worker_main
+from zones.mpc.process import WorkerProcess
+from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec
 
 log = logging.getLogger("hsi.mpc")
-# Workers fork from a server that has done their imports (zones/mpc/preload.py) but never ran tensor math: a child
-# forked from a process that used PyTorch's OpenMP pool deadlocks in it.
-_CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["zones.mpc.preload"])
 _STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpc-spare")
-
-
-class _Worker:
-    """A CrypTen worker process (forked from the fork server) and the pipe to it."""
-
-    def __init__(self, preload: Preload | None = None) -> None:
-        self.conn, child = _CTX.Pipe()
-        self.process = _CTX.Process(target=worker_main, args=(child, preload), daemon=True)
-        self.process.start()
-        child.close()
-        self.last_used = time.monotonic()
-        self.busy = False  # a request is under way (a stage runs): a release kills at once
-
-    def request(self, message: tuple[Any, ...], timeout: float, what: str,
-                on_listening: Callable[[int], None] | None = None) -> tuple[Any, ...]:
-        """Send a message and wait for the worker's answer; ZoneError when it fails, dies or overruns. A joining
-        rank 0 first says where it listens (`on_listening`)."""
-        self.last_used = time.monotonic()
-        end = self.last_used + timeout
-        self.busy = True
-        try:
-            if message:
-                self.conn.send(message)
-            while True:
-                ready = self.conn.poll(max(0.0, end - time.monotonic()))
-                reply = self.conn.recv() if ready else None
-                if reply is None or reply[0] != "listening":
-                    break
-                if on_listening is not None:
-                    on_listening(int(reply[1]))
-        except (EOFError, OSError, BrokenPipeError):
-            reply = ("error", f"the worker process exited (code {self.process.exitcode})")
-        finally:
-            self.busy = False
-        self.last_used = time.monotonic()
-        if reply is None:
-            self.kill()
-            raise ZoneError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} gave no answer within {timeout:.0f} s")
-        if reply[0] == "error":
-            self.kill()
-            raise ZoneError(grpc.StatusCode.ABORTED, f"{what} failed: {reply[1]}")
-        return reply
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Ask the worker to leave the session cleanly; kill it if it does not, or at once while a stage runs
-        (the session was abandoned: its caller left)."""
-        if self.busy:
-            self.kill()
-            return
-        if self.process.is_alive():
-            try:
-                self.conn.send(("close",))
-                if self.conn.poll(timeout):
-                    self.conn.recv()
-            except (EOFError, OSError):
-                pass
-        self.process.join(timeout=2)
-        self.kill()
-
-    def kill(self) -> None:
-        """Stop the worker now."""
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
-        try:
-            self.conn.close()
-        except OSError:  # closed already, by a failed request racing this release
-            pass
 
 
 class _Base(ZoneEngine):
@@ -134,12 +61,12 @@ class _Base(ZoneEngine):
         self.peer_timeout = self.timeout if self.role == DEALER else min(z.peer_timeout_s, self.timeout)
         self.owner_rank = names.index(policy.model.owner) if policy.model.owner in names else None
         self._lock = threading.Lock()
-        self._sessions: dict[str, _Worker] = {}
+        self._sessions: dict[str, WorkerProcess] = {}
         # a compute party's workers load the model's graph (the owner's also its weights) while they wait
         self._preload = (Preload(policy.model.name, weights=self.rank == self.owner_rank) if self.role == PARTY
                          else None)
         # Started in the background: the first fork waits for the fork server's imports, the zone need not.
-        self._spare: Future[_Worker] | None = _STARTER.submit(_Worker, self._preload)
+        self._spare: Future[WorkerProcess] | None = _STARTER.submit(WorkerProcess, self._preload)
         self._traffic: dict[str, tuple[int, int]] = {}
         self.max_sessions = policy.transport.max_sessions
         # rank 0's zone answers the rendezvous for every session: each session's rank-0 worker has a port of its own
@@ -153,7 +80,7 @@ class _Base(ZoneEngine):
         role = "dealer" if self.role == DEALER else f"party {self.rank}"
         return f"MPC zone {self.zone!r} {role} ({self.party}) in session {session[:12]}"
 
-    def _worker(self, session: str) -> _Worker:
+    def _worker(self, session: str) -> WorkerProcess:
         """The session's worker, started and joined on the session's first call; RESOURCE_EXHAUSTED when the zone
         already runs `transport.max_sessions` sessions."""
         end = time.monotonic() + self.peer_timeout
@@ -167,10 +94,10 @@ class _Base(ZoneEngine):
                     return w
                 self._reap_idle()
                 if len(self._sessions) < self.max_sessions:
-                    w = self._spare.result() if self._spare is not None else _Worker(self._preload)
+                    w = self._spare.result() if self._spare is not None else WorkerProcess(self._preload)
                     if not w.process.is_alive():
-                        w = _Worker(self._preload)
-                    self._spare = _STARTER.submit(_Worker, self._preload)
+                        w = WorkerProcess(self._preload)
+                    self._spare = _STARTER.submit(WorkerProcess, self._preload)
                     self._sessions[session] = w
                     break
             # Full: a session ending (or one that failed winding down) frees a place; wait for it a little.

@@ -30,6 +30,7 @@ def test_newton_schedule_covers_the_widened_range(lo: float, hi: float) -> None:
     assert schedule["inv_sqrt_iters"] <= 3  # the octave reduction leaves a few percent for Newton to close
 
 
+@pytest.mark.slow  # 31 s: recomputes every packaged calibration
 def test_packaged_calibration_is_what_calibrate_produces() -> None:
     shipped = json.loads(packaged_path("minilm-l6").read_text())
     fresh = calibrate("minilm-l6")
