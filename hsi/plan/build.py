@@ -13,7 +13,7 @@ from hsi.plan.place import make_stages, place
 from hsi.plan.privacy import enforce, privacy_report
 from hsi.plan.routes import routes
 from hsi.plan.types import Plan, PlanError, Stage
-from hsi.plan.views import with_views
+from hsi.plan.views import collusion, with_views
 from hsi.policy import MpcZone, Policy
 
 
@@ -77,5 +77,6 @@ def make_plan(graph: Graph, policy: Policy, tokens: int = 32) -> Plan:
         est_bytes=sum(c.est_bytes for c in conversions),
         warnings=placement_warnings + _warnings(policy),
         calibration=calibration,
+        collusion=collusion(policy, stages),
     )
 

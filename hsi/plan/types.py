@@ -42,6 +42,14 @@ class Seen:
 
 
 @dataclass(frozen=True)
+class Collusion:
+    """Two parties (or a party and an enclave) that must not pool what they know, and what they would learn."""
+
+    pair: list[str]
+    learns: str
+
+
+@dataclass(frozen=True)
 class Conversion:
     """A tensor crossing from one stage's zone to another's (or from/to the client)."""
 
@@ -90,6 +98,7 @@ class Plan:
     est_bytes: int
     warnings: list[str]
     calibration: dict[str, str] = field(default_factory=dict)  # MPC zone -> SHA-256 of its calibration
+    collusion: list[Collusion] = field(default_factory=list)  # pairs whose collusion would break the plan
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-serialisable data."""

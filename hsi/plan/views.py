@@ -1,12 +1,12 @@
-"""What each process receives of each conversion, and how well it is hidden there (the plan's conversion table)."""
+"""What each process receives of each conversion and how well it is hidden there; who must not collude."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from hsi.conversions import conversion_enclave
-from hsi.plan.types import CLIENT, Conversion, Seen
-from hsi.policy import HeZone, Policy
+from hsi.plan.types import CLIENT, Collusion, Conversion, Seen, Stage
+from hsi.policy import HeZone, MpcZone, Policy, TeeZone
 
 UNIFORM = Seen("share, uniform over Z_2^64", "perfect")
 PLAINTEXT = Seen("plaintext", "none")
@@ -47,3 +47,29 @@ def _views(policy: Policy, c: Conversion) -> dict[str, Seen]:
 def with_views(policy: Policy, conversions: list[Conversion]) -> list[Conversion]:
     """Each conversion with `sees`: principal -> what that process receives of the tensor, hidden how well."""
     return [replace(c, sees=_views(policy, c)) for c in conversions]
+
+
+def _enclave_name(policy: Policy, tee: str) -> str:
+    return f"{policy.zones[tee].party}'s enclave ({tee})"  # type: ignore[union-attr]
+
+
+def collusion(policy: Policy, stages: list[Stage]) -> list[Collusion]:
+    """The pairs whose pooled views would break the plan (semi-honest parties), per zone the plan uses: an MPC
+    zone's compute parties together, each with the dealer (a party, or the enclave it runs in), and an HE zone's
+    host with the enclave holding its key."""
+    out: list[Collusion] = []
+    for zone in dict.fromkeys(s.zone for s in stages):
+        z = policy.zones[zone]
+        if isinstance(z, MpcZone):
+            names = list(z.parties)
+            out += [Collusion([a, b], f"both shares of every tensor in MPC zone {zone!r}")
+                    for i, a in enumerate(names) for b in names[i + 1:]]
+            enclave = policy.dealer_enclave(zone)
+            dealer = _enclave_name(policy, enclave) if enclave else policy.dealer_endpoint(zone)[0]
+            out += [Collusion([p, dealer], f"every value opened in a multiplication in MPC zone {zone!r}, "
+                              "from the dealer's triples") for p in names]
+        elif isinstance(z, HeZone):
+            out += [Collusion([z.party, _enclave_name(policy, tee)], f"every ciphertext of HE zone {zone!r} (the "
+                              "enclave holds its key)")
+                    for tee in policy.zones_of(TeeZone)]
+    return out

@@ -6,7 +6,7 @@ import pytest
 
 from hsi.models.registry import load_graph
 from hsi.plan import make_plan
-from hsi.policy import TeeZone, load_policy
+from hsi.policy import TeeZone, load_policy, load_policy_text
 from tests.conftest import POLICIES
 
 
@@ -34,3 +34,17 @@ def test_he_mpc_conversions_name_every_process_involved() -> None:
     assert kinds["he->mpc"].sees["keyholder/mpc"].what.startswith("share, uniform")
     assert kinds["plain->he"].sees == {"owner/he": kinds["he->mpc"].sees["owner/he"]}
     assert kinds["mpc->plain"].sees["client/embed-client"].what == "plaintext"
+
+
+def test_the_plan_names_who_must_not_collude_for_each_dealer_choice() -> None:
+    text = (POLICIES / "private-minilm.yaml").read_text()
+    four = make_plan(load_graph("minilm-l6"), load_policy_text(text))
+    pairs = {tuple(c.pair) for c in four.collusion}
+    assert pairs == {("owner", "keyholder"), ("owner", "dealer"), ("keyholder", "dealer"),
+                     ("owner", "keyholder's enclave (enclave)")}
+    three = make_plan(load_graph("minilm-l6"), load_policy_text(
+        text.replace("dealer: dealer\n", "dealer: enclave\n").replace("  dealer: {address: 127.0.0.1}\n", "")))
+    pairs = {tuple(c.pair) for c in three.collusion}
+    assert pairs == {("owner", "keyholder"), ("owner", "keyholder's enclave (enclave)"),
+                     ("keyholder", "keyholder's enclave (enclave)")}  # no fourth organisation to trust
+    assert all("dealer" not in " ".join(c.pair) for c in three.collusion)
