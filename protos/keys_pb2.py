@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import tensor_pb2 as protos_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/keys.proto\x12\x06hsi.v1\x1a\x13protos/tensor.proto\"\x19\n\nKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"{\n\x07KeyInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x19\n\x11public_key_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x01\x12\x11\n\tdestroyed\x18\x06 \x01(\x08\"\x11\n\x0fListKeysRequest\".\n\rListKeysReply\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.hsi.v1.KeyInfo\"\x1e\n\rAttestRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\xa3\x01\n\x0b\x41ttestReply\x12\x13\n\x0bmeasurement\x18\x01 \x01(\x0c\x12\x1a\n\x12\x65nclave_public_key\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x11\n\tunix_time\x18\x04 \x01(\x03\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x11\n\tsimulated\x18\x06 \x01(\x08\x12\x1b\n\x13platform_public_key\x18\x07 \x01(\x0c\"~\n\x10\x43reateKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08ring_dim\x18\x02 \x01(\r\x12\x12\n\nscale_bits\x18\x03 \x01(\r\x12\x16\n\x0e\x66irst_mod_bits\x18\x04 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\r\x12\x10\n\x08security\x18\x06 \x01(\r\"8\n\x0e\x43reateKeyReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x19\n\x11public_key_sha256\x18\x02 \x01(\x0c\"P\n\x15PublicMaterialRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\trotations\x18\x02 \x03(\x05\x12\x17\n\x0frelinearization\x18\x03 \x01(\x08\"G\n\x0f\x43onversionReply\x12\x14\n\x0cto_principal\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"1\n\x0c\x41uditRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"\xb1\x01\n\x0b\x41uditRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x0f\n\x07session\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\x0c\x12\x0c\n\x04hash\x18\n \x01(\x0c\"2\n\nAuditReply\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.hsi.v1.AuditRecord2\xd7\x04\n\nKeyService\x12\x34\n\x06\x41ttest\x12\x15.hsi.v1.AttestRequest\x1a\x13.hsi.v1.AttestReply\x12=\n\tCreateKey\x12\x18.hsi.v1.CreateKeyRequest\x1a\x16.hsi.v1.CreateKeyReply\x12I\n\x11GetPublicMaterial\x12\x1d.hsi.v1.PublicMaterialRequest\x1a\x13.hsi.v1.TensorFrame0\x01\x12@\n\x0e\x44\x65\x63ryptToShare\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.ConversionReply(\x01\x12>\n\x0c\x45ncryptShare\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.ConversionReply(\x01\x12\x39\n\tReencrypt\x12\x13.hsi.v1.TensorFrame\x1a\x13.hsi.v1.TensorFrame(\x01\x30\x01\x12-\n\x06Rotate\x12\x12.hsi.v1.KeyRequest\x1a\x0f.hsi.v1.KeyInfo\x12.\n\x07\x44\x65stroy\x12\x12.hsi.v1.KeyRequest\x1a\x0f.hsi.v1.KeyInfo\x12:\n\x08ListKeys\x12\x17.hsi.v1.ListKeysRequest\x1a\x15.hsi.v1.ListKeysReply\x12\x31\n\x05\x41udit\x12\x14.hsi.v1.AuditRequest\x1a\x12.hsi.v1.AuditReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/keys.proto\x12\x06hsi.v1\x1a\x13protos/tensor.proto\"\x19\n\nKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"{\n\x07KeyInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x19\n\x11public_key_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x01\x12\x11\n\tdestroyed\x18\x06 \x01(\x08\"\x11\n\x0fListKeysRequest\".\n\rListKeysReply\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.hsi.v1.KeyInfo\"\x1e\n\rAttestRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\xa3\x01\n\x0b\x41ttestReply\x12\x13\n\x0bmeasurement\x18\x01 \x01(\x0c\x12\x1a\n\x12\x65nclave_public_key\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x11\n\tunix_time\x18\x04 \x01(\x03\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x11\n\tsimulated\x18\x06 \x01(\x08\x12\x1b\n\x13platform_public_key\x18\x07 \x01(\x0c\"5\n\x12SignReceiptRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"`\n\x10SignReceiptReply\x12\x13\n\x0bmeasurement\x18\x01 \x01(\x0c\x12\x11\n\tunix_time\x18\x02 \x01(\x03\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x11\n\tsimulated\x18\x04 \x01(\x08\"~\n\x10\x43reateKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08ring_dim\x18\x02 \x01(\r\x12\x12\n\nscale_bits\x18\x03 \x01(\r\x12\x16\n\x0e\x66irst_mod_bits\x18\x04 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\r\x12\x10\n\x08security\x18\x06 \x01(\r\"8\n\x0e\x43reateKeyReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x19\n\x11public_key_sha256\x18\x02 \x01(\x0c\"P\n\x15PublicMaterialRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\trotations\x18\x02 \x03(\x05\x12\x17\n\x0frelinearization\x18\x03 \x01(\x08\"G\n\x0f\x43onversionReply\x12\x14\n\x0cto_principal\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"1\n\x0c\x41uditRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"\xb1\x01\n\x0b\x41uditRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x0f\n\x07session\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\x0c\x12\x0c\n\x04hash\x18\n \x01(\x0c\"2\n\nAuditReply\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.hsi.v1.AuditRecord2\x9c\x05\n\nKeyService\x12\x34\n\x06\x41ttest\x12\x15.hsi.v1.AttestRequest\x1a\x13.hsi.v1.AttestReply\x12=\n\tCreateKey\x12\x18.hsi.v1.CreateKeyRequest\x1a\x16.hsi.v1.CreateKeyReply\x12I\n\x11GetPublicMaterial\x12\x1d.hsi.v1.PublicMaterialRequest\x1a\x13.hsi.v1.TensorFrame0\x01\x12@\n\x0e\x44\x65\x63ryptToShare\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.ConversionReply(\x01\x12>\n\x0c\x45ncryptShare\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.ConversionReply(\x01\x12\x39\n\tReencrypt\x12\x13.hsi.v1.TensorFrame\x1a\x13.hsi.v1.TensorFrame(\x01\x30\x01\x12-\n\x06Rotate\x12\x12.hsi.v1.KeyRequest\x1a\x0f.hsi.v1.KeyInfo\x12.\n\x07\x44\x65stroy\x12\x12.hsi.v1.KeyRequest\x1a\x0f.hsi.v1.KeyInfo\x12:\n\x08ListKeys\x12\x17.hsi.v1.ListKeysRequest\x1a\x15.hsi.v1.ListKeysReply\x12\x31\n\x05\x41udit\x12\x14.hsi.v1.AuditRequest\x1a\x12.hsi.v1.AuditReply\x12\x43\n\x0bSignReceipt\x12\x1a.hsi.v1.SignReceiptRequest\x1a\x18.hsi.v1.SignReceiptReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,20 +44,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTESTREQUEST']._serialized_end=299
   _globals['_ATTESTREPLY']._serialized_start=302
   _globals['_ATTESTREPLY']._serialized_end=465
-  _globals['_CREATEKEYREQUEST']._serialized_start=467
-  _globals['_CREATEKEYREQUEST']._serialized_end=593
-  _globals['_CREATEKEYREPLY']._serialized_start=595
-  _globals['_CREATEKEYREPLY']._serialized_end=651
-  _globals['_PUBLICMATERIALREQUEST']._serialized_start=653
-  _globals['_PUBLICMATERIALREQUEST']._serialized_end=733
-  _globals['_CONVERSIONREPLY']._serialized_start=735
-  _globals['_CONVERSIONREPLY']._serialized_end=806
-  _globals['_AUDITREQUEST']._serialized_start=808
-  _globals['_AUDITREQUEST']._serialized_end=857
-  _globals['_AUDITRECORD']._serialized_start=860
-  _globals['_AUDITRECORD']._serialized_end=1037
-  _globals['_AUDITREPLY']._serialized_start=1039
-  _globals['_AUDITREPLY']._serialized_end=1089
-  _globals['_KEYSERVICE']._serialized_start=1092
-  _globals['_KEYSERVICE']._serialized_end=1691
+  _globals['_SIGNRECEIPTREQUEST']._serialized_start=467
+  _globals['_SIGNRECEIPTREQUEST']._serialized_end=520
+  _globals['_SIGNRECEIPTREPLY']._serialized_start=522
+  _globals['_SIGNRECEIPTREPLY']._serialized_end=618
+  _globals['_CREATEKEYREQUEST']._serialized_start=620
+  _globals['_CREATEKEYREQUEST']._serialized_end=746
+  _globals['_CREATEKEYREPLY']._serialized_start=748
+  _globals['_CREATEKEYREPLY']._serialized_end=804
+  _globals['_PUBLICMATERIALREQUEST']._serialized_start=806
+  _globals['_PUBLICMATERIALREQUEST']._serialized_end=886
+  _globals['_CONVERSIONREPLY']._serialized_start=888
+  _globals['_CONVERSIONREPLY']._serialized_end=959
+  _globals['_AUDITREQUEST']._serialized_start=961
+  _globals['_AUDITREQUEST']._serialized_end=1010
+  _globals['_AUDITRECORD']._serialized_start=1013
+  _globals['_AUDITRECORD']._serialized_end=1190
+  _globals['_AUDITREPLY']._serialized_start=1192
+  _globals['_AUDITREPLY']._serialized_end=1242
+  _globals['_KEYSERVICE']._serialized_start=1245
+  _globals['_KEYSERVICE']._serialized_end=1913
 # @@protoc_insertion_point(module_scope)

@@ -63,6 +63,26 @@ class AttestReply(_message.Message):
     platform_public_key: bytes
     def __init__(self, measurement: _Optional[bytes] = ..., enclave_public_key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., unix_time: _Optional[int] = ..., signature: _Optional[bytes] = ..., simulated: _Optional[bool] = ..., platform_public_key: _Optional[bytes] = ...) -> None: ...
 
+class SignReceiptRequest(_message.Message):
+    __slots__ = ("session", "digest")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    digest: bytes
+    def __init__(self, session: _Optional[str] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class SignReceiptReply(_message.Message):
+    __slots__ = ("measurement", "unix_time", "signature", "simulated")
+    MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
+    UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    measurement: bytes
+    unix_time: int
+    signature: bytes
+    simulated: bool
+    def __init__(self, measurement: _Optional[bytes] = ..., unix_time: _Optional[int] = ..., signature: _Optional[bytes] = ..., simulated: _Optional[bool] = ...) -> None: ...
+
 class CreateKeyRequest(_message.Message):
     __slots__ = ("key", "ring_dim", "scale_bits", "first_mod_bits", "depth", "security")
     KEY_FIELD_NUMBER: _ClassVar[int]

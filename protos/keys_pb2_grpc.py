@@ -85,6 +85,11 @@ class KeyServiceStub:
                 request_serializer=protos_dot_keys__pb2.AuditRequest.SerializeToString,
                 response_deserializer=protos_dot_keys__pb2.AuditReply.FromString,
                 _registered_method=True)
+        self.SignReceipt = channel.unary_unary(
+                '/hsi.v1.KeyService/SignReceipt',
+                request_serializer=protos_dot_keys__pb2.SignReceiptRequest.SerializeToString,
+                response_deserializer=protos_dot_keys__pb2.SignReceiptReply.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -118,8 +123,8 @@ class KeyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EncryptShare(self, request_iterator, context):
-        """A bounded MPC share in (header meta: key, to_zone, to_party); the enclave encrypts it under the key
-        and pushes the ciphertext to the HE zone process the caller's grant names.
+        """One MPC party's ring share in (header meta: key, to_zone, share_index, share_count, precision); once every
+        party's came, the enclave encrypts their sum under the key and pushes it to the HE zone the grant names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +158,13 @@ class KeyServiceServicer:
 
     def Audit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignReceipt(self, request, context):
+        """The platform key's signature over a privacy receipt's digest, the enclave's measurement and the time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -209,6 +221,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=protos_dot_keys__pb2.AuditRequest.FromString,
                     response_serializer=protos_dot_keys__pb2.AuditReply.SerializeToString,
+            ),
+            'SignReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignReceipt,
+                    request_deserializer=protos_dot_keys__pb2.SignReceiptRequest.FromString,
+                    response_serializer=protos_dot_keys__pb2.SignReceiptReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +498,33 @@ class KeyService:
             '/hsi.v1.KeyService/Audit',
             protos_dot_keys__pb2.AuditRequest.SerializeToString,
             protos_dot_keys__pb2.AuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsi.v1.KeyService/SignReceipt',
+            protos_dot_keys__pb2.SignReceiptRequest.SerializeToString,
+            protos_dot_keys__pb2.SignReceiptReply.FromString,
             options,
             channel_credentials,
             insecure,

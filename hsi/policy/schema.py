@@ -61,7 +61,7 @@ class PrivacyConstraint(Strict):
 
 
 Operation = Literal["create", "list", "get_public_material", "decrypt_to_share", "encrypt_share", "reencrypt",
-                    "decrypt_in_enclave", "encrypt_result", "rotate", "destroy", "audit"]
+                    "decrypt_in_enclave", "encrypt_result", "rotate", "destroy", "audit", "sign_receipt"]
 
 
 class KeyGrant(Strict):

@@ -110,6 +110,12 @@ class KeyClient:
         """Metadata of every key."""
         return list(self._call("ListKeys", kpb.ListKeysRequest()).keys)
 
+    def sign_receipt(self, session: str, digest: bytes) -> Any:
+        """The platform key's signature over a receipt digest, after attesting the enclave."""
+        if not self.attested:
+            self.attest()
+        return self._call("SignReceipt", kpb.SignReceiptRequest(session=session, digest=digest))
+
 
 def fetch_public_material(policy: Policy, principal: str, key: str,
                           rotations: list[int]) -> tuple[bytes, dict[str, str], str]:

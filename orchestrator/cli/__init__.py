@@ -7,13 +7,13 @@ import sys
 from collections.abc import Callable
 
 from hsi.errors import HsiError
-from orchestrator.cli import deploy, keys, leakage, plan, processes, run, tools
+from orchestrator.cli import deploy, keys, leakage, plan, processes, receipt, run, tools
 
 # the command groups in the order `hsi --help` lists them
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     plan.add_plan, plan.add_policy, processes.add_certs, processes.add_up_down, run.add_run, processes.add_zone,
     keys.add_keys, keys.add_audit, processes.add_tee, deploy.add_deploy, tools.add_calibrate, tools.add_bench,
-    tools.add_serve, leakage.add_leakage,
+    tools.add_serve, leakage.add_leakage, receipt.add_receipt,
 )
 
 

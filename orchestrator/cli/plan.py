@@ -44,8 +44,8 @@ def _plan_tables(plan: Plan) -> None:
     for party, v in plan.privacy.items():
         if v.recovered_from:
             out.print(f"{party}: {v.token_recovery:.0%} of the input tokens recovered from {v.recovered_from}")
-    for c in plan.collusion:
-        out.print(f"must not collude: {' + '.join(c.pair)}: together they learn {c.learns}")
+    for pair in plan.collusion:
+        out.print(f"must not collude: {' + '.join(pair.pair)}: together they learn {pair.learns}")
     out.print(f"estimated total: {plan.est_seconds:.3f} s, {plan.est_bytes:,} bytes between zones")
     for w in plan.warnings:
         out.print(f"[bold red]warning:[/] {w}")

@@ -97,15 +97,18 @@ async def create_chat(state: ApiState, body: ChatRequest, request: Request) -> J
     message = {"role": "assistant", "content": job.result.output["text"], "refusal": None}
     return JSONResponse({**meta, "object": "chat.completion", "usage": _usage(len(ids), len(tokens)),
                          "choices": [{"index": 0, "message": message, "logprobs": None,
-                                      "finish_reason": _finish(state, tokens)}]})
+                                      "finish_reason": _finish(state, tokens)}],
+                         "hsi_receipt": job.result.receipt})
 
 
 def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish: str | None = None,
-           usage: dict[str, int] | None = None) -> str:
+           usage: dict[str, int] | None = None, receipt: dict[str, Any] | None = None) -> str:
     body = {**meta, "object": "chat.completion.chunk",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
     if usage is not None:
         body["usage"] = usage
+    if receipt is not None:  # the finishing chunk carries the run's signed privacy receipt
+        body["hsi_receipt"] = receipt
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -135,7 +138,7 @@ async def _stream(state: ApiState, job: Job, body: ChatRequest, meta: dict[str, 
         yield _chunk(meta, {"content": rest})
     usage = _usage(prompt, len(tokens))
     _observe(state, job, prompt, len(tokens))
-    yield _chunk(meta, {}, _finish(state, tokens), usage)
+    yield _chunk(meta, {}, _finish(state, tokens), usage, job.result.receipt)
     if body.stream_options and body.stream_options.include_usage:
         yield f"data: {json.dumps({**meta, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
     yield "data: [DONE]\n\n"

@@ -78,12 +78,13 @@ async def create_embeddings(state: ApiState, body: EmbeddingRequest, request: Re
             if cancelled():
                 raise RunError(f"the run was cancelled before input {i}", grpc.StatusCode.CANCELLED)
             runs.append(state.runtime.embed(text, cancelled=cancelled))
-        return RunResult({"embeddings": [r.output["embedding"] for r in runs]},
-                         merge_metrics([r.metrics for r in runs]), {})
+        return RunResult({"embeddings": [r.output["embedding"] for r in runs],
+                          "receipts": [r.receipt for r in runs]}, merge_metrics([r.metrics for r in runs]), {})
 
     result = await Job(state, work).run(request.is_disconnected)
     state.metrics.tokens.labels("prompt").inc(sum(counts))
     data = [{"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
             for i, v in enumerate(result.output["embeddings"])]
     return {"object": "list", "data": data, "model": state.model,
-            "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}}
+            "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
+            "hsi_receipt": result.output["receipts"]}  # one signed privacy receipt per input

@@ -50,10 +50,11 @@ class RunResult:
     output: dict[str, Any]
     metrics: dict[str, Any]
     privacy: dict[str, Any]
+    receipt: dict[str, Any] | None = None  # the signed privacy receipt (`hsi receipt verify`)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `hsi embed/generate --json` prints (without `reference`)."""
-        return {"output": self.output, "metrics": self.metrics, "privacy": self.privacy}
+        return {"output": self.output, "metrics": self.metrics, "privacy": self.privacy, "receipt": self.receipt}
 
 
 def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Policy) -> list[str]:

@@ -18,6 +18,7 @@ from orchestrator.runtime.client import ZoneClient
 from orchestrator.runtime.errors import RunError
 from orchestrator.runtime.lockstep import run_stage
 from orchestrator.runtime.metrics import Metrics, RunResult, observed_mismatches
+from orchestrator.runtime.receipt import ReceiptSigner
 from orchestrator.schedule import step_program
 from protos import tensor_pb2 as pb
 from protos import zone_pb2
@@ -45,6 +46,7 @@ class Runtime:
         self.progress = progress or (lambda what, done, total: None)
         self.deadline = policy.transport.deadlines
         self.zones = ZoneClient(policy, self.creds)
+        self.signer = ReceiptSigner(policy, self.plan)
         self._loaded = False
         self._tokenizer: Any = None
 
@@ -62,12 +64,15 @@ class Runtime:
     def close(self) -> None:
         """Close every channel."""
         self.zones.close()
+        self.signer.close()
 
     def reconnect(self) -> None:
         """Close every channel and forget what the zones loaded and which enclaves were attested, so the next run
         reconnects, attests and loads its stages again (after a zone process restarted)."""
         self.zones.close()
         self.zones = ZoneClient(self.policy, self.creds)
+        self.signer.close()
+        self.signer = ReceiptSigner(self.policy, self.plan)
         self._loaded = False
 
     def wait_ready(self, timeout: float) -> None:
@@ -150,8 +155,10 @@ class Runtime:
         finally:
             self._release(session)
         emb = out[self.graph.outputs[0]]
-        return RunResult({"embedding": [float(x) for x in emb], "tokens": len(ids)},
-                         m.to_dict(time.perf_counter() - start), self._privacy(receipts))
+        output = {"embedding": [float(x) for x in emb], "tokens": len(ids)}
+        privacy = self._privacy(receipts)
+        return RunResult(output, m.to_dict(time.perf_counter() - start), privacy,
+                         self.signer.sign(session, privacy, output))
 
     def prompt_ids(self, prompt: Prompt, chat: bool = True) -> torch.Tensor:
         """Token ids of a prompt (a text, or chat messages `{"role", "content"}`), through the model's chat
@@ -202,5 +209,6 @@ class Runtime:
         metrics["prefill_s"] = round(step_s[0], 4)
         metrics["per_token_s"] = round(sum(step_s[1:]) / max(1, len(step_s) - 1), 4) if len(step_s) > 1 else None
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return RunResult({"token_ids": tokens, "text": text, "prompt_tokens": len(ids)}, metrics,
-                         self._privacy(receipts))
+        output = {"token_ids": tokens, "text": text, "prompt_tokens": len(ids)}
+        privacy = self._privacy(receipts)
+        return RunResult(output, metrics, privacy, self.signer.sign(session, privacy, output))

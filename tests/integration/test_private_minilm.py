@@ -4,11 +4,13 @@ grants, and a killed enclave."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +23,7 @@ from hsi.policy import Policy
 from hsi.transport.keyclient import KeyClient
 from hsi.transport.shares import split
 from hsi.transport.tensor import StoredTensor
+from orchestrator.cli import main as cli_main
 from orchestrator.launcher import up
 from protos import keys_pb2_grpc
 from tests.integration.conftest import Deployment, enclave_deployment, fault_during_run, minilm_cosine
@@ -37,7 +40,23 @@ def private(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFa
     yield from enclave_deployment("private-minilm.yaml", softhsm, tmp_path_factory, RPC_S)
 
 
-def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(private: Deployment) -> None:
+def _receipt_verifies_and_a_changed_one_does_not(dep: Deployment, run: dict[str, Any], tmp_path: Path) -> None:
+    """The run's privacy receipt, signed in the enclave, verifies with `hsi receipt verify`; a changed one not."""
+    receipt = run["receipt"]
+    assert receipt["signature"] is not None, receipt.get("unsigned")
+    assert receipt["signature"]["simulated"] is True and receipt["body"]["privacy_check"] == "pass"
+    assert receipt["body"]["received"]["keyholder"]["mpc"] == {"share": len(
+        [r for r in run["privacy"]["observed"] if (r["party"], r["zone"]) == ("keyholder", "mpc")])}
+    good, bad = tmp_path / "run.json", tmp_path / "changed.json"
+    good.write_text(json.dumps(run))
+    assert cli_main(["receipt", "verify", str(good), "--policy", str(dep.path)]) == 0
+    receipt["body"]["received"]["keyholder"]["mpc"]["plain"] = 1  # a claim the enclave never signed
+    bad.write_text(json.dumps(run))
+    assert cli_main(["receipt", "verify", str(bad), "--policy", str(dep.path)]) == 2
+
+
+def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(private: Deployment,
+                                                                             tmp_path: Path) -> None:
     rt = private.runtime()
     try:
         for c in rt.plan.conversions:  # the plan states every mask's hiding and error budget
@@ -54,6 +73,7 @@ def test_private_minilm_matches_plaintext_and_only_the_client_sees_plaintext(pri
             assert cosine >= 0.995
             privacy = run["privacy"]
             assert privacy["mismatches"] == []
+            _receipt_verifies_and_a_changed_one_does_not(private, run, tmp_path)
             got: dict[tuple[str, str], set[tuple[str, str]]] = {}
             for r in privacy["observed"]:
                 if r["party"] != "client":  # no party but the client receives a plaintext activation

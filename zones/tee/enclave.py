@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hsi.policy import Policy, TeeZone
+from hsi.receipts import signed_message
 from hsi.transport.attestation import Quote, measurement, quote_body
 from zones.tee.access import AccessControl
 from zones.tee.audit import AuditLog
@@ -53,6 +54,11 @@ class Enclave:
         now = int(time.time())
         sig = self.hsm.sign(quote_body(self.measurement, self.public_key, nonce, now))
         return Quote(self.measurement, self.public_key, nonce, now, sig)
+
+    def sign_receipt(self, digest: bytes) -> tuple[bytes, int, bytes]:
+        """(measurement, time, the platform key's signature) over a privacy receipt's digest."""
+        now = int(time.time())
+        return self.measurement, now, self.hsm.sign(signed_message(digest, self.measurement, now))
 
     def close(self) -> None:
         """Stop the key store's background work and close the HSM session."""

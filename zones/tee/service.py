@@ -24,7 +24,17 @@ from hsi.transport.tensor import StoredTensor
 from protos import keys_pb2 as kpb
 from protos import keys_pb2_grpc
 from protos import tensor_pb2 as pb
-from zones.tee.access import Denied, Invalid, PerPrincipal, check_header, check_int, check_key_name, check_rotations
+from zones.tee.access import (
+    MAX_SESSION_CHARS,
+    Denied,
+    Invalid,
+    PerPrincipal,
+    check_header,
+    check_int,
+    check_key_name,
+    check_rotations,
+    check_text,
+)
 from zones.tee.audit import AuditError
 from zones.tee.convert import check_seed, decrypt_to_share, encrypt_share, reencrypt
 from zones.tee.delivery import Delivery
@@ -39,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_STATUS_CHARS = 512  # a status message never echoes more (a huge field would not fit gRPC's trailers)
 MAX_CONVERSION_STREAMS = 8  # conversion streams (DecryptToShare, EncryptShare, Reencrypt) open at once per principal
 MAX_AUDIT_RECORDS = 500  # records per Audit reply
+DIGEST_BYTES = 32  # a receipt's SHA-256
 RING_DIMS = (1 << 10, 1 << 16)  # CreateKey's ring_dim: a power of two in this range (the HE standard's table)
 
 
@@ -323,3 +334,18 @@ class KeyServiceServicer(keys_pb2_grpc.KeyServiceServicer):
                 session=r.session, decision=r.decision, reason=r.reason, prev_hash=bytes.fromhex(r.prev_hash),
                 hash=bytes.fromhex(r.hash)) for r in recs])
         return self._run(context, self._call(context, "audit", "*"), body, admit)
+
+    def SignReceipt(self, request: kpb.SignReceiptRequest,  # noqa: N802
+                    context: grpc.ServicerContext) -> kpb.SignReceiptReply:
+        """The platform key's signature over a privacy receipt's digest, this enclave's measurement and the time."""
+        def admit() -> str:
+            if len(request.digest) != DIGEST_BYTES:
+                raise Invalid("digest", f"a SHA-256 digest of {DIGEST_BYTES} bytes; got {len(request.digest)}")
+            check_text(request.session, "session", MAX_SESSION_CHARS, spaces=False)
+            return ""
+
+        def body(_: str) -> Any:
+            measurement, unix_time, signature = self.enclave.sign_receipt(request.digest)
+            return kpb.SignReceiptReply(measurement=measurement, unix_time=unix_time, signature=signature,
+                                        simulated=True)
+        return self._run(context, self._call(context, "sign_receipt", "*", request.session), body, admit)
