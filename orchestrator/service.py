@@ -17,6 +17,7 @@ from hsi.transport.certs import certs_dir, load_credentials
 from hsi.transport.server import build_server, server_options_of
 from orchestrator.http.state import HttpSettings
 from orchestrator.runtime import RunError, Runtime
+from orchestrator.runtime.errors import ZONE_FAILURE
 from orchestrator.runtime.turns import Turns
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc
@@ -44,6 +45,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         finally:
             self._lock.release()
 
+    def _failed(self, e: RunError) -> None:
+        if e.code in ZONE_FAILURE:  # a zone may have restarted: new channels, its stages loaded again
+            self.runtime.reconnect()
+
     def Plan(self, request: opb.PlanRequest, context: grpc.ServicerContext) -> opb.PlanReply:  # noqa: N802
         """The plan as JSON."""
         return opb.PlanReply(plan_json=json.dumps(self.runtime.plan.to_dict()))
@@ -56,6 +61,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             with self._turn(context):
                 result = self.runtime.embed(request.text, cancelled=lambda: not context.is_active()).to_dict()
         except RunError as e:
+            self._failed(e)
             context.abort(e.code, str(e))
         return opb.EmbedReply(embedding=result["output"]["embedding"], result_json=json.dumps(result))
 
@@ -72,6 +78,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     request.prompt, n, on_token=lambda t: events.append(opb.GenerateEvent(token_id=t)),
                     cancelled=lambda: not context.is_active()).to_dict()
         except RunError as e:
+            self._failed(e)
             context.abort(e.code, str(e))
         for i, ev in enumerate(events):
             yield opb.GenerateEvent(progress=opb.Progress(done=i + 1, total=n, stage="token"))

@@ -15,6 +15,7 @@ from orchestrator.http.errors import CLIENT_GONE, ApiError, deadline, from_run_e
 from orchestrator.http.queue import CallerGone, QueueFull, QueueTimeout
 from orchestrator.http.state import ApiState
 from orchestrator.runtime import RunError, RunResult
+from orchestrator.runtime.errors import ZONE_FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,6 @@ OnToken = Callable[[int], None]
 Work = Callable[[Cancelled, OnToken], RunResult]  # a runtime call: (cancelled, on_token) -> result
 Gone = Callable[[], Awaitable[bool]]
 _LOOK_S = 0.25  # how often a waiting request looks whether its caller left
-# a failed run whose zones may be gone: after it the runtime reconnects and reloads its stages
-_ZONE_FAILURE = (grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
 async def _never_gone() -> bool:
@@ -83,7 +82,7 @@ class Job:
             self._emit("done", result)
         except RunError as e:
             down: list[str] = []
-            if e.code in _ZONE_FAILURE:
+            if e.code in ZONE_FAILURE:
                 down = state.health.down()
                 state.runtime.reconnect()  # a zone may have restarted: new channels, stages loaded again
             cancelled = e.code == grpc.StatusCode.CANCELLED

@@ -18,3 +18,7 @@ class RunError(HsiError, RuntimeError):
     def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.ABORTED) -> None:
         super().__init__(message)
         self.code = code
+
+
+# A failed run whose zones may have gone (and come back without its stages): the service reconnects after it.
+ZONE_FAILURE = frozenset({grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})

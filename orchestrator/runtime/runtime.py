@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -67,13 +68,17 @@ class Runtime:
         self.signer.close()
 
     def reconnect(self) -> None:
-        """Close every channel and forget what the zones loaded and which enclaves were attested, so the next run
+        """New channels, and forget what the zones loaded and which enclaves were attested, so the next run
         reconnects, attests and loads its stages again (after a zone process restarted)."""
-        self.zones.close()
+        old = (self.zones, self.signer)
         self.zones = ZoneClient(self.policy, self.creds)
-        self.signer.close()
         self.signer = ReceiptSigner(self.policy, self.plan)
         self._loaded = False
+        # Other runs may still be under way on the old channels (the services run several at once): closed once
+        # any of their stages would have ended.
+        closer = threading.Timer(self.deadline.stage_s, lambda: [c.close() for c in old])
+        closer.daemon = True
+        closer.start()
 
     def wait_ready(self, timeout: float) -> None:
         """Block until every zone answers its health check; RunError naming the zones that do not."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import uuid
 
@@ -11,6 +13,7 @@ import pytest
 
 from hsi.transport.certs import issue, load_credentials
 from hsi.transport.server import secure_channel
+from orchestrator.launcher import running, up
 from orchestrator.runtime import RunError
 from orchestrator.service import serve_orchestrator
 from protos import orchestrator_pb2 as opb
@@ -99,3 +102,29 @@ def test_a_cancelled_run_stops_between_stages_and_frees_its_session(plain_minilm
         assert stub.Release(zone_pb2.ReleaseRequest(session=session.hex), timeout=10).freed_tensors == 0
     finally:
         rt.close()
+
+
+def test_after_a_zone_restarts_the_next_call_succeeds(plain_minilm: Deployment) -> None:
+    # the service reconnects and reloads its stages after a run that failed on a zone
+    port = free_ports(1)[0]
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=serve_orchestrator, args=(plain_minilm.policy, port, stop, ready), daemon=True)
+    t.start()
+    assert ready.wait(60)
+    try:
+        issue(plain_minilm.certs, "client/app", ["127.0.0.1"])
+        app = orchestrator_pb2_grpc.OrchestratorStub(
+            secure_channel(load_credentials(plain_minilm.certs, "client/app"), f"127.0.0.1:{port}"))
+        assert len(app.Embed(opb.EmbedRequest(text="Before."), timeout=120).embedding) == 384
+        pids = running(plain_minilm.policy)
+        assert pids is not None
+        os.killpg(pids["plain-owner@owner"], signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as e:
+            app.Embed(opb.EmbedRequest(text="While the owner is down."), timeout=120)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+        assert "plain-owner" in (e.value.details() or "")
+        up(plain_minilm.path)  # restarts only the dead zone, which has loaded no stage
+        assert len(app.Embed(opb.EmbedRequest(text="After."), timeout=120).embedding) == 384
+    finally:
+        stop.set()
+        t.join(30)
