@@ -24,6 +24,7 @@ from bench.records import write_records  # noqa: E402
 from hsi.models.registry import load_model  # noqa: E402
 from hsi.policy import load_policy  # noqa: E402
 from orchestrator.launcher import zones_up  # noqa: E402
+from orchestrator.netns import PROFILES  # noqa: E402
 from orchestrator.reference import (  # noqa: E402
     compare_embeddings,
     compare_tokens,
@@ -139,9 +140,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--plans", nargs="*", default=PLANS)
     ap.add_argument("--new-tokens", type=int, default=16)
-    ap.add_argument("--network", nargs="*", default=["loopback"], choices=["loopback", "lan", "wan"],
+    ap.add_argument("--network", nargs="*", default=["loopback"], choices=["loopback", *PROFILES],
                     help="where the parties run: loopback, or a network namespace each under the lan (0.2 ms, "
-                         "10 Gbit/s) or wan (40 ms, 100 Mbit/s) profile (needs root); several run side by side")
+                         "10 Gbit/s), wan (40 ms, 100 Mbit/s), wan-latency (40 ms, 1 Gbit/s) or wan-bandwidth "
+                         "(0 ms, 100 Mbit/s) profile (needs root); several run side by side")
     ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()

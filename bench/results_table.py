@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-NETWORKS = ("loopback", "lan", "wan")
+NETWORKS = ("loopback", "lan", "wan", "wan-latency", "wan-bandwidth")
 PLANS = ("hf-direct", "plain", "all-mpc", "selective", "private", "enclave")  # row order within a model
 HEADER = ("plan", "model", "network", "wall s", "s/token", "prefill s", "bytes between parties", "accuracy",
           "commit", "date")

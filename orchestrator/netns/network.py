@@ -40,7 +40,9 @@ class Profile:
     rate: str
 
 
-PROFILES = {"lan": Profile(0.1, "10gbit"), "wan": Profile(20.0, "100mbit")}  # RTT 0.2 ms / 40 ms
+# RTT 0.2 ms / 40 ms; and the wan's two halves, to split its time between latency and bandwidth
+PROFILES = {"lan": Profile(0.1, "10gbit"), "wan": Profile(20.0, "100mbit"),
+            "wan-latency": Profile(20.0, "1gbit"), "wan-bandwidth": Profile(0.0, "100mbit")}
 MIN_QUEUED_DELAY_MS = 1.0
 
 
