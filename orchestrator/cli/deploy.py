@@ -105,7 +105,8 @@ def add_deploy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                       "`embed TEXT --json`), or, without one, the parties stay up until interrupted. "
                                       "Everything is torn down after.")
     s.add_argument("--policy", required=True)
-    s.add_argument("--network", default="lan", help="profile: lan (0.2 ms, 10 Gbit/s) or wan (40 ms, 100 Mbit/s)")
+    s.add_argument("--network", default="lan", help="profile: lan (0.2 ms, 10 Gbit/s), wan (40 ms, 100 Mbit/s), "
+                   "wan-latency (40 ms, 1 Gbit/s) or wan-bandwidth (0 ms, 100 Mbit/s)")
     s.add_argument("--workdir", help="where bundles and state go (default: a temporary directory)")
     s.add_argument("--startup-s", type=float, default=600.0, help="how long the zones may take to come up")
     s.add_argument("command", nargs=argparse.REMAINDER, help="an hsi command for the client, without --policy")
