@@ -61,8 +61,8 @@ def wire(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wi
     ports = grpc_ports | {zone.rendezvous_port}
     ours = [c for c in connections(pcap) if c.carries_bytes()
             and (c.server[1] in ports or frozenset({c.client, c.server}) in held)]
-    mesh = [c for c in ours if c.server[1] not in grpc_ports]
-    rendezvous = [c for c in mesh if c.server[1] == zone.rendezvous_port]
+    rendezvous = [c for c in ours if c.server[1] == zone.rendezvous_port]
+    mesh = [c for c in ours if c.server[1] not in ports]
     yield Wire(ours, mesh, rendezvous, cosine)
 
 
@@ -79,8 +79,9 @@ def test_every_connection_that_carries_bytes_starts_with_tls(wire: Wire) -> None
 
 
 def test_the_mpc_mesh_is_among_them(wire: Wire) -> None:
-    """The parties' and the dealer's links: one per direction per pair of party 0, party 1 and the dealer, two of
-    them to rank 0's rendezvous port; the protocol's bytes went there."""
+    """The parties' and the dealer's links: one per direction per pair of party 0, party 1 and the dealer, each
+    to the peer worker's own port; and the two questions to rank 0's rendezvous hub (where does this session's
+    rank 0 listen?), over TLS too. The protocol's bytes went over the links."""
     assert len(wire.rendezvous) == 2, [str(c) for c in wire.rendezvous]
     assert len(wire.mesh) == 6, [str(c) for c in wire.mesh]
     assert sum(sum(c.payload.values()) for c in wire.mesh) > 10_000_000
