@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
@@ -25,9 +26,14 @@ OBSERVED = [{"zone": "he", "party": "owner", "name": "x", "encoding": "ckks", "s
 MEASUREMENT = bytes(range(32))
 
 
-def _signed(mismatches: list[str] | None = None) -> tuple[dict[str, Any], Any, Any, bytes]:
+@functools.lru_cache(maxsize=1)
+def _planned() -> tuple[Any, Any]:
     policy = load_policy(POLICIES / "private-minilm.yaml")
-    plan = make_plan(load_graph("minilm-l6"), policy)
+    return policy, make_plan(load_graph("minilm-l6"), policy)
+
+
+def _signed(mismatches: list[str] | None = None) -> tuple[dict[str, Any], Any, Any, bytes]:
+    policy, plan = _planned()
     body = receipt_body(plan, policy, "s1", OBSERVED, mismatches or [], {"embedding": [0.25, -1.0]})
     key = Ed25519PrivateKey.generate()
     signature = key.sign(signed_message(body_digest(body), MEASUREMENT, 1_800_000_000))
