@@ -49,6 +49,7 @@ def _reachable(ns: str, address: str, port: int) -> bool:
     return subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # 74 s; `hsi deploy netns` across namespaces stays in `make test`
 def test_plain_minilm_across_namespaces_equals_loopback(hsi_env: Path, tmp_path: Path) -> None:
     with netns_deployment(POLICIES / "plain-minilm.yaml", tmp_path, "lan") as dep:
         result = dep.embed(TEXT)
