@@ -9,12 +9,14 @@ mesh is formed and its peers checked: `zones.mpc.rendezvous`.
 from __future__ import annotations
 
 import _ssl
+import contextlib
 import ctypes
 import queue
 import ssl
 import struct
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,17 +189,13 @@ class Mesh:
         if error is not None:
             raise LinkError(f"the link to {self.spec.who(dst)} failed: {error}")
 
-    def recv_into(self, src: int, buffer: memoryview) -> None:
-        """Receive one frame of exactly len(buffer) bytes from `src` into `buffer`."""
-        sock = self._in[src]
-        head = bytearray(_HEADER.size)
+    @contextlib.contextmanager
+    def _receiving(self, src: int) -> Iterator[ssl.SSLSocket]:
+        """The link from `src`; a failure on it raised as a LinkError naming the peer."""
         try:
-            recv_exact(sock, memoryview(head))
-            (n,) = _HEADER.unpack(head)
-            if n != len(buffer):
-                raise LinkError(f"{self.spec.who(src)} sent a {n}-byte message where {len(buffer)} were due: "
-                                "the parties are out of step")
-            recv_exact(sock, buffer)
+            yield self._in[src]
+        except LinkError:
+            raise
         except TimeoutError:
             raise LinkError(f"{self.spec.who(src)} sent nothing for {self.spec.timeout_s:.0f} s") from None
         except EOFError:
@@ -205,22 +203,30 @@ class Mesh:
         except OSError as e:
             raise LinkError(f"the link from {self.spec.who(src)} failed: {e}") from None
 
+    def _recv_length(self, sock: ssl.SSLSocket) -> int:
+        head = bytearray(_HEADER.size)
+        recv_exact(sock, memoryview(head))
+        (n,) = _HEADER.unpack(head)
+        return int(n)
+
+    def recv_into(self, src: int, buffer: memoryview) -> None:
+        """Receive one frame of exactly len(buffer) bytes from `src` into `buffer`."""
+        with self._receiving(src) as sock:
+            n = self._recv_length(sock)
+            if n != len(buffer):
+                raise LinkError(f"{self.spec.who(src)} sent a {n}-byte message where {len(buffer)} were due: "
+                                "the parties are out of step")
+            recv_exact(sock, buffer)
+
     def recv_bytes(self, src: int, limit: int) -> bytes:
         """Receive one frame of at most `limit` bytes from `src` (an object whose size the receiver cannot know)."""
-        sock = self._in[src]
-        head = bytearray(_HEADER.size)
-        try:
-            recv_exact(sock, memoryview(head))
-            (n,) = _HEADER.unpack(head)
+        with self._receiving(src) as sock:
+            n = self._recv_length(sock)
             if n > limit:
                 raise LinkError(f"{self.spec.who(src)} sent a {n}-byte object; at most {limit} are accepted")
             body = bytearray(n)
             recv_exact(sock, memoryview(body))
             return bytes(body)
-        except TimeoutError:
-            raise LinkError(f"{self.spec.who(src)} sent nothing for {self.spec.timeout_s:.0f} s") from None
-        except EOFError:
-            raise LinkError(f"{self.spec.who(src)} closed its link") from None
 
     def close(self) -> None:
         """Flush and close every link."""
