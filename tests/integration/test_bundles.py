@@ -76,6 +76,7 @@ def test_parties_run_their_zones_from_their_bundles(hsi_env: Path, tmp_path: Pat
             p.wait(timeout=30)
 
 
+@pytest.mark.slow  # 12 s
 def test_a_zone_stops_under_a_burst_of_signals(hsi_env: Path, tmp_path: Path) -> None:
     # start.sh's trap re-sends TERM right after a group kill; a handler taking a lock the main thread may hold
     # deadlocked a zone here once (CI, session 8), so the zone gets many signals back to back

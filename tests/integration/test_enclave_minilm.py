@@ -33,6 +33,7 @@ def enclave(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFa
     yield from enclave_deployment("enclave-minilm.yaml", softhsm, tmp_path_factory, RPC_S)
 
 
+@pytest.mark.slow  # 91 s; the enclave plan across namespaces is slow too
 def test_enclave_minilm_matches_plaintext_and_the_owner_sees_ciphertexts_only(enclave: Deployment) -> None:
     rt = enclave.runtime()
     try:

@@ -46,6 +46,7 @@ def test_killed_zone_fails_run_and_restart_recovers(plain_minilm: Deployment) ->
         rt.close()
 
 
+@pytest.mark.slow  # 28 s
 def test_a_zone_that_cannot_start_leaves_the_healthy_ones_up(hsi_env: Path, tmp_path: Path) -> None:
     # a name of its own: the module's plain-minilm deployment keeps its state file
     path = policy_on_free_ports(POLICIES / "plain-minilm.yaml", tmp_path, name="plain-minilm-squatted")

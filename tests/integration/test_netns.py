@@ -78,6 +78,7 @@ def _assert_namespaces_gone(deploy_stderr: list[str]) -> None:
     assert not set(used) & set(left)
 
 
+@pytest.mark.slow  # 40 s
 def test_deploy_netns_runs_a_client_command_and_leaves_nothing(hsi_env: Path, tmp_path: Path) -> None:
     """`hsi deploy netns --policy P embed TEXT --json`: the client's command runs across the namespaces with its
     output alone on stdout, and every namespace is gone after."""

@@ -78,6 +78,7 @@ def _refused(call: Callable[[], Any]) -> grpc.RpcError:
     return e.value
 
 
+@pytest.mark.slow  # 25 s
 def test_huge_key_name_breaks_neither_the_key_service_nor_its_audit_log(tee: TeeDeployment) -> None:
     _ensure_key(tee)
     huge = "A" * 70_000

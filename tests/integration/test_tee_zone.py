@@ -99,6 +99,7 @@ def test_grant_past_its_limit(tee: TeeDeployment) -> None:
     owner.close()
 
 
+@pytest.mark.slow  # 16 s; a killed enclave's keys: test_private_minilm, slow too
 def test_restart_keeps_keys_and_audit_chain(tee: TeeDeployment) -> None:
     before = read_log(Path(tee.policy.zones["t"].audit_log))  # type: ignore[union-attr]
     tee.stop("t", signal.SIGKILL)

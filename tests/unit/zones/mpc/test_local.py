@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from zones.mpc.local import run_parties
@@ -43,6 +44,7 @@ def _products(fast: bool) -> dict[str, Any]:
     return {"errors": errors, "rounds": rounds, "refused": refused, "overlapped": overlapped}
 
 
+@pytest.mark.slow  # 20 s; the plans' outputs against plaintext cover the fast paths
 def test_fast_crypten_matches_crypten() -> None:
     fast = run_parties(_products, (True,), ttp=True, fast=True)
     plain = run_parties(_products, (False,), ttp=True, fast=False)
