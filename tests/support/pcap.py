@@ -53,10 +53,12 @@ def capture(interface: str, path: Path, expression: str = "tcp", snaplen: int = 
     proc = subprocess.Popen([tool, "-i", interface, "-s", str(snaplen), "-U", "-n", "-w", str(path), expression],
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    if "listening on" not in line:
+    lines = [proc.stderr.readline()]  # on `any` a note on the link type (LINUX_SLL2) comes first
+    while "listening on" not in lines[-1] and lines[-1] and len(lines) < 5:
+        lines.append(proc.stderr.readline())
+    if "listening on" not in lines[-1]:
         proc.kill()
-        pytest.fail(f"tcpdump did not start: {line}")
+        pytest.fail(f"tcpdump did not start: {''.join(lines)}")
     try:
         yield path
     finally:
