@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -16,6 +17,9 @@ from hsi.transport.certs import Credentials, certs_dir, load_credentials
 from hsi.transport.server import build_server, server_options_of
 from protos import zone_pb2_grpc
 from zones.common.service import ZoneServicer
+
+if TYPE_CHECKING:
+    from zones.tee.enclave import Enclave
 
 log = logging.getLogger("hsi.zone")
 _POLL_S = 0.2  # how often the serving loop looks for a signal
@@ -31,7 +35,6 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     if zone not in policy.zones:
         raise SystemExit(f"policy {policy.name!r} has no zone {zone!r}")
     endpoints = policy.zone_endpoints(zone)
-    engine: ZoneEngine | None = None
     if dealer:
         if not policy.has_dealer(zone):
             raise SystemExit(f"zone {zone!r} is not an MPC zone and has no dealer")
@@ -46,11 +49,46 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
     elif party not in endpoints:
         raise SystemExit(f"zone {zone!r} runs at {sorted(endpoints)}, not at party {party!r}")
     creds = load_credentials(certs_dir(policy), policy.principal(party, zone))
-    if dealer:
-        from zones.mpc.engine import MpcDealer
-
-        engine = MpcDealer(policy, zone, party)
     enclave = None
+    if dealer:
+        served = [_dealer_server(policy, zone, party, creds)]
+    else:
+        server, servicer, enclave = _zone_server(policy, zone, party, creds, endpoints[party])
+        # `dealer: enclave`: this enclave's process also serves those MPC zones' dealers, each on its own port
+        served = [(server, servicer)] + [_dealer_server(policy, mpc, party, creds)
+                                         for mpc in policy.hosted_dealers(zone)]
+    stop = stop or threading.Event()
+    signalled: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        # The handler only appends: Event.set() takes the event's lock, which this thread may hold when a second
+        # signal lands (start.sh's trap re-sends TERM right after a group kill), and that deadlocks the process.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: signalled.append(signum))
+    for srv, _ in served:
+        srv.start()
+    log.info("zone %s (%s%s) of policy %s serving at %s", zone, party, ", dealer" if dealer else "", policy.name,
+             endpoints[party])
+    if ready:
+        ready.set()
+    while not (signalled or stop.wait(_POLL_S)):
+        pass
+    stopping = [srv.stop(grace=2) for srv, _ in served]
+    clean = all(event.wait(timeout=_STOP_S) for event in stopping)
+    if not clean:
+        log.warning("zone %s: RPCs still running %.0f s after stop; closing without them", zone, _STOP_S)
+    for _, servicer in served:
+        servicer.close()
+    if enclave is not None:
+        enclave.close()
+    return clean
+
+
+def _zone_server(policy: Policy, zone: str, party: str, creds: Credentials,
+                 address: str) -> tuple[grpc.Server, ZoneServicer, Enclave | None]:
+    """The server of a zone process: its Zone service over its kind's engine, and in an enclave the key service
+    over the same enclave (returned too, to be closed last)."""
+    engine: ZoneEngine | None = None
+    enclave: Enclave | None = None
     if kinds.spec(policy.zones[zone].kind).in_enclave:
         from hsi.allow import key_service_allow_table
         from protos import keys_pb2_grpc
@@ -76,41 +114,13 @@ def serve_zone(policy: Policy, zone: str, party: str, ready: threading.Event | N
             KeyServiceServicer(enclave, policy.transport.chunk_bytes, delivery), server)
         return [ZONE_SERVICE, KEY_SERVICE]
 
-    options = server_options_of(policy.transport)
-    server, _, _ = build_server(creds, endpoints[party], allow, register, options)
-    # `dealer: enclave`: this enclave's process also serves those MPC zones' dealers, each on its own port
-    hosted = [_dealer_server(policy, mpc, party, creds) for mpc in policy.hosted_dealers(zone)]
-    servers = [server] + [h for h, _ in hosted]
-    servicers = [servicer] + [d for _, d in hosted]
-    stop = stop or threading.Event()
-    signalled: list[int] = []
-    if threading.current_thread() is threading.main_thread():
-        # The handler only appends: Event.set() takes the event's lock, which this thread may hold when a second
-        # signal lands (start.sh's trap re-sends TERM right after a group kill), and that deadlocks the process.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: signalled.append(signum))
-    for srv in servers:
-        srv.start()
-    log.info("zone %s (%s%s) of policy %s serving at %s", zone, party, ", dealer" if dealer else "", policy.name,
-             endpoints[party])
-    if ready:
-        ready.set()
-    while not (signalled or stop.wait(_POLL_S)):
-        pass
-    stopping = [srv.stop(grace=2) for srv in servers]
-    clean = all(event.wait(timeout=_STOP_S) for event in stopping)
-    if not clean:
-        log.warning("zone %s: RPCs still running %.0f s after stop; closing without them", zone, _STOP_S)
-    for s in servicers:
-        s.close()
-    if enclave is not None:
-        enclave.close()
-    return clean
+    server, _, _ = build_server(creds, address, allow, register, server_options_of(policy.transport))
+    return server, servicer, enclave
 
 
 def _dealer_server(policy: Policy, mpc: str, party: str, creds: Credentials) -> tuple[grpc.Server, ZoneServicer]:
-    """The server of MPC zone `mpc`'s dealer inside this enclave's process (`dealer: enclave`): triples are dealt
-    from the enclave's memory, by workers it forks, and sent over the mesh with the enclave's certificate."""
+    """The server of MPC zone `mpc`'s dealer: a process of its own at the dealer's party, or, with `dealer:
+    enclave`, inside the enclave's process, whose memory the triples then never leave."""
     from zones.mpc.engine import MpcDealer
 
     servicer = ZoneServicer(policy, mpc, party, creds, MpcDealer(policy, mpc, party))
@@ -122,5 +132,6 @@ def _dealer_server(policy: Policy, mpc: str, party: str, creds: Credentials) -> 
     _, address = policy.dealer_endpoint(mpc)
     allow = zone_allow_table(policy, servicer.plan, mpc)
     server, _, _ = build_server(creds, address, allow, register, server_options_of(policy.transport))
-    log.info("dealer of MPC zone %s served in this enclave at %s", mpc, address)
+    if policy.dealer_enclave(mpc) is not None:
+        log.info("dealer of MPC zone %s served in this enclave at %s", mpc, address)
     return server, servicer
