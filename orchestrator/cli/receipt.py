@@ -26,7 +26,7 @@ def receipts_in(doc: Any) -> list[dict[str, Any]]:
 
 
 def cmd_receipt_verify(args: argparse.Namespace) -> int:
-    """Verify every receipt of a file; exit 1 naming the first that does not verify."""
+    """Verify every receipt of a file; an HsiError (exit 2) naming the first that does not verify."""
     from hsi.models.registry import load_graph
     from hsi.plan import make_plan
     from hsi.policy import load_policy

@@ -118,13 +118,13 @@ class _Base(ZoneEngine):
         except ZoneError as e:
             with self._lock:
                 self._sessions.pop(session, None)
-            refused = self._hub.refusals(session, self.timeout) if self._hub is not None else []
+            refused = hub.refusals(session, self.timeout) if hub is not None else []
             if refused:  # who tried to join at the rendezvous and was turned away
                 raise ZoneError(e.code, f"{e}; refused at the rendezvous: {'; '.join(refused)}") from None
             raise
         finally:
-            if self._hub is not None:
-                self._hub.forget(session)
+            if hub is not None:
+                hub.forget(session)
         return w
 
     def _reap_idle(self) -> None:
