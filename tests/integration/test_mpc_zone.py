@@ -14,15 +14,15 @@ import pytest
 import torch
 import yaml
 
-from hsi.transport.certs import issue, load_credentials
+from hsi.transport.certs import load_credentials
 from hsi.transport.server import secure_channel
 from hsi.transport.shares import split
 from orchestrator.launcher import down, running, up
-from orchestrator.service import serve_orchestrator
 from protos import orchestrator_pb2 as opb
-from protos import orchestrator_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import POLICIES, free_ports, policy_on_free_ports
+from protos import zone_pb2, zone_pb2_grpc
+from tests.conftest import POLICIES, policy_on_free_ports
 from tests.integration.conftest import Deployment, fault_during_run, minilm_cosine
+from tests.support.orchestrator import orchestrator_service, stub_as
 from tests.support.tensors import push
 
 PEER_TIMEOUT_S = 30.0  # a party waiting this long for a peer within a stage gives the session up
@@ -155,16 +155,9 @@ def test_abandoned_calls_do_not_delay_the_next_one(all_mpc: Deployment) -> None:
     # Three Embed calls abandoned at their deadline used to run to the end one after another (the next good call
     # waited for all three); now a caller that left stops waiting for the runtime and its run stops at the next
     # stage, so the next call waits at most for the one pass already under way.
-    port = free_ports(1)[0]
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve_orchestrator, args=(all_mpc.policy, port, stop, ready), daemon=True)
-    t.start()
-    assert ready.wait(60)
     text = "Follow-up: blood pressure 128/82, heart rate 71, no new complaints; continue lisinopril 10 mg."
-    try:
-        issue(all_mpc.certs, "client/app", ["127.0.0.1"])
-        app = orchestrator_pb2_grpc.OrchestratorStub(
-            secure_channel(load_credentials(all_mpc.certs, "client/app"), f"127.0.0.1:{port}"))
+    with orchestrator_service(all_mpc.policy) as port:
+        app = stub_as(all_mpc.certs, "client/app", port)
         start = time.monotonic()
         app.Embed(opb.EmbedRequest(text=text), timeout=300)
         single = time.monotonic() - start
@@ -175,9 +168,6 @@ def test_abandoned_calls_do_not_delay_the_next_one(all_mpc: Deployment) -> None:
         waited = time.monotonic() - start
         assert minilm_cosine(list(reply.embedding), text) > 0.999
         assert waited < 2 * single + 5, f"the next call took {waited:.1f} s; one pass takes {single:.1f} s"
-    finally:
-        stop.set()
-        t.join(30)
 
 
 def test_killed_party_fails_the_session_naming_it_and_a_restart_recovers(all_mpc: Deployment) -> None:

@@ -5,35 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import uuid
 
 import grpc
 import pytest
 
-from hsi.transport.certs import issue, load_credentials
+from hsi.transport.certs import load_credentials
 from hsi.transport.server import secure_channel
 from orchestrator.launcher import running, up
 from orchestrator.runtime import RunError
-from orchestrator.service import serve_orchestrator
 from protos import orchestrator_pb2 as opb
 from protos import orchestrator_pb2_grpc, zone_pb2, zone_pb2_grpc
-from tests.conftest import free_ports
 from tests.integration.conftest import Deployment
 from tests.support.certs import signed_as
+from tests.support.orchestrator import orchestrator_service, stub_as
 
 
 def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:
-    port = free_ports(1)[0]
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve_orchestrator, args=(plain_minilm.policy, port, stop, ready), daemon=True)
-    t.start()
-    assert ready.wait(60)
-    try:
-        for principal in ("client/app", "owner/app"):
-            issue(plain_minilm.certs, principal, ["127.0.0.1"])
-        app = orchestrator_pb2_grpc.OrchestratorStub(
-            secure_channel(load_credentials(plain_minilm.certs, "client/app"), f"127.0.0.1:{port}"))
+    with orchestrator_service(plain_minilm.policy) as port:
+        app = stub_as(plain_minilm.certs, "client/app", port)
         plan = json.loads(app.Plan(opb.PlanRequest(), timeout=30).plan_json)
         assert plan["policy"] == "plain-minilm"
         reply = app.Embed(opb.EmbedRequest(text="Blood pressure 150/95 at rest."), timeout=120)
@@ -42,26 +32,15 @@ def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:
         with pytest.raises(grpc.RpcError) as e:
             app.Embed(opb.EmbedRequest(text=""), timeout=30)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        owner = orchestrator_pb2_grpc.OrchestratorStub(
-            secure_channel(load_credentials(plain_minilm.certs, "owner/app"), f"127.0.0.1:{port}"))
+        owner = stub_as(plain_minilm.certs, "owner/app", port)
         with pytest.raises(grpc.RpcError) as e:
             owner.Embed(opb.EmbedRequest(text="x"), timeout=30)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        stop.set()
-        t.join(30)
 
 
 def test_refusals_carry_the_right_codes_and_a_name_without_a_zone_is_no_principal(plain_minilm: Deployment) -> None:
-    port = free_ports(1)[0]
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve_orchestrator, args=(plain_minilm.policy, port, stop, ready), daemon=True)
-    t.start()
-    assert ready.wait(60)
-    try:
-        issue(plain_minilm.certs, "client/app", ["127.0.0.1"])
-        app = orchestrator_pb2_grpc.OrchestratorStub(
-            secure_channel(load_credentials(plain_minilm.certs, "client/app"), f"127.0.0.1:{port}"))
+    with orchestrator_service(plain_minilm.policy) as port:
+        app = stub_as(plain_minilm.certs, "client/app", port)
         with pytest.raises(grpc.RpcError) as e:
             app.Embed(opb.EmbedRequest(text="blood pressure " * 100), timeout=60)  # more than max_tokens 128
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "model.max_tokens" in e.value.details()
@@ -75,9 +54,6 @@ def test_refusals_carry_the_right_codes_and_a_name_without_a_zone_is_no_principa
             bare.Embed(opb.EmbedRequest(text="x"), timeout=30)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "not a <party>/<zone> principal" in e.value.details()
-    finally:
-        stop.set()
-        t.join(30)
 
 
 def test_a_cancelled_run_stops_between_stages_and_frees_its_session(plain_minilm: Deployment,
@@ -106,15 +82,8 @@ def test_a_cancelled_run_stops_between_stages_and_frees_its_session(plain_minilm
 
 def test_after_a_zone_restarts_the_next_call_succeeds(plain_minilm: Deployment) -> None:
     # the service reconnects and reloads its stages after a run that failed on a zone
-    port = free_ports(1)[0]
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=serve_orchestrator, args=(plain_minilm.policy, port, stop, ready), daemon=True)
-    t.start()
-    assert ready.wait(60)
-    try:
-        issue(plain_minilm.certs, "client/app", ["127.0.0.1"])
-        app = orchestrator_pb2_grpc.OrchestratorStub(
-            secure_channel(load_credentials(plain_minilm.certs, "client/app"), f"127.0.0.1:{port}"))
+    with orchestrator_service(plain_minilm.policy) as port:
+        app = stub_as(plain_minilm.certs, "client/app", port)
         assert len(app.Embed(opb.EmbedRequest(text="Before."), timeout=120).embedding) == 384
         pids = running(plain_minilm.policy)
         assert pids is not None
@@ -125,6 +94,3 @@ def test_after_a_zone_restarts_the_next_call_succeeds(plain_minilm: Deployment) 
         assert "plain-owner" in (e.value.details() or "")
         up(plain_minilm.path)  # restarts only the dead zone, which has loaded no stage
         assert len(app.Embed(opb.EmbedRequest(text="After."), timeout=120).embedding) == 384
-    finally:
-        stop.set()
-        t.join(30)
