@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from hsi.batch import Batch
     from hsi.ir import Graph
     from hsi.plan.types import Stage
     from hsi.transport.tensor import StoredTensor
@@ -15,10 +16,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunContext:
-    """Per-call facts an engine needs: the session and the absolute position of the first new token."""
+    """Per-call facts an engine needs: the session, the absolute position of the first new token, and the batch
+    when the rows are several padded sequences."""
 
     session: str
     position_offset: int
+    batch: Batch | None = None
 
 
 class ZoneEngine(Protocol):

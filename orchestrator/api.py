@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,26 @@ def plan(policy_path: str | Path, tokens: int = 32) -> Plan:
     return make_plan(load_graph(policy.model.name), policy, tokens=tokens)
 
 
-def embed(policy_path: str | Path, text: str, check: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Embed `text` under the policy (starting its zones if they are not up); the `--json` result object."""
+def embed(policy_path: str | Path, text: str | Sequence[str], check: bool = False,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Embed a text, or a list of texts in batched passes, under the policy (starting its zones if they are not
+    up); the `--json` result object."""
     policy = load_policy(policy_path)
     with zones_up(policy_path):
         rt = Runtime(policy, progress=progress)
         try:
-            result = rt.embed(text).to_dict()
+            result = (rt.embed(text) if isinstance(text, str) else rt.embed_batch(list(text))).to_dict()
         finally:
             rt.close()
     if check:
-        result["reference"] = compare_embeddings(result["output"]["embedding"],
-                                                 reference_embedding(policy.model.name, text))
+        if isinstance(text, str):
+            result["reference"] = compare_embeddings(result["output"]["embedding"],
+                                                     reference_embedding(policy.model.name, text))
+        else:
+            each = [compare_embeddings(e, reference_embedding(policy.model.name, t))
+                    for e, t in zip(result["output"]["embeddings"], text, strict=True)]
+            result["reference"] = {"cosine": min(c["cosine"] for c in each),
+                                   "max_abs_err": max(c["max_abs_err"] for c in each), "each": each}
     return result
 
 

@@ -64,20 +64,22 @@ class PullTensorRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RunStageRequest(_message.Message):
-    __slots__ = ("session", "plan_digest", "stage", "position_offset", "release", "then")
+    __slots__ = ("session", "plan_digest", "stage", "position_offset", "release", "then", "lengths")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     POSITION_OFFSET_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     THEN_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
     session: str
     plan_digest: str
     stage: int
     position_offset: int
     release: _containers.RepeatedScalarFieldContainer[str]
     then: _containers.RepeatedCompositeFieldContainer[TransferRequest]
-    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ..., then: _Optional[_Iterable[_Union[TransferRequest, _Mapping]]] = ...) -> None: ...
+    lengths: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ..., then: _Optional[_Iterable[_Union[TransferRequest, _Mapping]]] = ..., lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RunStageReply(_message.Message):
     __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes", "transfers")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hsi.batch import Batch
 from hsi.ir import Op, OpType
 
 
@@ -20,9 +21,11 @@ class SessionState:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What an op needs to know about the step: the absolute position of the first new token."""
+    """What an op needs to know about the step: the absolute position of the first new token, and the batch when
+    the rows are several padded sequences."""
 
     position_offset: int = 0
+    batch: Batch | None = None
 
 
 Kernel = Callable[[Op, list[torch.Tensor], list[torch.Tensor], StepContext, SessionState], torch.Tensor]
@@ -59,7 +62,8 @@ def _embed(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContex
     ids = x[0].long()
     out = torch.nn.functional.embedding(ids, w[0])
     if op.params.get("style") == "bert":
-        pos = torch.arange(ctx.position_offset, ctx.position_offset + ids.shape[0])
+        pos = (ctx.batch.positions(ctx.position_offset) if ctx.batch else
+               torch.arange(ctx.position_offset, ctx.position_offset + ids.shape[0]))
         out = out + w[1][pos] + w[2][0]
     return out
 
@@ -77,6 +81,8 @@ def _slice(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContex
 @kernel(OpType.ATTN_SCORES)
 def _scores(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
     p = op.params
+    if ctx.batch:
+        return _batched_scores(p, x[0], x[1], ctx.batch)
     q = _split_heads(x[0], p["heads"], p["head_dim"])
     k = _cached(s, op.name, _split_heads(x[1], p["kv_heads"], p["head_dim"]), p["cache"])
     k = k.repeat_interleave(p["heads"] // p["kv_heads"], dim=0)
@@ -89,6 +95,15 @@ def _scores(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepConte
     return scores
 
 
+def _batched_scores(p: dict, q: torch.Tensor, k: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """(count, heads, width, width): each sequence's queries against its own keys, padding keys masked."""
+    if p["causal"] or p["cache"] or p["kv_heads"] != p["heads"]:
+        raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped heads)")
+    qs, ks = batch.split_heads(q, p["heads"], p["head_dim"]), batch.split_heads(k, p["heads"], p["head_dim"])
+    scores = torch.matmul(qs, ks.transpose(2, 3)) / math.sqrt(p["head_dim"])
+    return scores.masked_fill(batch.padding(), torch.finfo(scores.dtype).min)
+
+
 @kernel(OpType.SOFTMAX)
 def _softmax(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
     return torch.softmax(x[0], dim=-1)
@@ -97,6 +112,8 @@ def _softmax(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepCont
 @kernel(OpType.ATTN_CONTEXT)
 def _context(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
     p = op.params
+    if ctx.batch:
+        return ctx.batch.merge_heads(torch.matmul(x[0], ctx.batch.split_heads(x[1], p["heads"], p["head_dim"])))
     v = _cached(s, op.name, _split_heads(x[1], p["kv_heads"], p["head_dim"]), p["cache"])
     v = v.repeat_interleave(p["heads"] // p["kv_heads"], dim=0)
     out = torch.matmul(x[0], v)  # (heads, T, d)
@@ -152,9 +169,9 @@ def _rope(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext
 
 @kernel(OpType.POOL)
 def _pool(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
-    pooled = x[0].mean(dim=0)
+    pooled = ctx.batch.pool_weights() @ x[0] if ctx.batch else x[0].mean(dim=0)
     if op.params.get("normalize"):
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=0)
+        pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
     return pooled
 
 

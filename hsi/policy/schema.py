@@ -21,6 +21,7 @@ class ModelSpec(Strict):
     name: str = Field(description="packaged model name (minilm-l6, smollm2-135m) or a local checkpoint directory")
     owner: str = Field(description="the party that owns the model weights")
     max_tokens: int = Field(128, ge=1, le=8192, description="longest input (prompt + generated) in tokens")
+    max_batch: int = Field(32, ge=1, le=256, description="most texts one batched pass embeds together")
 
 
 class Party(Strict):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from hsi.errors import HsiError
 from orchestrator.cli.console import err, out
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ def _run(args: argparse.Namespace, op: str) -> int:
             progress.update(task, description=what, completed=done, total=total)
 
         if op == "embed":
-            result = api.embed(args.policy, args.text, check=args.check, progress=report)
+            result = api.embed(args.policy, _texts(args), check=args.check, progress=report)
         else:
             result = api.generate(args.policy, args.prompt, args.max_new_tokens, chat=not args.no_chat,
                                   check=args.check, progress=report)
@@ -70,9 +72,12 @@ def _run(args: argparse.Namespace, op: str) -> int:
     else:
         o = result["output"]
         if op == "embed":
-            emb = o["embedding"]
-            head = ", ".join(f"{x:.4f}" for x in emb[:6])
-            out.print(f"embedding ({len(emb)} dims, {o['tokens']} tokens): [{head}, ...]")
+            many = "embeddings" in o
+            for emb, n in zip(o["embeddings"], o["tokens"], strict=True) if many else [(o["embedding"], o["tokens"])]:
+                head = ", ".join(f"{x:.4f}" for x in emb[:6])
+                out.print(f"embedding ({len(emb)} dims, {n} tokens): [{head}, ...]")
+            if many:
+                out.print(f"{len(o['embeddings'])} texts in {o['passes']} batched pass(es)")
         else:
             out.print(f"[bold]{o['text']}[/]\n({len(o['token_ids'])} tokens, ids {o['token_ids']})")
         _metrics_table(result)
@@ -81,6 +86,23 @@ def _run(args: argparse.Namespace, op: str) -> int:
     if not ok:
         err.print("[bold red]check failed[/]: the run differs from the plaintext reference or the privacy report")
     return 0 if ok else 3
+
+
+def _texts(args: argparse.Namespace) -> str | list[str]:
+    """The text to embed, or the texts (several arguments, or `--file` with one text per line) for batched
+    passes."""
+    texts = list(args.text)
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise HsiError(f"--file {args.file}: cannot read it ({e})") from None
+        texts += [line for line in lines if line.strip()]
+        if not texts:
+            raise HsiError(f"--file {args.file} has no text (one text per line)")
+    if not texts:
+        raise HsiError("nothing to embed: give a text, several texts, or --file")
+    return texts[0] if len(texts) == 1 and not args.file else texts
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -98,7 +120,11 @@ def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, fn, arg in (("embed", cmd_embed, "text"), ("generate", cmd_generate, "prompt")):
         s = sub.add_parser(name, help=f"run {name} under a policy (starts the zones if they are not up)")
         s.add_argument("--policy", required=True)
-        s.add_argument(arg)
+        if name == "embed":
+            s.add_argument(arg, nargs="*", help="text(s) to embed; several are embedded in batched passes")
+            s.add_argument("--file", help="embed each non-empty line of this file (with any texts given)")
+        else:
+            s.add_argument(arg)
         s.add_argument("--json", action="store_true", help="print one JSON object")
         s.add_argument("--check", action="store_true", help="compare with the plaintext HF model and the privacy "
                                                             "report; exit 3 on a difference")

@@ -1,39 +1,19 @@
-"""`POST /v1/embeddings`: sentence embeddings of one text or a list, each through the plan, in OpenAI's shape."""
+"""`POST /v1/embeddings`: sentence embeddings of one text or a list, in batched passes through the plan, in OpenAI's
+shape."""
 
 from __future__ import annotations
 
 import base64
 import struct
-from collections import defaultdict
 from typing import Any
 
-import grpc
 from fastapi import Request
 
 from orchestrator.http.errors import bad_request, too_long, unknown_model
 from orchestrator.http.jobs import Cancelled, Job, OnToken
 from orchestrator.http.schemas import EmbeddingRequest
 from orchestrator.http.state import ApiState
-from orchestrator.runtime import RunError, RunResult
-
-
-def merge_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of several runs added up (time per zone, bytes per link, MPC rounds and bytes, conversions)."""
-    out: dict[str, Any] = {"wall_s": sum(r.get("wall_s", 0.0) for r in runs)}
-    for key in ("time_by_zone", "bytes_by_link", "time_by_conversion"):
-        acc: dict[str, float] = defaultdict(float)
-        for r in runs:
-            for k, v in r.get(key, {}).items():
-                acc[k] += v
-        out[key] = dict(acc)
-    mpc: dict[str, dict[str, int]] = {}
-    for r in runs:
-        for zone, m in r.get("mpc", {}).items():
-            z = mpc.setdefault(zone, {"rounds": 0, "bytes": 0})
-            z["rounds"] += m["rounds"]
-            z["bytes"] += m["bytes"]
-    out["mpc"] = mpc
-    return out
+from orchestrator.runtime import RunResult
 
 
 def encode(vector: list[float], encoding_format: str) -> list[float] | str:
@@ -73,13 +53,7 @@ async def create_embeddings(state: ApiState, body: EmbeddingRequest, request: Re
     texts = body.texts()
 
     def work(cancelled: Cancelled, on_token: OnToken) -> RunResult:
-        runs = []
-        for i, text in enumerate(texts):
-            if cancelled():
-                raise RunError(f"the run was cancelled before input {i}", grpc.StatusCode.CANCELLED)
-            runs.append(state.runtime.embed(text, cancelled=cancelled))
-        return RunResult({"embeddings": [r.output["embedding"] for r in runs],
-                          "receipts": [r.receipt for r in runs]}, merge_metrics([r.metrics for r in runs]), {})
+        return state.runtime.embed_batch(texts, cancelled=cancelled)
 
     result = await Job(state, work).run(request.is_disconnected)
     state.metrics.tokens.labels("prompt").inc(sum(counts))
@@ -87,4 +61,4 @@ async def create_embeddings(state: ApiState, body: EmbeddingRequest, request: Re
             for i, v in enumerate(result.output["embeddings"])]
     return {"object": "list", "data": data, "model": state.model,
             "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
-            "hsi_receipt": result.output["receipts"]}  # one signed privacy receipt per input
+            "hsi_receipt": result.receipt}  # one signed privacy receipt per batched pass

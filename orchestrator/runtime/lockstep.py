@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -60,7 +60,7 @@ def account_transfers(zones: ZoneClient, sends: list[Send], replies: dict[str, z
 
 
 def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offset: int, m: Metrics,
-              cancelled: Callable[[], bool] = lambda: False) -> None:
+              cancelled: Callable[[], bool] = lambda: False, lengths: Sequence[int] = ()) -> None:
     """RunStage at every process of the stage's zone at once (an MPC zone's parties and dealer in lockstep):
     each runs the stage, sends its outputs on as `run.then` says, then frees `run.release`. A lockstep stage
     is abandoned (CANCELLED) as soon as `cancelled()`: the caller's Release then stops its workers."""
@@ -68,7 +68,7 @@ def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offse
     policy = zones.policy
     sends = transfers(session, run)
     request = zone_pb2.RunStageRequest(session=session, plan_digest=plan_digest, stage=s.index,
-                                       position_offset=offset, release=run.release,
+                                       position_offset=offset, release=run.release, lengths=list(lengths),
                                        then=[r for _, _, r in sends])
     calls = [ZoneProcess(s.zone, p, policy.zone_endpoints(s.zone)[p]) for p in s.parties]
     if policy.has_dealer(s.zone):

@@ -50,11 +50,42 @@ class RunResult:
     output: dict[str, Any]
     metrics: dict[str, Any]
     privacy: dict[str, Any]
-    receipt: dict[str, Any] | None = None  # the signed privacy receipt (`hsi receipt verify`)
+    # the signed privacy receipt (`hsi receipt verify`); one per pass for batched passes
+    receipt: dict[str, Any] | list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `hsi embed/generate --json` prints (without `reference`)."""
         return {"output": self.output, "metrics": self.metrics, "privacy": self.privacy, "receipt": self.receipt}
+
+
+def merge_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of several runs added up (time per zone, bytes per link, MPC rounds and bytes, conversions)."""
+    out: dict[str, Any] = {"wall_s": round(sum(r.get("wall_s", 0.0) for r in runs), 4)}
+    for key in ("time_by_zone", "bytes_by_link", "time_by_conversion"):
+        acc: dict[str, float] = defaultdict(float)
+        for r in runs:
+            for k, v in r.get(key, {}).items():
+                acc[k] += v
+        out[key] = dict(acc)
+    mpc: dict[str, dict[str, int]] = {}
+    for r in runs:
+        for zone, m in r.get("mpc", {}).items():
+            z = mpc.setdefault(zone, {"rounds": 0, "bytes": 0})
+            z["rounds"] += m["rounds"]
+            z["bytes"] += m["bytes"]
+    out["mpc"] = mpc
+    return out
+
+
+def merge_passes(passes: list[RunResult]) -> RunResult:
+    """Batched passes as one result: the embeddings in order, metrics added up, every pass's receipts and a
+    receipt per pass."""
+    output = {"embeddings": [e for p in passes for e in p.output["embeddings"]],
+              "tokens": [n for p in passes for n in p.output["tokens"]], "passes": len(passes)}
+    privacy = {"report": passes[0].privacy["report"],
+               "observed": [r for p in passes for r in p.privacy["observed"]],
+               "mismatches": [m for p in passes for m in p.privacy["mismatches"]]}
+    return RunResult(output, merge_metrics([p.metrics for p in passes]), privacy, [p.receipt for p in passes])
 
 
 def observed_mismatches(plan: Plan, receipts: list[dict[str, Any]], policy: Policy) -> list[str]:

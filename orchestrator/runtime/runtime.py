@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import torch
 
+from hsi.batch import pad
 from hsi.models.registry import load_graph, load_tokenizer
 from hsi.plan import make_plan
 from hsi.policy import Policy
@@ -18,7 +19,7 @@ from hsi.transport.certs import Credentials, certs_dir, load_credentials
 from orchestrator.runtime.client import ZoneClient
 from orchestrator.runtime.errors import RunError
 from orchestrator.runtime.lockstep import run_stage
-from orchestrator.runtime.metrics import Metrics, RunResult, observed_mismatches
+from orchestrator.runtime.metrics import Metrics, RunResult, merge_passes, observed_mismatches
 from orchestrator.runtime.receipt import ReceiptSigner
 from orchestrator.schedule import step_program
 from protos import tensor_pb2 as pb
@@ -100,7 +101,7 @@ class Runtime:
     # -- one step through the plan, and a session's end ----------------------------------------------------------
 
     def _step(self, session: str, inputs: dict[str, torch.Tensor], offset: int, m: Metrics,
-              cancelled: Cancelled) -> dict[str, torch.Tensor]:
+              cancelled: Cancelled, lengths: Sequence[int] = ()) -> dict[str, torch.Tensor]:
         for push in self._program.pushes:
             self.zones.push(session, push.stage, push.tensor, inputs[push.tensor], m)
         total = len(self.plan.stages)
@@ -109,7 +110,7 @@ class Runtime:
             if cancelled():  # the caller has gone: run no further stage; the session is released
                 raise RunError(f"the run was cancelled before stage {s.index}", grpc.StatusCode.CANCELLED)
             self.progress(f"stage {s.index} ({s.kind}) in {s.zone}", s.index, total)
-            run_stage(self.zones, self.plan.digest, session, run, offset, m, cancelled)
+            run_stage(self.zones, self.plan.digest, session, run, offset, m, cancelled, lengths)
         self.progress("done", total, total)
         return {t: self.zones.pull(session, self._program.producer[t], t, m) for t in self.graph.outputs}
 
@@ -136,31 +137,53 @@ class Runtime:
         return {"report": {p: vars(v) for p, v in self.plan.privacy.items()}, "observed": receipts,
                 "mismatches": observed_mismatches(self.plan, receipts, self.policy)}
 
-    def _check_length(self, n: int) -> None:
+    def _check_length(self, n: int, what: str = "the input") -> None:
         if n == 0:
-            raise RunError("the input has no tokens", grpc.StatusCode.INVALID_ARGUMENT)
+            raise RunError(f"{what} has no tokens", grpc.StatusCode.INVALID_ARGUMENT)
         if n > self.policy.model.max_tokens:
-            raise RunError(f"the input has {n} tokens; the policy allows at most {self.policy.model.max_tokens} "
+            raise RunError(f"{what} has {n} tokens; the policy allows at most {self.policy.model.max_tokens} "
                            "(model.max_tokens)", grpc.StatusCode.INVALID_ARGUMENT)
 
     # -- public operations ---------------------------------------------------------------------------------------
 
     def embed(self, text: str, cancelled: Cancelled = _never) -> RunResult:
         """The sentence embedding of `text`, computed through the plan; stops between stages once `cancelled()`."""
+        return self._embed([text], cancelled, single=True)
+
+    def embed_batch(self, texts: Sequence[str], cancelled: Cancelled = _never) -> RunResult:
+        """The sentence embeddings of `texts`, `model.max_batch` of them per pass through the plan: in a pass the
+        texts' tokens share every ciphertext, share tensor and stage (each text padded to the longest and
+        attending only to itself). One receipt per pass."""
+        if not texts:
+            raise RunError("no texts to embed", grpc.StatusCode.INVALID_ARGUMENT)
+        size = self.policy.model.max_batch
+        passes = []
+        for start in range(0, len(texts), size):
+            if cancelled():
+                raise RunError(f"the run was cancelled before text {start}", grpc.StatusCode.CANCELLED)
+            passes.append(self._embed(texts[start:start + size], cancelled, single=False))
+        return merge_passes(passes)
+
+    def _embed(self, texts: Sequence[str], cancelled: Cancelled, single: bool) -> RunResult:
         if self.graph.arch != "bert":
             raise RunError(f"model {self.graph.model} is a {self.graph.arch} decoder; use generate",
                            grpc.StatusCode.FAILED_PRECONDITION)
-        ids = torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.int64)
-        self._check_length(len(ids))
+        seqs = [self.tokenizer(t)["input_ids"] for t in texts]
+        for i, seq in enumerate(seqs):
+            self._check_length(len(seq), f"text {i}" if len(seqs) > 1 else "the input")
+        ids, batch = pad(seqs, int(self.tokenizer.pad_token_id or 0))
         self.load()
         session, m, start = uuid.uuid4().hex, Metrics(), time.perf_counter()
         try:
-            out = self._step(session, {"input_ids": ids}, 0, m, cancelled)
+            out = self._step(session, {"input_ids": ids}, 0, m, cancelled, batch.lengths if batch else ())
             receipts = self._receipts(session)
         finally:
             self._release(session)
-        emb = out[self.graph.outputs[0]]
-        output = {"embedding": [float(x) for x in emb], "tokens": len(ids)}
+        emb = out[self.graph.outputs[0]].reshape(len(seqs), -1)
+        output: dict[str, Any] = {"embeddings": [[float(x) for x in row] for row in emb],
+                                  "tokens": [len(s) for s in seqs]}
+        if single:
+            output = {"embedding": output["embeddings"][0], "tokens": output["tokens"][0]}
         privacy = self._privacy(receipts)
         return RunResult(output, m.to_dict(time.perf_counter() - start), privacy,
                          self.signer.sign(session, privacy, output))

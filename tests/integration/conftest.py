@@ -101,13 +101,15 @@ def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.Tem
         down(path)
 
 
-def deployment(name: str, tmp_path_factory: pytest.TempPathFactory,
-               transport: dict[str, object] | None = None) -> Iterator[Deployment]:
-    """A shipped policy on free ports, up for the block (its transport settings updated by `transport`)."""
+def deployment(name: str, tmp_path_factory: pytest.TempPathFactory, transport: dict[str, object] | None = None,
+               model: dict[str, object] | None = None) -> Iterator[Deployment]:
+    """A shipped policy on free ports, up for the block (its transport and model settings updated by `transport`
+    and `model`)."""
     path = policy_on_free_ports(POLICIES / name, tmp_path_factory.mktemp("policy"))
-    if transport:
+    if transport or model:
         data = yaml.safe_load(path.read_text())
-        data.setdefault("transport", {}).update(transport)
+        data.setdefault("transport", {}).update(transport or {})
+        data["model"].update(model or {})
         path.write_text(yaml.safe_dump(data, sort_keys=False))
     up(path)
     try:
@@ -118,7 +120,7 @@ def deployment(name: str, tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def plain_minilm(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    yield from deployment("plain-minilm.yaml", tmp_path_factory)
+    yield from deployment("plain-minilm.yaml", tmp_path_factory, model={"max_batch": 3})  # 4 texts take 2 passes
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 import grpc
 
 from hsi import conversions, kinds
+from hsi.batch import Batch
 from hsi.engine import EnclaveEngine, KeyedEngine, MaskingEngine, RunContext, TrafficEngine, ZoneEngine
 from hsi.ir import Graph, ZoneKind
 from hsi.masking import PIECES
@@ -169,6 +170,27 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             with self.sessions.using(request.session, create=not holds) as session:
                 return self._run(stage, request, session, holds)
 
+    def _batch(self, lengths: Sequence[int], inputs: dict[str, StoredTensor]) -> Batch | None:
+        """The batch a RunStage names, checked against the policy and the tensors it runs on."""
+        try:
+            batch = Batch.of(lengths)
+        except ValueError as e:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        if batch is None:
+            return None
+        if batch.count > self.policy.model.max_batch:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"a batch of {batch.count} sequences exceeds the "
+                            f"policy's max_batch {self.policy.model.max_batch}")
+        if batch.width > self.policy.model.max_tokens:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"{batch.width} tokens exceed the policy's max_tokens "
+                            f"{self.policy.model.max_tokens}")
+        wrong = [n for n, t in inputs.items() if t.shape and t.shape[0] not in (batch.rows, batch.count)]
+        if wrong:
+            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"tensors {wrong} do not have the {batch.rows} rows of a batch of {batch.count} "
+                            f"sequences padded to {batch.width} tokens")
+        return batch
+
     def _run(self, stage: Stage, request: zone_pb2.RunStageRequest, session: Session,
              holds: bool) -> zone_pb2.RunStageReply:
         """RunStage on a session kept from expiring while it runs."""
@@ -178,13 +200,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                             f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold"
                             f"{self.sessions.gone(request.session)}")
         inputs = {t: session.tensors[t] for t in stage.inputs if holds}
-        longest = max((t.shape[0] for t in inputs.values() if t.shape), default=0)
+        batch = self._batch(request.lengths, inputs)
+        longest = batch.width if batch else max((t.shape[0] for t in inputs.values() if t.shape), default=0)
         if request.position_offset + longest > self.policy.model.max_tokens:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
                             f"{self.policy.model.max_tokens}")
         start = time.perf_counter()
-        outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset))
+        outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset, batch))
         seconds = time.perf_counter() - start
         self.sessions.keep(request.session, outputs)
         rounds, sent = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)

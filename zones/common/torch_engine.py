@@ -80,7 +80,7 @@ class TorchEngine(ZoneEngine):
         with self._lock:
             state = self._sessions.setdefault(ctx.session, SessionState())
         try:
-            out = executor.run(tensors, StepContext(ctx.position_offset), state, stage.outputs)
+            out = executor.run(tensors, StepContext(ctx.position_offset, ctx.batch), state, stage.outputs)
         except (RuntimeError, IndexError) as e:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"stage {stage.index} failed on its inputs: {e}") from None

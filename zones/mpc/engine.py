@@ -197,7 +197,7 @@ class MpcEngine(_Base):
         arrays = {n: self._input(n, t) for n, t in inputs.items()}
         w = self._worker(ctx.session)
         try:
-            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, stage.outputs),
+            _, out, figures = w.request(("run", stage.ops, arrays, ctx.position_offset, ctx.batch, stage.outputs),
                                         self.timeout, f"{self._who(ctx.session)} stage {stage.index}")
         except ZoneError:
             with self._lock:  # the session is over at this party; the zone is free for the next one

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from hsi.batch import Batch
 from hsi.ir import Op, OpType
 from hsi.models.executor import rope_tables
 from zones.mpc import functions as fn
@@ -30,10 +31,12 @@ class MpcState:
 
 @dataclass(frozen=True)
 class MpcStep:
-    """Public facts of a step: the first token's position and the calibration of the model."""
+    """Public facts of a step: the first token's position, the calibration of the model, and the batch when the
+    rows are several padded sequences (their lengths are public, as a single sequence's length is)."""
 
     position_offset: int
     calibration: dict[str, Any]
+    batch: Batch | None = None
 
 
 MpcKernel = Callable[[Op, list[Any], list[Any], MpcStep, MpcState], Any]
@@ -107,6 +110,8 @@ def _lm_head(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> 
 @mpc_kernel(OpType.ATTN_SCORES)
 def _scores(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
     p = op.params
+    if step.batch:
+        return _batched_scores(p, x[0], x[1], step.batch)
     q = _heads(x[0], p["heads"], p["head_dim"]) * (1.0 / math.sqrt(p["head_dim"]))
     k = _cached(s, op.name, _heads(x[1], p["kv_heads"], p["head_dim"]), p["cache"])
     k = _grouped(k, p["heads"], p["kv_heads"])
@@ -120,6 +125,16 @@ def _scores(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> A
     return scores
 
 
+def _batched_scores(p: dict[str, Any], q: Any, k: Any, batch: Batch) -> Any:
+    """(count, heads, width, width): each sequence's queries against its own keys, padding keys masked."""
+    if p["causal"] or p["cache"] or p["kv_heads"] != p["heads"]:
+        raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped heads)")
+    qs = batch.split_heads(q, p["heads"], p["head_dim"]) * (1.0 / math.sqrt(p["head_dim"]))
+    scores = qs.matmul(batch.split_heads(k, p["heads"], p["head_dim"]).transpose(2, 3))
+    masked = batch.padding().float().expand(*scores.size())
+    return scores * (1 - masked) + masked * MASKED_SCORE
+
+
 @mpc_kernel(OpType.SOFTMAX)
 def _softmax(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
     return fn.softmax(x[0])
@@ -128,6 +143,8 @@ def _softmax(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> 
 @mpc_kernel(OpType.ATTN_CONTEXT)
 def _context(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
     p = op.params
+    if step.batch:
+        return step.batch.merge_heads(x[0].matmul(step.batch.split_heads(x[1], p["heads"], p["head_dim"])))
     v = _cached(s, op.name, _heads(x[1], p["kv_heads"], p["head_dim"]), p["cache"])
     v = _grouped(v, p["heads"], p["kv_heads"])
     out = x[0].matmul(v)  # (heads, T, d)
@@ -173,6 +190,11 @@ def _rope(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any
 
 @mpc_kernel(OpType.POOL)
 def _pool(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> Any:
+    if step.batch:  # each sequence's mean: a public matrix over the rows, so no communication
+        pooled = x[0].t().matmul(step.batch.pool_weights().t()).t()
+        if op.params.get("normalize"):
+            pooled = pooled * fn.inv_sqrt((pooled * pooled).sum(-1, keepdim=True), _calibration(op, step))
+        return pooled
     pooled = x[0].mean(0)
     if op.params.get("normalize"):
         pooled = pooled * fn.inv_sqrt((pooled * pooled).sum(), _calibration(op, step))

@@ -14,9 +14,12 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zones.mpc.links import MeshSpec
+
+if TYPE_CHECKING:
+    from hsi.batch import Batch
 
 
 def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any, args: tuple[Any, ...], ttp: bool,
@@ -105,7 +108,7 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
 
 
 def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]], calibration: dict[str, Any],
-              precision: int, repeats: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+              precision: int, repeats: int, batch: Batch | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """At each party: run every job (ops, per-rank input shares, position offset) in one session."""
     from zones.mpc.compat import import_crypten
     from zones.mpc.worker import WorkerSpec, _Party
@@ -119,18 +122,18 @@ def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]
     for ops, shares, offset in jobs:
         for _ in range(repeats):  # the first run also shares the weights
             party.state.kv.clear()
-            out, figures = party.run(ops, shares[rank], offset, ops[-1:])
+            out, figures = party.run(ops, shares[rank], offset, batch, ops[-1:])
         results.append((out, figures))
     return results
 
 
 def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parties: int = 2, precision: int = 16,
-            repeats: int = 1) -> list[tuple[Any, dict[str, Any]]]:
+            repeats: int = 1, batch: Batch | None = None) -> list[tuple[Any, dict[str, Any]]]:
     """Run each job (ops, plaintext inputs, position offset) of a model in MPC, the owner at rank 0.
 
     The inputs are secret-shared here, the parties run in spawned processes with a dealer, and each job's
-    last op output is reconstructed. Returns, per job, (output tensor, figures of the party that took
-    longest: seconds, rounds, and bytes summed over the parties).
+    last op output is reconstructed; `batch` applies to every job. Returns, per job, (output tensor, figures
+    of the party that took longest: seconds, rounds, and bytes summed over the parties).
     """
     from hsi.calibration import load_calibration
     from hsi.models.registry import load_graph
@@ -145,7 +148,7 @@ def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parti
             for rank, s in enumerate(split(value, parties, precision)):
                 per_rank[rank][name] = ring_of(s)
         shared_jobs.append((ops, per_rank, offset))
-    results = run_parties(_run_jobs, (model, shared_jobs, load_calibration(model, graph), precision, repeats),
+    results = run_parties(_run_jobs, (model, shared_jobs, load_calibration(model, graph), precision, repeats, batch),
                           parties=parties, ttp=True)
     out = []
     for j, (ops, _, _) in enumerate(jobs):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from zones.mpc.links import MeshSpec
+
+if TYPE_CHECKING:
+    from hsi.batch import Batch
 
 DEALER = "dealer"
 PARTY = "party"
@@ -130,7 +133,7 @@ class _Party:
         t._tensor.share += zero_sharing(t._tensor.share.size())
         return t
 
-    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int, keep: list[str]
+    def run(self, ops: list[str], inputs: dict[str, np.ndarray], offset: int, batch: Batch | None, keep: list[str]
             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Run the named ops on shared inputs; this party's shares of the tensors in `keep`, and traffic figures."""
         from hsi.ir import OpType
@@ -140,7 +143,7 @@ class _Party:
         comm.reset_communication_stats()
         start = time.perf_counter()
         env = {n: self._adopt(a) for n, a in inputs.items()}
-        step = MpcStep(offset, self.spec.calibration)
+        step = MpcStep(offset, self.spec.calibration, batch)
         integer = set()
         for name in ops:
             op = self.graph.op(name)
@@ -192,8 +195,8 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
             cmd = conn.recv()
             if cmd[0] == "close":
                 break
-            _, ops, inputs, offset, keep = cmd
-            out, figures = party.run(ops, inputs, offset, keep)
+            _, ops, inputs, offset, batch, keep = cmd
+            out, figures = party.run(ops, inputs, offset, batch, keep)
             conn.send(("ok", out, figures))
         crypten.uninit()
         conn.send(("done",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hsi.batch import pad
 from hsi.models.executor import PlainExecutor, SessionState, StepContext
 from hsi.models.registry import load_model
 from orchestrator.reference import reference_generate
@@ -29,6 +30,31 @@ def test_minilm_matches_sentence_transformers() -> None:
         want = torch.from_numpy(st.encode(text))
         assert got.shape == (384,)
         assert (got - want).abs().max().item() <= 1e-5, text
+
+
+def test_minilm_batch_equals_each_text_alone() -> None:
+    """Four texts of different lengths in one padded pass: each embedding as if it ran alone."""
+    m = load_model("minilm-l6")
+    ex = PlainExecutor(m.graph.ops, m.weights())
+    seqs = [m.tokenizer(t)["input_ids"] for t in SENTENCES]
+    ids, batch = pad(seqs, m.tokenizer.pad_token_id)
+    assert batch is not None and len(set(batch.lengths)) > 1, "texts of different lengths, so padding is exercised"
+    got = ex.run({"input_ids": ids}, StepContext(0, batch), SessionState(), ["pool"])["pool"]
+    assert got.shape == (4, 384)
+    for row, seq in zip(got, seqs, strict=True):
+        alone = ex.run({"input_ids": torch.tensor(seq)}, StepContext(0), SessionState(), ["pool"])["pool"]
+        assert (row - alone).abs().max().item() <= 1e-5
+
+
+def test_batch_refused_for_a_causal_decoder() -> None:
+    m = load_model("smollm2-135m")
+    ops = [o for o in m.graph.ops if o.name.startswith("model.layers.0.self_attn.scores")]
+    ids, batch = pad([[1, 2, 3], [4, 5]], 0)
+    q = torch.zeros(len(ids), 576)
+    k = torch.zeros(len(ids), 192)
+    with pytest.raises(ValueError, match="bidirectional encoders"):
+        PlainExecutor(ops, {}).run({o: t for o, t in zip(ops[0].inputs, (q, k), strict=True)},
+                                   StepContext(0, batch), SessionState(), [])
 
 
 @pytest.mark.parametrize("prompt", ["Write a haiku about the sea.", "List three uses of a paperclip."])

@@ -92,3 +92,30 @@ def test_kernels_on_real_activations(model: str, ops: dict[str, tuple[float, boo
     print(f"\n{model} MPC errors:", {k.split(".", 2)[-1]: f"{e:.2e}" for k, (e, _) in errors.items()})
     bad = {k: f"{e:.3g} > {bound}" for k, (e, bound) in errors.items() if not e <= bound}
     assert not bad, f"MPC kernels outside their bounds: {bad}"
+
+
+def test_batched_attention_and_pool() -> None:
+    """Three texts padded into one pass: MPC attention (each text against its own keys) and per-text pooling
+    match the plain executor's batched ops."""
+    from hsi.batch import pad
+    from hsi.models.executor import PlainExecutor, SessionState, StepContext
+
+    m = load_model("minilm-l6")
+    texts = ["Blood pressure 150/95 at rest.", "Wire 2,400 EUR to the landlord by Friday, reference 7731.", "Hi"]
+    ids, batch = pad([m.tokenizer(t)["input_ids"] for t in texts], m.tokenizer.pad_token_id)
+    att = "encoder.layer.0.attention.self"
+    last = m.graph.ops[-2].name
+    names = [f"{att}.query", f"{att}.key", f"{att}.value", f"{att}.scores", f"{att}.softmax", f"{att}.context",
+             last, "pool"]
+    plain = PlainExecutor(m.graph.ops, m.weights()).run({"input_ids": ids}, StepContext(0, batch),
+                                                         SessionState(), names)
+    jobs = {f"{att}.scores": ([f"{att}.query", f"{att}.key"], 5e-3),
+            f"{att}.softmax": ([f"{att}.scores"], 1e-2),
+            f"{att}.context": ([f"{att}.softmax", f"{att}.value"], 1e-3),
+            "pool": ([last], 1e-3)}
+    results = run_ops("minilm-l6", [([op], {i: plain[i].clamp(min=MASKED_SCORE) for i in inputs}, 0)
+                                    for op, (inputs, _) in jobs.items()], batch=batch)
+    for (op, (_, bound)), (got, _) in zip(jobs.items(), results, strict=True):
+        want = plain[op].clamp(min=MASKED_SCORE).double()
+        assert got.shape == want.shape, op
+        assert float((got.double() - want).abs().max()) <= bound, op
