@@ -232,6 +232,30 @@ def test_probes_and_metrics(minilm_api: str) -> None:
     assert got[("hsi_ready", ())] == 1
 
 
+def test_a_stalled_zone_gives_504_and_the_service_recovers(minilm: tuple[Deployment, str], tmp_path: Path) -> None:
+    """A second service over the same zones with a 3 s deadline: while the owner's zone is stopped (SIGSTOP) a
+    request answers 504 at its deadline; once the zone runs again, the next request succeeds."""
+    dep, _ = minilm
+    pids = running(dep.policy)
+    assert pids is not None
+    with http_service(dep.path, tmp_path / "serve.log", "--deadline-s", "3") as svc:
+        svc.wait_ready()
+        api = client(svc.base)
+        os.kill(pids["plain-owner@owner"], signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as late:
+                api.embeddings.create(model="minilm-l6", input=TEXTS[0])
+            waited = time.monotonic() - start
+        finally:
+            os.kill(pids["plain-owner@owner"], signal.SIGCONT)
+        assert late.value.status_code == 504 and late.value.body["code"] == "deadline_exceeded"
+        assert "deadline (3 s) passed" in late.value.body["message"] and 3 <= waited < 15
+        got = api.embeddings.create(model="minilm-l6", input=TEXTS[1], encoding_format="float")
+        assert torch.nn.functional.cosine_similarity(torch.tensor(got.data[0].embedding),
+                                                     reference_embedding("minilm-l6", TEXTS[1]), dim=0) >= 0.995
+
+
 def test_a_killed_zone_gives_503_naming_it_and_the_next_request_after_up_succeeds(
         minilm: tuple[Deployment, str]) -> None:
     dep, minilm_api = minilm

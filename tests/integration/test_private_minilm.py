@@ -234,3 +234,27 @@ def test_four_concurrent_http_requests_all_succeed(private: Deployment, tmp_path
         print(f"4 concurrent private-minilm requests in {time.monotonic() - start:.0f} s")
         assert not errors, errors
         assert min(minilm_cosine(got[i], texts[i]) for i in range(4)) >= 0.995
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_list_over_http_is_one_batched_pass_equal_to_the_cli(private: Deployment, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Four texts of different lengths: one private pass through /v1/embeddings (the official client) and one
+    through `hsi embed A B C D --json`; each embedding matches plaintext and the other's."""
+    import openai
+
+    texts = ["Patient stable.", "Refill metformin 500 mg twice daily for ninety days.", "Card blocked.",
+             "MRI next Tuesday at 9:30, fasting from midnight; bring the referral letter."]
+    assert cli_main(["embed", "--policy", str(private.path), "--json", *texts]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["output"]["passes"] == 1 and len(cli["receipt"]) == 1
+    with http_service(private.path, tmp_path / "serve.log") as svc:
+        svc.wait_ready(600)
+        api = openai.OpenAI(base_url=f"{svc.base}/v1", api_key="unused", max_retries=0, timeout=1200)
+        got = api.embeddings.create(model="minilm-l6", input=texts, encoding_format="float")
+    http = [d.embedding for d in got.data]
+    for text, a, b in zip(texts, http, cli["output"]["embeddings"], strict=True):
+        assert minilm_cosine(a, text) >= 0.995 and minilm_cosine(b, text) >= 0.995
+        assert float(torch.nn.functional.cosine_similarity(torch.tensor(a), torch.tensor(b), dim=0)) >= 0.999
+    assert cli["privacy"]["mismatches"] == []
