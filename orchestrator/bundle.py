@@ -57,6 +57,15 @@ def party_cert_files(policy: Policy, party: str, pki: Path | None = None) -> dic
     return files
 
 
+HTTP_PORT = 8080  # the client's OpenAI-compatible HTTP API in a container (compose, k8s)
+
+
+def serve_command(policy_file: str) -> list[str]:
+    """The client's `hsi serve` in a container: the runtime, and the HTTP API on HTTP_PORT on every interface
+    (its /v1/* then require HSI_API_KEY as bearer token)."""
+    return ["hsi", "serve", "--policy", policy_file, "--http-port", str(HTTP_PORT), "--http-host", "0.0.0.0"]
+
+
 def policy_text_with_certs_dir(policy_path: str | Path, directory: str) -> str:
     """The policy file's YAML with its certificate directory pointing at `directory`."""
     data = yaml.safe_load(Path(policy_path).read_text())

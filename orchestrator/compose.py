@@ -1,4 +1,5 @@
-"""A docker compose file per party: one service per zone process of the party, run from its bundle.
+"""A docker compose file per party: one service per zone process of the party, run from its bundle; the client's
+also runs `hsi serve` with the HTTP API.
 
 The bundle is mounted read-only at /bundle. A tee zone also gets the party's own state directory (./state, beside
 the bundle) as its working directory: the policy's relative tee paths — the HSM token, its PIN, the sealed keys,
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from hsi.policy import TeeZone, load_policy
-from orchestrator.bundle import check_party, party_processes
+from orchestrator.bundle import HTTP_PORT, check_party, party_processes, serve_command
 
 STATE = "/state"
 
@@ -39,6 +40,16 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest", bundl
             service["volumes"].append(f"{state}:{STATE}")
             service["working_dir"] = STATE
         services[name] = service
+    if party == policy.client:  # the runtime and its HTTP API, started once the party's zones are up
+        services["serve"] = {
+            "image": image, "network_mode": "host", "restart": "unless-stopped",
+            "volumes": [f"{bundle}:/bundle:ro"], "command": serve_command("/bundle/policy.yaml"),
+            # the API listens on every interface: refuse to start it without a key
+            "environment": {"HSI_API_KEY": "${HSI_API_KEY:?set HSI_API_KEY: the bearer token of the HTTP API}"},
+            "depends_on": list(services),
+            "healthcheck": {"test": ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen("
+                                     f"'http://127.0.0.1:{HTTP_PORT}/healthz', timeout=5)"],
+                            "interval": "10s", "timeout": "6s", "retries": 3}}
     # no top-level `name`: Compose v1 (docker-compose 1.29, Debian 12's) rejects it; the project is named with -p
     return {"services": services}
 

@@ -1,5 +1,6 @@
 """Kubernetes manifests for one party: its zone processes as Deployments and Services, a NetworkPolicy per
-zone that admits only the policy's peers of that zone, its certificates as a Secret, the policy as a ConfigMap.
+zone that admits only the policy's peers of that zone, its certificates as a Secret, the policy as a ConfigMap;
+the client's party also runs `hsi serve` with the HTTP API.
 A tee zone also gets a PersistentVolumeClaim as its working directory: the policy's relative tee paths (the HSM
 token, its PIN, the sealed keys, the audit log) live there and outlive the pod.
 """
@@ -16,11 +17,19 @@ from hsi.allow import zone_allow_table
 from hsi.models.registry import load_graph
 from hsi.plan import make_plan
 from hsi.policy import MpcZone, Policy, TeeZone, ZoneProcess, load_policy
-from orchestrator.bundle import check_party, party_cert_files, party_processes, policy_text_with_certs_dir
+from orchestrator.bundle import (
+    HTTP_PORT,
+    check_party,
+    party_cert_files,
+    party_processes,
+    policy_text_with_certs_dir,
+    serve_command,
+)
 
 MOUNT = "/etc/hsi"
 STATE = "/state"
 STATE_SIZE = "1Gi"
+API_KEY_SECRET = "api-key"  # the Secret hsi-<policy>-api-key (key api-key) the operator creates for the HTTP API
 
 
 def _name(*parts: str) -> str:
@@ -109,7 +118,40 @@ def render(policy_path: str | Path, party: str, image: str = "hsi:latest",
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "labels": sel},
             "spec": {"podSelector": {"matchLabels": sel}, "policyTypes": ["Ingress"],
                      "ingress": [rule] if peers else []}})
+    if party == policy.client:
+        out += _serve(policy, labels, secret, config, image)
     return out
+
+
+def _serve(policy: Policy, labels: dict[str, str], secret: str, config: str, image: str) -> list[dict[str, Any]]:
+    """The client's runtime and HTTP API: a Deployment whose /v1/* require the bearer token in the Secret
+    API_KEY_SECRET (made by the operator), its Service, and a NetworkPolicy admitting the API's port only."""
+    name = _name(policy.name, "serve")
+    sel = {**labels, "hsi/process": name[4:]}
+    http = {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}
+    container = {
+        "name": "serve", "image": image, "command": serve_command(f"{MOUNT}/policy/policy.yaml"), "ports": [http],
+        "env": [{"name": "HSI_CERTS_DIR", "value": f"{MOUNT}/certs"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "HSI_API_KEY", "valueFrom": {"secretKeyRef": {"name": _name(policy.name, API_KEY_SECRET),
+                                                                       "key": "api-key"}}}],
+        # ready once every zone answers and a tiny private pass ran; alive while the process answers
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": HTTP_PORT}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": HTTP_PORT}, "periodSeconds": 20},
+        "volumeMounts": [{"name": "certs", "mountPath": f"{MOUNT}/certs", "readOnly": True},
+                         {"name": "policy", "mountPath": f"{MOUNT}/policy", "readOnly": True}]}
+    pod = {"containers": [container],
+           "volumes": [{"name": "certs", "secret": {"secretName": secret, "defaultMode": 0o400}},
+                       {"name": "policy", "configMap": {"name": config}}]}
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": sel},
+         "spec": {"replicas": 1, "selector": {"matchLabels": sel},
+                  "template": {"metadata": {"labels": sel}, "spec": pod}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": sel},
+         "spec": {"selector": sel, "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT,
+                                              "protocol": "TCP"}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "labels": sel},
+         "spec": {"podSelector": {"matchLabels": sel}, "policyTypes": ["Ingress"],
+                  "ingress": [{"ports": [{"port": HTTP_PORT, "protocol": "TCP"}]}]}}]
 
 
 def render_yaml(policy_path: str | Path, party: str, image: str = "hsi:latest") -> str:

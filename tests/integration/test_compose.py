@@ -124,6 +124,7 @@ def parties(hsi_env: Path, tmp_path: Path, request: pytest.FixtureRequest,
             zone.pop("platform_key_file", None)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     deployment = Parties(path, tmp_path)
+    monkeypatch.setenv("HSI_API_KEY", "compose-test-key")  # the client's `hsi serve` refuses to start without one
     try:
         for party in deployment.names:
             deployment.compose(party, "up", "-d")

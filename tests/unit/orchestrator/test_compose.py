@@ -18,7 +18,12 @@ def test_compose_file_runs_each_zone_process_of_the_party_from_its_bundle(hsi_en
     assert "./bundle:/bundle:ro" in svc["volumes"]
     dealer = render_compose(POLICIES / "all-mpc-minilm.yaml", "dealer")["services"]
     assert [s["command"][-1] for s in dealer.values()] == ["--dealer"]
-    assert render_compose(POLICIES / "plain-minilm.yaml", "client")["services"].keys() == {"embed-client-client"}
+    client = render_compose(POLICIES / "plain-minilm.yaml", "client")["services"]
+    assert client.keys() == {"embed-client-client", "serve"}
+    serve = client["serve"]
+    assert serve["command"][:2] == ["hsi", "serve"] and "--http-port" in serve["command"]
+    assert serve["depends_on"] == ["embed-client-client"]
+    assert serve["environment"]["HSI_API_KEY"].startswith("${HSI_API_KEY:?")  # compose refuses to start without it
     assert "name" not in doc  # Compose v1 rejects a top-level name; `-p` names the project
 
 

@@ -28,9 +28,25 @@ def test_rendered_manifests_are_valid_and_admit_only_peers(hsi_env: Path, policy
     assert "ca.key" not in secret and "ca.pem" in secret
     assert all(k == "ca.pem" or k.startswith(f"{party}__") for k in secret), sorted(secret)
     assert b"PRIVATE KEY" in base64.b64decode(next(v for k, v in secret.items() if k.endswith(".key")))
-    for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+    for np in (d for d in docs if d["kind"] == "NetworkPolicy" and not d["metadata"]["name"].endswith("-serve")):
         cidrs = {b["ipBlock"]["cidr"] for rule in np["spec"]["ingress"] for b in rule["from"]}
         assert cidrs and all(c.endswith("/32") for c in cidrs)
+
+
+def test_the_client_serves_the_http_api_with_a_key_from_a_secret(hsi_env: Path) -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(POLICIES / "private-minilm.yaml", "client")}
+    dep = docs[("Deployment", "hsi-private-minilm-serve")]
+    c, = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"][:2] == ["hsi", "serve"] and c["command"][-4:] == ["--http-port", "8080", "--http-host",
+                                                                          "0.0.0.0"]
+    key = next(e for e in c["env"] if e["name"] == "HSI_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "hsi-private-minilm-api-key", "key": "api-key"}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    np = docs[("NetworkPolicy", "hsi-private-minilm-serve")]
+    assert np["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]  # the API's port, nothing else
+    assert ("Service", "hsi-private-minilm-serve") in docs
+    assert not any(n.endswith("-serve") for _, n in {(d["kind"], d["metadata"]["name"])
+                                                    for d in render(POLICIES / "private-minilm.yaml", "owner")})
 
 
 def test_mpc_party_admits_its_peers_and_the_dealer_on_every_port(hsi_env: Path) -> None:
