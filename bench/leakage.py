@@ -56,6 +56,7 @@ def measure(model: str, depths: list[int], final: bool, noise: bool, settings: S
         result = audit(model, tensor, depth, settings)
         wall = round(time.perf_counter() - start, 1)
         key = str(result["depth"]) if tensor == "hidden" else "final"
+        data = _load(path, model)  # as written now: another measurement may have run beside this one
         data["tensors"].setdefault(tensor, {})[key] = {
             "token_recovery": result["token_recovery"], "attacks": result["attacks"], "wall_s": wall,
             "eval_tokens": result["eval_tokens"], "eval_records": result["corpus"]["eval_records"]}
@@ -68,7 +69,9 @@ def measure(model: str, depths: list[int], final: bool, noise: bool, settings: S
         print(f"{model} {tensor} depth {result['depth']}: token recovery {result['token_recovery']:.4f} ({each}) "
               f"in {wall} s", flush=True)
     if noise:
-        data["noise"] = noise_curve(model, NOISE_DEPTH, SIGMAS, NOISE_SETTINGS)
+        curve = noise_curve(model, NOISE_DEPTH, SIGMAS, NOISE_SETTINGS)
+        data = _load(path, model)
+        data["noise"] = curve
         _save(path, data)
         _record(bench, {"model": model, "noise": data["noise"]})
         for n in data["noise"]:

@@ -1,4 +1,5 @@
-"""README's table of figures, generated from the latest record per (plan, model, network) in bench/results/*.json."""
+"""README's tables of figures, generated from bench/results/*.json: the latest end-to-end record per (plan, model,
+network), and the latest throughput record per (plan, network, batch)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+TP_BEGIN, TP_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
+THROUGHPUT = "throughput"  # the `bench` of bench/throughput.py's records
 NETWORKS = ("loopback", "lan", "wan", "wan-latency", "wan-bandwidth")
 PLANS = ("hf-direct", "plain", "all-mpc", "selective", "private", "enclave")  # row order within a model
 HEADER = ("plan", "model", "network", "wall s", "s/token", "prefill s", "bytes between parties", "accuracy",
@@ -39,10 +42,10 @@ def _when(record: Record) -> datetime:
 
 def latest(records: list[Record]) -> dict[Key, Record]:
     """The latest record per (plan, model, network) by `date`; of equal dates, the one read last. Records of
-    single ops (no `plan`) are not end-to-end runs and are left out."""
+    single ops (no `plan`) and throughput records are not end-to-end runs and are left out."""
     best: dict[Key, Record] = {}
     for r in records:
-        if "plan" not in r or "wall_s" not in r:
+        if "plan" not in r or "wall_s" not in r or r.get("bench") == THROUGHPUT:
             continue
         key = (r["plan"], r["model"], r["network"])
         if key not in best or _when(r) >= _when(best[key]):
@@ -104,24 +107,51 @@ def table(results: Path = RESULTS) -> str:
     return "".join("| " + " | ".join(row) + " |\n" for row in rows)
 
 
-def _split(text: str, readme: Path) -> tuple[str, str, str]:
-    """README's text before the block (markers included), the block, and the text after it."""
-    start, end = text.find(BEGIN), text.find(END)
+def throughput_table(results: Path = RESULTS) -> str:
+    """The Markdown table of batched passes: one row per (plan, network, batch), from its latest record."""
+    best: dict[tuple[str, int, int], Record] = {}
+    for r in load_records(results):
+        if r.get("bench") == THROUGHPUT:
+            net = NETWORKS.index(r["network"]) if r["network"] in NETWORKS else len(NETWORKS)
+            key = (r["plan"], net, int(r["batch"]))
+            if key not in best or _when(r) >= _when(best[key]):
+                best[key] = r
+    header = ("plan", "network", "texts per pass", "tokens", "wall s", "embeddings/min", "MPC rounds", "MPC bytes",
+              "min cosine", "commit", "date")
+    rows = [header, tuple("---" for _ in header)]
+    for key in sorted(best):
+        r = best[key]
+        rows.append((r["plan"], r["network"], str(r["batch"]), str(r["tokens"]), _seconds(r["wall_s"]),
+                     f"{r['embeddings_per_min']:.2f}", f"{r['mpc_rounds']:,}", _size(r["mpc_bytes"]),
+                     f"{r['min_cosine']:.6f}", str(r.get("commit", "?")), str(r.get("date", "?"))[:10]))
+    return "".join("| " + " | ".join(row) + " |\n" for row in rows)
+
+
+BLOCKS = ((BEGIN, END, table), (TP_BEGIN, TP_END, throughput_table))
+
+
+def _split(text: str, readme: Path, begin: str, end_marker: str) -> tuple[str, str, str]:
+    """README's text before a block (markers included), the block, and the text after it."""
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{readme}: no {BEGIN} ... {END} block")
-    start += len(BEGIN)
+        raise ValueError(f"{readme}: no {begin} ... {end_marker} block")
+    start += len(begin)
     return text[:start], text[start:end], text[end:]
 
 
 def write_readme(readme: Path = README, results: Path = RESULTS) -> None:
-    """Rewrite the block between the markers in `readme`."""
-    head, _, tail = _split(readme.read_text(), readme)
-    readme.write_text(head + "\n" + table(results) + tail)
+    """Rewrite the blocks between the markers in `readme`."""
+    text = readme.read_text()
+    for begin, end, make in BLOCKS:
+        head, _, tail = _split(text, readme, begin, end)
+        text = head + "\n" + make(results) + tail
+    readme.write_text(text)
 
 
 def readme_is_current(readme: Path = README, results: Path = RESULTS) -> bool:
-    """Whether `readme`'s block is what `write_readme` would write."""
-    return _split(readme.read_text(), readme)[1] == "\n" + table(results)
+    """Whether `readme`'s blocks are what `write_readme` would write."""
+    text = readme.read_text()
+    return all(_split(text, readme, b, e)[1] == "\n" + make(results) for b, e, make in BLOCKS)
 
 
 def main() -> int:

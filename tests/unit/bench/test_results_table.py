@@ -45,11 +45,27 @@ def test_the_table_takes_the_latest_record_per_plan_model_and_network(tmp_path: 
     assert rows == ["| private-minilm | minilm-l6 | lan | 12.5 | – | – | 2.0 MB + 3.00 GB MPC | cosine 0.999990 "
                     "| bbbbbbb | 2026-11-25 |"]
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{rt.BEGIN}\nold\n{rt.END}\nrest\n")
+    readme.write_text(f"intro\n{rt.BEGIN}\nold\n{rt.END}\nmid\n{rt.TP_BEGIN}\n{rt.TP_END}\nrest\n")
     assert not rt.readme_is_current(readme, tmp_path)
     rt.write_readme(readme, tmp_path)
     assert rt.readme_is_current(readme, tmp_path)
-    assert readme.read_text().startswith(f"intro\n{rt.BEGIN}\n| plan |") and readme.read_text().endswith(f"{rt.END}\nrest\n")
+    assert readme.read_text().startswith(f"intro\n{rt.BEGIN}\n| plan |")
+    assert readme.read_text().endswith(f"{rt.END}\nmid\n{rt.TP_BEGIN}\n| plan | network | texts per pass |"
+                                       f" tokens | wall s | embeddings/min | MPC rounds | MPC bytes | min cosine |"
+                                       f" commit | date |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+                                       f" --- | --- |\n{rt.TP_END}\nrest\n")
+
+
+def test_throughput_records_get_their_own_table(tmp_path: Path):
+    rt = load_script(SCRIPT)
+    one = {"bench": "throughput", "plan": "private-minilm", "network": "lan", "batch": 8, "tokens": 285,
+           "wall_s": 120.0, "embeddings_per_min": 4.0, "mpc_rounds": 2466, "mpc_bytes": 9.3e9, "min_cosine": 0.99998,
+           "commit": "ccccccc", "date": "2026-12-07T10:00:00+00:00", "host": "test"}
+    (tmp_path / "t.json").write_text(json.dumps([one, {**one, "batch": 1, "tokens": 39, "embeddings_per_min": 1.0}]))
+    assert rt.latest(rt.load_records(tmp_path)) == {}  # not an end-to-end record of one input
+    rows = rt.throughput_table(tmp_path).splitlines()[2:]
+    assert rows == ["| private-minilm | lan | 1 | 39 | 120.0 | 1.00 | 2,466 | 9.30 GB | 0.999980 | ccccccc | 2026-12-07 |",
+                    "| private-minilm | lan | 8 | 285 | 120.0 | 4.00 | 2,466 | 9.30 GB | 0.999980 | ccccccc | 2026-12-07 |"]
 
 
 def test_written_records_are_stamped_and_keep_what_they_have(tmp_path: Path):
