@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -95,7 +96,7 @@ def _scores(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepConte
     return scores
 
 
-def _batched_scores(p: dict, q: torch.Tensor, k: torch.Tensor, batch: Batch) -> torch.Tensor:
+def _batched_scores(p: dict[str, Any], q: torch.Tensor, k: torch.Tensor, batch: Batch) -> torch.Tensor:
     """(count, heads, width, width): each sequence's queries against its own keys, padding keys masked."""
     if p["causal"] or p["cache"] or p["kv_heads"] != p["heads"]:
         raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped heads)")
@@ -113,7 +114,9 @@ def _softmax(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepCont
 def _context(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepContext, s: SessionState) -> torch.Tensor:
     p = op.params
     if ctx.batch:
-        return ctx.batch.merge_heads(torch.matmul(x[0], ctx.batch.split_heads(x[1], p["heads"], p["head_dim"])))
+        out: torch.Tensor = ctx.batch.merge_heads(torch.matmul(x[0], ctx.batch.split_heads(x[1], p["heads"],
+                                                                                            p["head_dim"])))
+        return out
     v = _cached(s, op.name, _split_heads(x[1], p["kv_heads"], p["head_dim"]), p["cache"])
     v = v.repeat_interleave(p["heads"] // p["kv_heads"], dim=0)
     out = torch.matmul(x[0], v)  # (heads, T, d)

@@ -50,8 +50,7 @@ class RunResult:
     output: dict[str, Any]
     metrics: dict[str, Any]
     privacy: dict[str, Any]
-    # the signed privacy receipt (`hsi receipt verify`); one per pass for batched passes
-    receipt: dict[str, Any] | list[dict[str, Any]] | None = None
+    receipt: Any = None  # the signed privacy receipt (`hsi receipt verify`): a dict, or a list (one per pass)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `hsi embed/generate --json` prints (without `reference`)."""
