@@ -55,6 +55,13 @@ class Batch:
             w[b, b, :n] = 1.0 / n
         return w.reshape(self.count, self.rows)
 
+    @staticmethod
+    def check_attention(params: dict[str, Any]) -> None:
+        """ValueError unless an attention op can run batched: bidirectional, no KV cache, as many KV as Q heads."""
+        if params["causal"] or params["cache"] or params["kv_heads"] != params["heads"]:
+            raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped "
+                             "heads)")
+
     def split_heads(self, x: Any, heads: int, head_dim: int) -> Any:
         """Rows (rows, heads * head_dim) as (count, heads, width, head_dim); torch tensors and CrypTen shares."""
         return x.reshape(self.count, self.width, heads, head_dim).permute(0, 2, 1, 3)

@@ -98,8 +98,7 @@ def _scores(op: Op, x: list[torch.Tensor], w: list[torch.Tensor], ctx: StepConte
 
 def _batched_scores(p: dict[str, Any], q: torch.Tensor, k: torch.Tensor, batch: Batch) -> torch.Tensor:
     """(count, heads, width, width): each sequence's queries against its own keys, padding keys masked."""
-    if p["causal"] or p["cache"] or p["kv_heads"] != p["heads"]:
-        raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped heads)")
+    batch.check_attention(p)
     qs, ks = batch.split_heads(q, p["heads"], p["head_dim"]), batch.split_heads(k, p["heads"], p["head_dim"])
     scores = torch.matmul(qs, ks.transpose(2, 3)) / math.sqrt(p["head_dim"])
     return scores.masked_fill(batch.padding(), torch.finfo(scores.dtype).min)

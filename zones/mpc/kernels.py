@@ -127,8 +127,7 @@ def _scores(op: Op, x: list[Any], w: list[Any], step: MpcStep, s: MpcState) -> A
 
 def _batched_scores(p: dict[str, Any], q: Any, k: Any, batch: Batch) -> Any:
     """(count, heads, width, width): each sequence's queries against its own keys, padding keys masked."""
-    if p["causal"] or p["cache"] or p["kv_heads"] != p["heads"]:
-        raise ValueError("batched passes are for bidirectional encoders (no causal mask, KV cache or grouped heads)")
+    batch.check_attention(p)
     qs = batch.split_heads(q, p["heads"], p["head_dim"]) * (1.0 / math.sqrt(p["head_dim"]))
     scores = qs.matmul(batch.split_heads(k, p["heads"], p["head_dim"]).transpose(2, 3))
     masked = batch.padding().float().expand(*scores.size())
