@@ -49,10 +49,10 @@ results: setup
 	$(PY) bench/results_table.py --write-readme
 
 # The leakage audit (docs/leakage.md): each model's hidden states at the depths below, its output tensor and the
-# noise defence, merged into hsi/models/leakage/<model>.json and bench/results/leakage-<model>.json (~1 h).
+# noise defence, merged into hsi/models/leakage/<model>.json and bench/results/leakage-<model>.json (~3 h).
 leakage: setup
 	$(PY) bench/leakage.py --model minilm-l6 --depths 0,1,2,3,4,5,6 --final --noise
-	$(PY) bench/leakage.py --model smollm2-135m --depths 0,1,2,3,30 --final --noise
+	$(PY) bench/leakage.py --model smollm2-135m --depths 0,1,2,3,6,12,30 --final --noise
 	$(PY) bench/leakage_table.py --write
 
 # README's leakage curve and docs/leakage.md's noise table, from the shipped data.

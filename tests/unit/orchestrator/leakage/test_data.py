@@ -15,7 +15,7 @@ from tests.conftest import POLICIES
 SCORES = {"token_accuracy", "exact_sequence_rate", "word_f1", "sensitive_recall", "seconds"}
 # the depths `make leakage` measures, the output tensor, the fidelity the noise curve keeps
 EXPECTED = {"minilm-l6": ([0, 1, 2, 3, 4, 5, 6], "pool", {"cosine"}),
-            "smollm2-135m": ([0, 1, 2, 3, 30], "logits", {"greedy_agreement"})}
+            "smollm2-135m": ([0, 1, 2, 3, 6, 12, 30], "logits", {"greedy_agreement"})}
 
 
 @pytest.mark.parametrize("model", sorted(EXPECTED))
