@@ -50,6 +50,7 @@ def test_bundles_hold_only_their_partys_keys(hsi_env: Path, tmp_path: Path) -> N
         make_bundle(path, "mallory", tmp_path / "m")
 
 
+@pytest.mark.slow  # 32 s
 def test_parties_run_their_zones_from_their_bundles(hsi_env: Path, tmp_path: Path) -> None:
     path = policy_on_free_ports(POLICIES / "plain-minilm.yaml", tmp_path)
     hsi = str(Path(sys.executable).parent / "hsi")

@@ -66,6 +66,7 @@ def all_mpc(hsi_env: Path, softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFa
     yield from enclave_deployment("all-mpc-minilm.yaml", softhsm, tmp_path_factory, 60, _dealer_in_enclave(True))
 
 
+@pytest.mark.slow  # 61 s with its deployment
 def test_all_mpc_minilm_with_the_dealer_in_the_enclave(all_mpc: Deployment) -> None:
     _check_served_by_enclave(all_mpc)
     _embed(all_mpc, 0.999)

@@ -94,6 +94,7 @@ def test_enclave_decrypts_only_for_granted_he_zones_and_releases_only_outputs(en
         err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "does not release" in err.value.details())
 
 
+@pytest.mark.slow  # 62 s
 def test_no_plaintext_goes_to_an_enclave_that_fails_attestation(enclave: Deployment) -> None:
     rt = enclave.runtime()
     zone = rt.policy.zones["enclave"]

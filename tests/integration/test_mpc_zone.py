@@ -151,6 +151,7 @@ def _recovers(dep: Deployment) -> None:
     assert cosine >= 0.99
 
 
+@pytest.mark.slow  # 39 s; cancellation is also tested through the Orchestrator service and the HTTP API
 def test_abandoned_calls_do_not_delay_the_next_one(all_mpc: Deployment) -> None:
     # Three Embed calls abandoned at their deadline used to run to the end one after another (the next good call
     # waited for all three); now a caller that left stops waiting for the runtime and its run stops at the next
@@ -170,6 +171,7 @@ def test_abandoned_calls_do_not_delay_the_next_one(all_mpc: Deployment) -> None:
         assert waited < 2 * single + 5, f"the next call took {waited:.1f} s; one pass takes {single:.1f} s"
 
 
+@pytest.mark.slow  # 39 s; a killed zone is also tested in test_faults and through the HTTP API
 def test_killed_party_fails_the_session_naming_it_and_a_restart_recovers(all_mpc: Deployment) -> None:
     error, seconds = _fault_during_run(all_mpc, signal.SIGKILL)
     print(f"killed keyholder: failed after {seconds:.1f} s: {error[:300]}")

@@ -8,6 +8,7 @@ from orchestrator.reference import reference_generate
 from tests.integration.conftest import Deployment
 
 
+@pytest.mark.slow  # 106 s with its deployment; the plain executor's greedy decoding is tested in unit tests
 @pytest.mark.parametrize("prompt", ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."])
 def test_generation_matches_hf(plain_smollm2: Deployment, prompt: str) -> None:
     rt = plain_smollm2.runtime()
