@@ -61,15 +61,18 @@ def metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
-def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str,
-           max_sessions: int | None = None) -> Iterator[tuple[Deployment, str]]:
-    """A shipped policy on free ports (`transport.max_sessions` set) with `hsi serve --http-port ARGS` over it,
-    ready (the service starts loading while the zones start)."""
+def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str, max_sessions: int | None = None,
+           max_batch: int | None = None) -> Iterator[tuple[Deployment, str]]:
+    """A shipped policy on free ports (`transport.max_sessions`, `model.max_batch` set) with `hsi serve --http-port
+    ARGS` over it, ready (the service starts loading while the zones start)."""
     work = tmp_path_factory.mktemp("http")
     path = policy_on_free_ports(POLICIES / name, work)
-    if max_sessions is not None:
+    if max_sessions is not None or max_batch is not None:
         data = yaml.safe_load(path.read_text())
-        data.setdefault("transport", {})["max_sessions"] = max_sessions
+        if max_sessions is not None:
+            data.setdefault("transport", {})["max_sessions"] = max_sessions
+        if max_batch is not None:
+            data["model"]["max_batch"] = max_batch
         path.write_text(yaml.safe_dump(data, sort_keys=False))
     ensure_certs(load_policy(path))
     with http_service(path, work / "serve.log", *args) as svc:
@@ -83,7 +86,8 @@ def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str,
 
 @pytest.fixture(scope="module")
 def minilm(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, str]]:
-    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "2", max_sessions=TURNS)
+    # passes of 2 texts: a list of 3 takes two passes, and a request of 64 holds its turn for 32 passes
+    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "2", max_sessions=TURNS, max_batch=2)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +186,7 @@ def test_four_concurrent_requests_succeed(minilm_api: str) -> None:
 def test_full_queue_gets_429_and_a_client_that_leaves_cancels_its_run(minilm_api: str) -> None:
     api = client(minilm_api)
     before = metric_samples(minilm_api).get(("hsi_runs_total", (("outcome", "cancelled"),)), 0.0)
-    # requests that hold the runtime's turns for many runs (64 inputs of 106 tokens), sent over raw sockets
+    # requests that hold the runtime's turns for many passes (64 inputs of 106 tokens), sent over raw sockets
     many = json.dumps({"model": "minilm-l6", "input": [" ".join(TEXTS * 2)] * 64}).encode()
     host, port = minilm_api.removeprefix("http://").split(":")
     holders = []

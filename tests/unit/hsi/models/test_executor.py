@@ -7,7 +7,7 @@ import torch
 
 from hsi.batch import pad
 from hsi.models.executor import PlainExecutor, SessionState, StepContext
-from hsi.models.registry import load_model
+from hsi.models.registry import load_graph, load_model
 from orchestrator.reference import reference_generate
 
 SENTENCES = [
@@ -47,8 +47,7 @@ def test_minilm_batch_equals_each_text_alone() -> None:
 
 
 def test_batch_refused_for_a_causal_decoder() -> None:
-    m = load_model("smollm2-135m")
-    ops = [o for o in m.graph.ops if o.name.startswith("model.layers.0.self_attn.scores")]
+    ops = [o for o in load_graph("smollm2-135m").ops if o.name.startswith("model.layers.0.self_attn.scores")]
     ids, batch = pad([[1, 2, 3], [4, 5]], 0)
     q = torch.zeros(len(ids), 576)
     k = torch.zeros(len(ids), 192)
