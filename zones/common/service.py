@@ -181,9 +181,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if batch.count > self.policy.model.max_batch:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"a batch of {batch.count} sequences exceeds the "
                             f"policy's max_batch {self.policy.model.max_batch}")
-        if batch.width > self.policy.model.max_tokens:
-            raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT, f"{batch.width} tokens exceed the policy's max_tokens "
-                            f"{self.policy.model.max_tokens}")
         wrong = [n for n, t in inputs.items() if t.shape and t.shape[0] not in (batch.rows, batch.count)]
         if wrong:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -200,12 +197,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                             f"stage {stage.index} needs tensors {missing} that zone {self.zone!r} does not hold"
                             f"{self.sessions.gone(request.session)}")
         inputs = {t: session.tensors[t] for t in stage.inputs if holds}
-        batch = self._batch(request.lengths, inputs)
-        longest = batch.width if batch else max((t.shape[0] for t in inputs.values() if t.shape), default=0)
+        # a batch's longest sequence, else the tensors' rows: one sequence
+        longest = max(request.lengths, default=0) or max((t.shape[0] for t in inputs.values() if t.shape), default=0)
         if request.position_offset + longest > self.policy.model.max_tokens:
             raise ZoneError(grpc.StatusCode.INVALID_ARGUMENT,
                             f"{request.position_offset + longest} tokens exceed the policy's max_tokens "
                             f"{self.policy.model.max_tokens}")
+        batch = self._batch(request.lengths, inputs)
         start = time.perf_counter()
         outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset, batch))
         seconds = time.perf_counter() - start
