@@ -1,9 +1,12 @@
 """MPC op benchmark: every MPC kernel on activations captured from the plain zone, 2 parties + dealer.
 
-Per op and size: wall time, communication rounds and bytes (CrypTen's statistics, summed over the compute
-parties), and the max abs error against the plain executor. Then the all-MPC end-to-end plans against
-plaintext (`--e2e`). Prints a table; `--json FILE` writes records with the keys op, shape, parties,
-seconds, rounds, bytes, max_abs_err.
+Per op and size: wall time, communication rounds (frames one party waited for from the other), bytes
+between the compute parties (summed), the dealer's bytes apart, CrypTen's own round count, and the max abs
+error against the plain executor. `--layers`: a whole forward in MPC (MiniLM on a 32-token sentence;
+SmolLM2's prompt, then one decode step), every op's rounds and bytes between the parties and with the dealer
+(bench/mpc_layers.py). Then the all-MPC end-to-end plans against plaintext
+(`--e2e`). Prints tables; `--json FILE` writes records with the keys op, shape, parties, seconds, rounds,
+bytes, max_abs_err (and, per forward, the per-op figures).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ OPS = {
                      "lm_head", "sample"],
 }
 
-def bench_op(model: str, op_name: str, repeats: int = 2) -> dict[str, Any]:
+def bench_op(model: str, op_name: str, repeats: int = 2, comparisons: str = "circuit") -> dict[str, Any]:
     """One op of a model on real activations: time, rounds, bytes and error against the plain executor."""
     m = load_model(model)
     text = TEXT
@@ -52,11 +55,13 @@ def bench_op(model: str, op_name: str, repeats: int = 2) -> dict[str, Any]:
                                                        list(op.inputs) + [op_name])
     # causal-masked logits: the MPC scores kernel writes MASKED_SCORE where the plain one writes the lowest float
     inputs = {n: env[n].clamp(min=MASKED_SCORE) if op.type.value == "softmax" else env[n] for n in op.inputs}
-    (got, figures), = run_ops(model, [([op_name], inputs, 0)], repeats=repeats)
+    (got, figures), = run_ops(model, [([op_name], inputs, 0)], repeats=repeats, comparisons=comparisons)
     err = float((got.double() - env[op_name].double()).abs().max())
-    return {"op": op.type.value, "name": op_name, "model": model, "shape": [list(env[t].shape) for t in op.inputs],
-            "parties": 2, "seconds": round(figures["seconds"], 4), "rounds": int(figures["rounds"]),
-            "bytes": int(figures["bytes"]), "max_abs_err": err}
+    return {"op": op.type.value, "name": op_name, "model": model, "comparisons": comparisons,
+            "shape": [list(env[t].shape) for t in op.inputs],
+            "parties": 2, "seconds": round(figures["seconds"], 4), "rounds": int(figures["party_rounds"]),
+            "bytes": int(figures["party_bytes"]), "dealer_bytes": int(figures["dealer_bytes"]),
+            "crypten_rounds": int(figures["rounds"]), "max_abs_err": err}
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
@@ -64,13 +69,17 @@ def print_table(records: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="MPC ops (2 parties + dealer, loopback, 16-bit fixed point)")
-    for col in ("model", "op", "name", "input shapes", "s", "rounds", "MB", "max abs err"):
+    t = Table(title="MPC ops (2 parties + dealer, loopback, 16-bit fixed point): rounds on the critical path, "
+                    "bytes between the parties, the dealer's apart")
+    for col in ("model", "op", "name", "comparisons", "input shapes", "s", "rounds", "MB", "dealer MB",
+                "CrypTen rounds", "max abs err"):
         t.add_column(col)
     for r in records:
-        t.add_row(r["model"], r["op"], r["name"].split(".")[-1], str(r["shape"]), f"{r['seconds']:.3f}",
-                  str(r["rounds"]), f"{r['bytes'] / 1e6:.2f}", f"{r['max_abs_err']:.2e}")
-    Console().print(t)
+        t.add_row(r["model"], r["op"], r["name"].split(".")[-1], r.get("comparisons", "circuit"), str(r["shape"]),
+                  f"{r['seconds']:.3f}",
+                  str(r["rounds"]), f"{r['bytes'] / 1e6:.2f}", f"{r.get('dealer_bytes', 0) / 1e6:.2f}",
+                  str(r.get("crypten_rounds", "")), f"{r['max_abs_err']:.2e}")
+    Console(width=160).print(t)
 
 
 def main() -> int:
@@ -78,13 +87,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="*", default=list(OPS))
     ap.add_argument("--ops", nargs="*", help="only these op names")
+    ap.add_argument("--layers", action="store_true",
+                    help="instead of single ops: one whole forward per model, rounds and bytes by op and layer")
+    ap.add_argument("--comparisons", nargs="+", default=["circuit"], choices=["circuit", "dcf"],
+                    help="comparison protocols to measure, side by side (MpcZone.comparisons)")
     ap.add_argument("--e2e", action="store_true", help="also run the all-mpc plans end to end (bench/e2e.py)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    records = [bench_op(model, op) for model in args.models for op in args.ops or OPS[model]
-               if op in {o.name for o in load_graph(model).ops}]
-    print_table(records)
+    if args.layers:
+        from bench.mpc_layers import bench_forward, print_forward
+
+        records = [r for model in args.models for how in args.comparisons for r in bench_forward(model, how)]
+        for r in records:
+            print_forward(r)
+    else:
+        records = [bench_op(model, op, comparisons=how) for model in args.models for op in args.ops or OPS[model]
+                   for how in args.comparisons if op in {o.name for o in load_graph(model).ops}]
+        print_table(records)
     if args.e2e:
         from bench.e2e import bench_plan
         from bench.e2e import print_table as print_e2e

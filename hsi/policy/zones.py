@@ -104,6 +104,10 @@ class MpcZone(Strict):
                                                          "`dealer: enclave`)")
     rendezvous_port: int = Field(ge=1, le=65535, description="where rank 0 accepts the others' mutual-TLS links")
     fixed_point_bits: int = Field(16, ge=8, le=32)
+    comparisons: Literal["circuit", "dcf"] = Field(
+        "circuit", description="how a comparison runs: `circuit`, CrypTen's binary adder (7 rounds, ~800 bytes an "
+                               "element between the parties); `dcf`, the dealer's DCF keys (1 round, 16 bytes; "
+                               "~1.5 kB an element from the dealer, two parties only)")
     peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "
                                                          "stage gives the session up (a dead or stalled peer)")
     allow_insecure_dealer: bool = Field(False, description="permit the dealer at a compute party (tests only)")
@@ -116,6 +120,12 @@ class MpcZone(Strict):
         if len(v) < 2:
             raise ValueError(f"an MPC zone needs at least 2 compute parties, got {len(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _dcf_for_two(self) -> MpcZone:
+        if self.comparisons == "dcf" and len(self.parties) != 2:
+            raise ValueError(f"comparisons: dcf takes exactly 2 compute parties, this zone has {len(self.parties)}")
+        return self
 
 
 class HsmSettings(Strict):

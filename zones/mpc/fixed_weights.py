@@ -96,6 +96,13 @@ def serve_dealer() -> None:
             self.masks[key] = self._get_additive_PRSS(size)
             return torch.zeros(1, dtype=torch.long)
 
+        def dcf_keys(self, size: torch.Size) -> torch.Tensor:
+            from zones.mpc import fss
+
+            mine, theirs = fss.deal(self._get_generators(device=self.device), size)
+            comm.raw_send(theirs, 1)  # party 1's keys; party 0's go back as the request's reply
+            return mine
+
         def fixed_triple(self, key: str, size_a: torch.Size) -> torch.Tensor:
             a = self._get_additive_PRSS(size_a)
             c = a.matmul(self.masks[key])

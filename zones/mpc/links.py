@@ -167,6 +167,8 @@ class Mesh:
         self._in = incoming
         for s in incoming.values():
             s.settimeout(spec.timeout_s)
+        # per peer: [frames received, bytes received, frames sent, bytes sent] (exact, payload bytes)
+        self.counts: dict[int, list[int]] = {r: [0, 0, 0, 0] for r in sorted(set(outgoing) | set(incoming))}
 
     @property
     def rank(self) -> int:
@@ -179,6 +181,9 @@ class Mesh:
 
     def send(self, dst: int, data: Any) -> threading.Event:
         """Queue one frame to `dst`; the event is set once it is written."""
+        counts = self.counts[dst]
+        counts[2] += 1
+        counts[3] += memoryview(data).nbytes
         return self._out[dst].send(data)
 
     def wait_sent(self, done: threading.Event, dst: int) -> None:
@@ -217,6 +222,7 @@ class Mesh:
                 raise LinkError(f"{self.spec.who(src)} sent a {n}-byte message where {len(buffer)} were due: "
                                 "the parties are out of step")
             recv_exact(sock, buffer)
+        self._received(src, n)
 
     def recv_bytes(self, src: int, limit: int) -> bytes:
         """Receive one frame of at most `limit` bytes from `src` (an object whose size the receiver cannot know)."""
@@ -226,7 +232,13 @@ class Mesh:
                 raise LinkError(f"{self.spec.who(src)} sent a {n}-byte object; at most {limit} are accepted")
             body = bytearray(n)
             recv_exact(sock, memoryview(body))
-            return bytes(body)
+        self._received(src, n)
+        return bytes(body)
+
+    def _received(self, src: int, n: int) -> None:
+        counts = self.counts[src]
+        counts[0] += 1
+        counts[1] += n
 
     def close(self) -> None:
         """Flush and close every link."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any, args: tuple[Any, ...], ttp: bool,
-           fast: bool) -> None:
+           fast: bool, dcf: bool) -> None:
     from zones.mpc.compat import fast_crypten, import_crypten, single_threaded_torch
 
     single_threaded_torch()  # as the zones' workers run
@@ -37,7 +37,7 @@ def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any,
     crypten.cfg.communicator.verbose = True  # count rounds and bytes, as the zones' workers do
     crypten.init()
     if fast:
-        fast_crypten()
+        fast_crypten(dcf_comparisons=dcf)
     try:
         if rank == parties:
             from zones.mpc.fixed_weights import serve_dealer
@@ -74,8 +74,7 @@ def local_meshes(directory: Path, processes: int, ttp: bool, timeout: float) -> 
 
 
 def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: int = 2, ttp: bool = False,
-                fast: bool = True,
-                timeout: float = 300.0) -> list[Any]:
+                fast: bool = True, timeout: float = 300.0, comparisons: str = "circuit") -> list[Any]:
     """Run `func(*args)` at every compute party (plus a dealer with `ttp`); their results in rank order.
 
     `func` must be importable (module level) and return something small and picklable.
@@ -85,7 +84,8 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
     processes = parties + (1 if ttp else 0)
     with tempfile.TemporaryDirectory() as tmp:
         meshes = local_meshes(Path(tmp), processes, ttp, timeout)
-        procs = [ctx.Process(target=_party, args=(func, meshes[r], parties, results, args, ttp, fast))
+        procs = [ctx.Process(target=_party, args=(func, meshes[r], parties, results, args, ttp, fast,
+                                                      comparisons == "dcf"))
                  for r in range(processes)]
         for p in procs:
             p.start()
@@ -121,25 +121,30 @@ def _run_jobs(model: str, jobs: list[tuple[list[str], list[dict[str, Any]], int]
     results = []
     for ops, shares, offset in jobs:
         for _ in range(repeats):  # the first run also shares the weights
-            party.state.kv.clear()
+            if offset == 0:  # a job at a later position continues the KV cache of the job before it
+                party.state.kv.clear()
             out, figures = party.run(ops, shares[rank], offset, batch, ops[-1:])
         results.append((out, figures))
     return results
 
 
 def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parties: int = 2, precision: int = 16,
-            repeats: int = 1, batch: Batch | None = None) -> list[tuple[Any, dict[str, Any]]]:
+            repeats: int = 1, batch: Batch | None = None, comparisons: str = "circuit"
+            ) -> list[tuple[Any, dict[str, Any]]]:
     """Run each job (ops, plaintext inputs, position offset) of a model in MPC, the owner at rank 0.
 
     The inputs are secret-shared here, the parties run in spawned processes with a dealer, and each job's
-    last op output is reconstructed; `batch` applies to every job. Returns, per job, (output tensor, figures
-    of the party that took longest: seconds, rounds, and bytes summed over the parties).
+    last op output is reconstructed; `batch` applies to every job; a job with a non-zero offset is a decode
+    step that continues the KV cache of the jobs before it. Returns, per job, (output tensor, figures
+    merged over the parties, in total and per op under "ops": see merge_party_figures).
     """
     from hsi.calibration import load_calibration
     from hsi.models.registry import load_graph
     from hsi.transport.shares import combine, ring_of, share_meta, split
     from hsi.transport.tensor import StoredTensor
 
+    if repeats > 1 and any(offset for _, _, offset in jobs):
+        raise ValueError("a job at a later position continues the one before it and cannot be repeated")
     graph = load_graph(model)
     shared_jobs = []
     for ops, inputs, offset in jobs:
@@ -149,7 +154,7 @@ def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parti
                 per_rank[rank][name] = ring_of(s)
         shared_jobs.append((ops, per_rank, offset))
     results = run_parties(_run_jobs, (model, shared_jobs, load_calibration(model, graph), precision, repeats, batch),
-                          parties=parties, ttp=True)
+                          parties=parties, ttp=True, comparisons=comparisons)
     out = []
     for j, (ops, _, _) in enumerate(jobs):
         name = ops[-1]
@@ -159,7 +164,18 @@ def run_ops(model: str, jobs: list[tuple[list[str], dict[str, Any], int]], parti
             shares.append(StoredTensor(3, "int64", tuple(arr.shape), arr.astype("<i8").tobytes(),
                                        share_meta(rank, parties, precision, name in figures["integer"])))
         figs = [results[r][j][1] for r in range(parties)]
-        out.append((combine(name, shares), {"seconds": max(f["seconds"] for f in figs),
-                                            "rounds": max(f["rounds"] for f in figs),
-                                            "bytes": sum(f["bytes"] for f in figs)}))
+        merged = merge_party_figures(figs)
+        merged["ops"] = [merge_party_figures(list(per_party)) for per_party in zip(*(f["ops"] for f in figs),
+                                                                                    strict=True)]
+        out.append((combine(name, shares), merged))
     return out
+
+
+def merge_party_figures(figs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure set from every compute party's: the slowest party's seconds and rounds, bytes summed."""
+    merged: dict[str, Any] = {k: figs[0][k] for k in ("op", "type") if k in figs[0]}
+    for key in ("seconds", "rounds", "party_rounds", "dealer_rounds"):
+        merged[key] = max(f[key] for f in figs)
+    for key in ("bytes", "party_bytes", "dealer_bytes"):
+        merged[key] = sum(f[key] for f in figs)
+    return merged

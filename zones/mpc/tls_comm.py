@@ -257,6 +257,20 @@ class TlsCommunicator(Communicator):
             return obj
         return serial.restricted_loads(self.mesh.recv_bytes(src, MAX_OBJECT_BYTES))
 
+    def traffic(self) -> dict[str, int]:
+        """This process's traffic since the mesh opened: `rounds`, the frames it waited for from the other compute
+        parties (the protocol's round trips on its critical path), `bytes` it sent them; `dealer_rounds` and
+        `dealer_bytes`, the frames and bytes it exchanged with the dealer (both ways)."""
+        out = {"rounds": 0, "bytes": 0, "dealer_rounds": 0, "dealer_bytes": 0}
+        for peer, (frames_in, bytes_in, _, bytes_out) in self.mesh.counts.items():
+            if peer in self.main_group:
+                out["rounds"] += frames_in
+                out["bytes"] += bytes_out
+            else:
+                out["dealer_rounds"] += frames_in
+                out["dealer_bytes"] += bytes_in + bytes_out
+        return out
+
     # -- who is who --------------------------------------------------------------------------------------------
 
     def get_world_size(self) -> int:

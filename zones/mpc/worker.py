@@ -38,6 +38,7 @@ class WorkerSpec:
     model: str
     owner_rank: int | None    # the compute party holding the model's weights
     calibration: dict[str, Any]
+    comparisons: str = "circuit"  # MpcZone.comparisons
 
 
 def _join(spec: WorkerSpec, conn: Any) -> Any:
@@ -52,7 +53,7 @@ def _join(spec: WorkerSpec, conn: Any) -> Any:
     crypten.cfg.encoder.precision_bits = spec.precision_bits
     crypten.cfg.communicator.verbose = True  # count rounds and bytes
     crypten.init()
-    fast_crypten()
+    fast_crypten(dcf_comparisons=spec.comparisons == "dcf")
     return crypten
 
 
@@ -140,22 +141,39 @@ class _Party:
         from zones.mpc.kernels import MPC_KERNELS, MpcStep
 
         comm = self.crypten.communicator.get()
-        comm.reset_communication_stats()
-        start = time.perf_counter()
+        start, began = _traffic(comm), time.perf_counter()
         env = {n: self._adopt(a) for n, a in inputs.items()}
         step = MpcStep(offset, self.spec.calibration, batch)
         integer = set()
+        per_op: list[dict[str, Any]] = []
         for name in ops:
             op = self.graph.op(name)
+            before, t0 = _traffic(comm), time.perf_counter()
             weights = [self._shared_weight(op, i) for i in range(len(op.weights))]
             env[name] = MPC_KERNELS[op.type](op, [env[t] for t in op.inputs], weights, step, self.state)
+            per_op.append({"op": name, "type": op.type.value, "seconds": time.perf_counter() - t0,
+                           **_since(before, _traffic(comm))})
             if op.type == OpType.SAMPLE:
                 integer.add(name)
         out = {n: self._at_precision(n, env[n]) for n in keep}
-        stats = comm.get_communication_stats()
-        figures = {"rounds": float(stats["rounds"]), "bytes": float(stats["bytes"]),
-                   "seconds": time.perf_counter() - start, "integer": sorted(integer)}
+        figures = {**_since(start, _traffic(comm)), "seconds": time.perf_counter() - began,
+                   "integer": sorted(integer), "ops": per_op}
         return out, figures  # type: ignore[return-value]
+
+
+def _traffic(comm: Any) -> dict[str, int]:
+    """This party's cumulative traffic: CrypTen's own count (`rounds`, `bytes`: every message, the dealer's
+    included, bytes as 8 per element) and the mesh's exact split (`party_rounds`, `party_bytes`, `dealer_rounds`,
+    `dealer_bytes`: see TlsCommunicator.traffic)."""
+    stats = comm.get_communication_stats()
+    split = comm.traffic()
+    return {"rounds": int(stats["rounds"]), "bytes": int(stats["bytes"]), "party_rounds": split["rounds"],
+            "party_bytes": split["bytes"], "dealer_rounds": split["dealer_rounds"],
+            "dealer_bytes": split["dealer_bytes"]}
+
+
+def _since(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    return {k: float(after[k] - before[k]) for k in after}
 
 
 def worker_main(conn: Any, preload: Preload | None = None) -> None:

@@ -46,3 +46,15 @@ def test_a_dealer_in_the_enclave_needs_exactly_one_enclave_and_a_free_port() -> 
                                                                                         "dealer_port: 50197")
     with pytest.raises(PolicyError, match=r"zones\.enclave\.port: 127\.0\.0\.1:50197 is already used by zones\.mpc\.dealer_port"):
         load_policy_text(clash)
+
+
+def test_dcf_comparisons_take_exactly_two_compute_parties() -> None:
+    text = (POLICIES / "all-mpc-minilm.yaml").read_text()
+    dcf = text.replace("    fixed_point_bits: 16\n", "    fixed_point_bits: 16\n    comparisons: dcf\n")
+    assert load_policy_text(dcf).zones["mpc"].comparisons == "dcf"  # type: ignore[union-attr]
+    assert load_policy_text(text).zones["mpc"].comparisons == "circuit"  # type: ignore[union-attr]
+    three = dcf.replace("      keyholder: {port: 50173}\n", "      keyholder: {port: 50173}\n      client: {port: 50176}\n")
+    with pytest.raises(PolicyError, match=r"comparisons: dcf takes exactly 2 compute parties, this zone has 3"):
+        load_policy_text(three)
+    with pytest.raises(PolicyError, match=r"comparisons: Input should be 'circuit' or 'dcf'"):
+        load_policy_text(dcf.replace("comparisons: dcf", "comparisons: garbled"))

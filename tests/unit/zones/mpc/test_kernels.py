@@ -63,7 +63,8 @@ SMOLLM2 = {
 }
 
 
-def _mpc_errors(model: str, ops: dict[str, tuple[float, bool]]) -> dict[str, tuple[float, float]]:
+def _mpc_errors(model: str, ops: dict[str, tuple[float, bool]], comparisons: str = "circuit"
+                ) -> dict[str, tuple[float, float]]:
     m = load_model(model)
     acts = capture(model, sorted({t for name in ops for t in m.graph.op(name).inputs} | set(ops)))
 
@@ -78,7 +79,7 @@ def _mpc_errors(model: str, ops: dict[str, tuple[float, bool]]) -> dict[str, tup
 
     jobs = [([name], {i: t(i, masked(i)) for i in m.graph.op(name).inputs}, 0) for name in ops]
     out = {}
-    for name, (got, _) in zip(ops, run_ops(model, jobs), strict=True):
+    for name, (got, _) in zip(ops, run_ops(model, jobs, comparisons=comparisons), strict=True):
         want = t(name, masked(name)).double()
         err = float((got.double() - want).abs().max())
         out[name] = (err / float(want.abs().max()) if ops[name][1] else err, ops[name][0])
@@ -86,12 +87,24 @@ def _mpc_errors(model: str, ops: dict[str, tuple[float, bool]]) -> dict[str, tup
 
 
 @pytest.mark.slow  # 21 s and 38 s; the all-MPC plans' outputs against plaintext run in `make test`
+@pytest.mark.parametrize("comparisons", ["circuit", "dcf"])
 @pytest.mark.parametrize("model,ops", [("minilm-l6", MINILM), ("smollm2-135m", SMOLLM2)])
-def test_kernels_on_real_activations(model: str, ops: dict[str, tuple[float, bool]]) -> None:
-    errors = _mpc_errors(model, ops)
-    print(f"\n{model} MPC errors:", {k.split(".", 2)[-1]: f"{e:.2e}" for k, (e, _) in errors.items()})
+def test_kernels_on_real_activations(model: str, ops: dict[str, tuple[float, bool]], comparisons: str) -> None:
+    errors = _mpc_errors(model, ops, comparisons)
+    print(f"\n{model} MPC errors ({comparisons} comparisons):", {k.split(".", 2)[-1]: f"{e:.2e}" for k, (e, _) in errors.items()})
     bad = {k: f"{e:.3g} > {bound}" for k, (e, bound) in errors.items() if not e <= bound}
     assert not bad, f"MPC kernels outside their bounds: {bad}"
+
+
+def test_dcf_comparisons_keep_the_kernels_in_their_bounds() -> None:
+    """The MiniLM kernels that compare (GELU, softmax's row maximum, LayerNorm's and the pool's inverse square
+    roots), with comparisons from the dealer's DCF keys, on real activations."""
+    compare = {k: v for k, v in MINILM.items() if k.split(".")[-1] in ("intermediate_act_fn", "softmax",
+                                                                       "LayerNorm", "pool")}
+    assert len(compare) >= 4
+    errors = _mpc_errors("minilm-l6", compare, "dcf")
+    bad = {k: f"{e:.3g} > {bound}" for k, (e, bound) in errors.items() if not e <= bound}
+    assert not bad, f"MPC kernels with DCF comparisons outside their bounds: {bad}"
 
 
 def test_batched_attention_and_pool() -> None:

@@ -1,0 +1,84 @@
+"""DCF keys evaluate to shares of [x < alpha] and nothing else; the one-round comparison from them equals the
+sign of the shared value over the whole range it is exact for, and the dealer receives only sizes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from zones.mpc import dcf
+from zones.mpc.local import run_parties
+
+U64 = np.uint64
+
+
+def _seeds(n: int) -> np.ndarray:
+    return np.frombuffer(os.urandom(16 * n), dtype=U64).reshape(n, 2).copy()
+
+
+@pytest.mark.parametrize("bits", [1, 8, 31, 32])
+def test_dcf_outputs_add_up_to_beta_below_alpha_and_zero_elsewhere(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    n = 3000
+    top = (1 << bits) - 1
+    alpha = rng.integers(0, top, n, dtype=U64, endpoint=True)
+    alpha[:4] = [0, 1, top, top - 1][:4] if bits > 1 else [0, 1, 1, 0]
+    beta = rng.integers(0, 2**64 - 1, n, dtype=U64, endpoint=True)
+    s0, s1 = _seeds(n), _seeds(n)
+    cw = dcf.Corrections.from_words(dcf.gen(alpha, beta, s0, s1, bits).words(), bits)  # as it travels
+    with np.errstate(over="ignore"):
+        for x in (alpha, alpha - U64(1), alpha + U64(1), np.zeros(n, U64), np.full(n, top, U64),
+                  rng.integers(0, top, n, dtype=U64, endpoint=True)):
+            x = x & U64(top)
+            got = dcf.evaluate(0, s0, cw, x) + dcf.evaluate(1, s1, cw, x)
+            assert np.array_equal(got, np.where(x < alpha, beta, U64(0)))
+    # one key alone gives ring elements that do not repeat, not the 0/beta it shares
+    alone = dcf.evaluate(0, s0, cw, np.zeros(n, U64))
+    assert len(np.unique(alone)) > n * 0.99
+
+
+def test_dcf_refuses_inputs_it_cannot_take() -> None:
+    s = _seeds(2)
+    with pytest.raises(ValueError, match="1..32 bits"):
+        dcf.gen(np.zeros(2, U64), np.ones(2, U64), s, s, 33)
+    with pytest.raises(ValueError, match="alpha must be a vector of 4-bit values"):
+        dcf.gen(np.array([16, 1], U64), np.ones(2, U64), s, s, 4)
+    cw = dcf.gen(np.array([3, 1], U64), np.ones(2, U64), s, _seeds(2), 4)
+    with pytest.raises(ValueError, match="x must be a vector of 4-bit values"):
+        dcf.evaluate(0, s, cw, np.array([1, 17], U64))
+    with pytest.raises(ValueError, match="5-bit inputs are 17 words per element, not \\(14,\\)"):
+        dcf.Corrections.from_words(cw.words(), 5)
+
+
+def _compare(values: torch.Tensor) -> dict[str, Any]:
+    from zones.mpc.compat import import_crypten
+
+    crypten = import_crypten()
+    comm = crypten.communicator.get()
+    x = crypten.cryptensor(values, src=0)
+    before = comm.traffic()
+    bits = x < 0
+    after = comm.traffic()
+    dealer = comm.get_ttp_rank()
+    return {"bits": bits.get_plain_text(), "scale": int(bits._tensor.encoder.scale),
+            "rounds": after["rounds"] - before["rounds"], "bytes": after["bytes"] - before["bytes"],
+            "to_dealer": comm.mesh.counts[dealer][3], "frames_to_dealer": comm.mesh.counts[dealer][2]}
+
+
+def test_comparison_is_exact_over_its_range_in_one_round_and_the_dealer_gets_no_tensor() -> None:
+    unit = 2.0 ** -16
+    # the range's ends: float32 holds 32767.5 and -32768 exactly
+    edges = torch.tensor([0.0, unit, -unit, 1.0, -1.0, 32767.0, -32767.0, 32767.5, -32768.0])
+    values = torch.cat([edges, torch.randn(20000) * 100, (torch.rand(20000) - 0.5) * 65535])
+    parties = run_parties(_compare, (values,), ttp=True, comparisons="dcf")
+    want = (torch.round(values * 2**16) < 0).float()
+    for p in parties:
+        assert torch.equal(p["bits"].float(), want) and p["scale"] == 1
+        assert p["rounds"] == 1 and p["bytes"] == 8 * values.numel()  # one opening of the masked value
+    # what reached the dealer: the seeds' set-up acknowledgements aside, party 0's pickled requests (sizes)
+    assert parties[1]["to_dealer"] == 0
+    assert parties[0]["to_dealer"] < 2000, parties[0]
