@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,10 +94,32 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
     return records
 
 
-def bench_plan(name: str, new_tokens: int, network: str, inputs: int | None = None) -> list[dict[str, Any]]:
+def _with_comparisons(name: str, comparisons: str, work: Path) -> tuple[Path, str]:
+    """A copy of a shipped policy whose MPC zones compare by `comparisons`, and the plan's name in records."""
+    data = yaml.safe_load((ROOT / "deploy" / "policies" / f"{name}.yaml").read_text())
+    zones = [z for z in data["zones"].values() if z.get("kind") == "mpc"]
+    if not zones:
+        raise SystemExit(f"{name} has no MPC zone: --comparisons does not apply")
+    for z in zones:
+        z["comparisons"] = comparisons
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, f"{name}+{comparisons}"
+
+
+def bench_plan(name: str, new_tokens: int, network: str, inputs: int | None = None,
+               comparisons: str | None = None) -> list[dict[str, Any]]:
     """Run one shipped policy on the benchmark inputs, its zones on loopback or one network namespace per party
-    under the `lan` or `wan` profile (orchestrator/netns.py); records for the plan and for HF called directly."""
-    path = ROOT / "deploy" / "policies" / f"{name}.yaml"
+    under a network profile (orchestrator/netns.py); records for the plan and for HF called directly. With
+    `comparisons`, the policy's MPC zones compare that way and the plan is recorded as `name+comparisons`."""
+    if comparisons:
+        with tempfile.TemporaryDirectory(prefix="hsi-bench-policy-", dir=ROOT / ".hsi") as tmp:
+            path, label = _with_comparisons(name, comparisons, Path(tmp))
+            return _bench_policy(path, label, new_tokens, network, inputs)
+    return _bench_policy(ROOT / "deploy" / "policies" / f"{name}.yaml", name, new_tokens, network, inputs)
+
+
+def _bench_policy(path: Path, name: str, new_tokens: int, network: str, inputs: int | None) -> list[dict[str, Any]]:
     if network == "loopback":
         with zones_up(path):
             return client_records(path, name, new_tokens, network, inputs)
@@ -145,6 +168,8 @@ def main() -> int:
                          "10 Gbit/s), wan (40 ms, 100 Mbit/s), wan-latency (40 ms, 1 Gbit/s) or wan-bandwidth "
                          "(0 ms, 100 Mbit/s) profile (needs root); several run side by side")
     ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
+    ap.add_argument("--comparisons", nargs="+", choices=["policy", "circuit", "dcf"], default=["policy"],
+                    help="how the MPC zones compare: as the policy says, or each way named (recorded as plan+way)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
     # SIGTERM (`timeout`, a job runner) unwinds like Ctrl-C: the zones, namespaces and firewall rule go too
@@ -153,11 +178,12 @@ def main() -> int:
     records: list[dict[str, Any]] = []
     for plan in args.plans:
         for network in args.network:
-            done = bench_plan(plan, args.new_tokens, network, args.inputs)
-            print_table(done)  # a long run shows each plan as it ends, and keeps it should a later one fail
-            records += done
-            write_records(args.json, records)
-    if len(args.plans) * len(args.network) > 1:
+            for how in args.comparisons:
+                done = bench_plan(plan, args.new_tokens, network, args.inputs, None if how == "policy" else how)
+                print_table(done)  # a long run shows each plan as it ends, and keeps it should a later one fail
+                records += done
+                write_records(args.json, records)
+    if len(args.plans) * len(args.network) * len(args.comparisons) > 1:
         print_table(records)
     return 0
 
