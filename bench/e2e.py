@@ -100,8 +100,11 @@ def _with_comparisons(name: str, comparisons: str, work: Path) -> tuple[Path, st
     zones = [z for z in data["zones"].values() if z.get("kind") == "mpc"]
     if not zones:
         raise SystemExit(f"{name} has no MPC zone: --comparisons does not apply")
+    how, _, most = comparisons.partition(":")
     for z in zones:
-        z["comparisons"] = comparisons
+        z["comparisons"] = how
+        if most:
+            z["dcf_max_elements"] = int(most)
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, f"{name}+{comparisons}"
@@ -168,8 +171,9 @@ def main() -> int:
                          "10 Gbit/s), wan (40 ms, 100 Mbit/s), wan-latency (40 ms, 1 Gbit/s) or wan-bandwidth "
                          "(0 ms, 100 Mbit/s) profile (needs root); several run side by side")
     ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
-    ap.add_argument("--comparisons", nargs="+", choices=["policy", "circuit", "dcf"], default=["policy"],
-                    help="how the MPC zones compare: as the policy says, or each way named (recorded as plan+way)")
+    ap.add_argument("--comparisons", nargs="+", default=["policy"],
+                    help="how the MPC zones compare: `policy` (as it says), `circuit`, `dcf` or `dcf:N` (DCF keys for "
+                         "comparisons of at most N elements); each way named runs, recorded as plan+way")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
     # SIGTERM (`timeout`, a job runner) unwinds like Ctrl-C: the zones, namespaces and firewall rule go too

@@ -89,8 +89,9 @@ def main() -> int:
     ap.add_argument("--ops", nargs="*", help="only these op names")
     ap.add_argument("--layers", action="store_true",
                     help="instead of single ops: one whole forward per model, rounds and bytes by op and layer")
-    ap.add_argument("--comparisons", nargs="+", default=["circuit"], choices=["circuit", "dcf"],
-                    help="comparison protocols to measure, side by side (MpcZone.comparisons)")
+    ap.add_argument("--comparisons", nargs="+", default=["circuit"],
+                    help="comparison protocols to measure side by side: circuit, dcf, or dcf:N (DCF keys for "
+                         "comparisons of at most N elements)")
     ap.add_argument("--e2e", action="store_true", help="also run the all-mpc plans end to end (bench/e2e.py)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()

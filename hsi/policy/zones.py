@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -108,6 +109,9 @@ class MpcZone(Strict):
         "circuit", description="how a comparison runs: `circuit`, CrypTen's binary adder (7 rounds, ~800 bytes an "
                                "element between the parties); `dcf`, the dealer's DCF keys (1 round, 16 bytes; "
                                "~1.5 kB an element from the dealer, two parties only)")
+    dcf_max_elements: int | None = Field(
+        None, ge=1, description="with `comparisons: dcf`, only comparisons of at most this many elements use DCF "
+                                "keys, larger ones the circuit (default: every comparison)")
     peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "
                                                          "stage gives the session up (a dead or stalled peer)")
     allow_insecure_dealer: bool = Field(False, description="permit the dealer at a compute party (tests only)")
@@ -120,6 +124,12 @@ class MpcZone(Strict):
         if len(v) < 2:
             raise ValueError(f"an MPC zone needs at least 2 compute parties, got {len(v)}")
         return v
+
+    def dcf_limit(self) -> int:
+        """The most elements a comparison takes from DCF keys: 0 under `circuit`."""
+        if self.comparisons == "circuit":
+            return 0
+        return self.dcf_max_elements or sys.maxsize
 
     @model_validator(mode="after")
     def _dcf_for_two(self) -> MpcZone:

@@ -57,14 +57,14 @@ def single_threaded_torch() -> None:
     torch.set_num_threads(1)
 
 
-def fast_crypten(dcf_comparisons: bool = False) -> None:
+def fast_crypten(dcf_max_elements: int = 0) -> None:
     """Install this project's measured speed-ups of CrypTen: configuration reads without OmegaConf
     (`config_view`), dealer triples requested before the opening rather than after (`triples`), both the same
-    protocol; with `dcf_comparisons`, comparisons in one round from the dealer's DCF keys (`fss`). Call after
-    setting the configuration and `crypten.init()`."""
+    protocol; comparisons of up to `dcf_max_elements` elements in one round from the dealer's DCF keys
+    (`fss`). Call after setting the configuration and `crypten.init()`."""
     from zones.mpc import config_view, fss, triples
 
     config_view.install()
     triples.install()
-    if dcf_comparisons:
-        fss.install()
+    if dcf_max_elements:
+        fss.install(dcf_max_elements)

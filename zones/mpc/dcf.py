@@ -94,36 +94,33 @@ def gen(alpha: np.ndarray, beta: np.ndarray, s0: np.ndarray, s1: np.ndarray, m: 
     """The corrections of keys with start seeds s0, s1 (M, 2) for f(x) = beta if x < alpha else 0."""
     alpha = _check(alpha, m, "alpha")
     beta = np.asarray(beta).astype(U64)
-    s = [s0.astype(U64).copy(), s1.astype(U64).copy()]
-    s[0][:, 0] &= ~_ONE
-    s[1][:, 0] &= ~_ONE
+    s = np.stack([s0.astype(U64), s1.astype(U64)])  # both parties' seeds, expanded together: (2, M, 2)
+    s[:, :, 0] &= ~_ONE
     n = alpha.shape[0]
-    t = [np.zeros(n, U64), np.ones(n, U64)]
+    t = np.stack([np.zeros(n, U64), np.ones(n, U64)])
     v_alpha = np.zeros(n, U64)
     seed_cw, value_cw, bits = np.zeros((n, m, 2), U64), np.zeros((n, m), U64), np.zeros(n, U64)
     with np.errstate(over="ignore"):
         for i in range(m):
             a = _bit(alpha, i, m)
             right = a.astype(bool)
-            g = [_expand(s[0]), _expand(s[1])]
-            lose_s = [np.where(right[:, None], gb[0], gb[2]) for gb in g]
-            keep_s = [np.where(right[:, None], gb[2], gb[0]) for gb in g]
-            lose_v = [np.where(right, gb[4], gb[5]) for gb in g]
-            keep_v = [np.where(right, gb[5], gb[4]) for gb in g]
-            keep_t = [np.where(right, gb[3], gb[1]) for gb in g]
+            sl, tl, sr, tr, vl, vr = (g.reshape(2, n, *g.shape[1:]) for g in _expand(s.reshape(-1, 2)))
+            lose_s = np.where(right[None, :, None], sl, sr)
+            keep_s = np.where(right[None, :, None], sr, sl)
+            lose_v, keep_v = np.where(right, vl, vr), np.where(right, vr, vl)
+            keep_t = np.where(right, tr, tl)
             sign = _signed(t[1])
             s_cw = lose_s[0] ^ lose_s[1]
             v_cw = sign * (lose_v[1] - lose_v[0] - v_alpha) + np.where(right, sign * beta, U64(0))
             v_alpha = v_alpha - keep_v[1] + keep_v[0] + sign * v_cw
-            t_left = g[0][1] ^ g[1][1] ^ a ^ _ONE
-            t_right = g[0][3] ^ g[1][3] ^ a
+            t_left = tl[0] ^ tl[1] ^ a ^ _ONE
+            t_right = tr[0] ^ tr[1] ^ a
             t_keep = np.where(right, t_right, t_left)
             seed_cw[:, i], value_cw[:, i] = s_cw, v_cw
             bits |= (t_left << U64(2 * i)) | (t_right << U64(2 * i + 1))
-            for b in (0, 1):
-                s[b] = keep_s[b] ^ (s_cw * t[b][:, None])
-                t[b] = keep_t[b] ^ (t[b] & t_keep)
-        last = _signed(t[1]) * (s[1][:, 1] - s[0][:, 1] - v_alpha)
+            s = keep_s ^ (s_cw[None] * t[:, :, None])
+            t = keep_t ^ (t & t_keep[None])
+        last = _signed(t[1]) * (s[1, :, 1] - s[0, :, 1] - v_alpha)
     return Corrections(seed_cw, value_cw, bits, last)
 
 

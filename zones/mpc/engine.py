@@ -110,7 +110,7 @@ class _Base(ZoneEngine):
                         dealer=True)
         spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), mesh,  # type: ignore[arg-type]
                           self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
-                          self.owner_rank, self._calibration(), self.cfg.comparisons)
+                          self.owner_rank, self._calibration(), self.cfg.dcf_limit())
         hub = self._hub
         announce = (lambda port: hub.announce(session, port)) if hub is not None else None
         try:

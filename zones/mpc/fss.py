@@ -16,6 +16,7 @@ party 0's share of r_h.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -82,12 +83,32 @@ def ltz(x: Any) -> Any:
     return crypten.mpc.MPCTensor.from_shares(share, precision=0)
 
 
-def install() -> None:
-    """Make every CrypTen comparison (`<`, `>=`, relu, max, ...) of a two-party session with the TTP dealer use
-    `ltz`; the dealer answers `dcf_keys` requests (zones.mpc.fixed_weights.serve_dealer)."""
+def limit(comparisons: str) -> int:
+    """The most elements a comparison takes from DCF keys, from a protocol name: `circuit` (none), `dcf`
+    (every comparison) or `dcf:N` (comparisons of at most N elements; larger ones run CrypTen's circuit)."""
+    how, colon, most = comparisons.partition(":")
+    if comparisons == "circuit":
+        return 0
+    if comparisons == "dcf":
+        return sys.maxsize
+    if how == "dcf" and colon and most.isdigit() and int(most) > 0:
+        return int(most)
+    raise ValueError(f"comparisons are `circuit`, `dcf` or `dcf:N` (N elements at most), not {comparisons!r}")
+
+
+def install(max_elements: int = sys.maxsize) -> None:
+    """Make every CrypTen comparison (`<`, `>=`, relu, max, ...) of at most `max_elements` elements, in a
+    two-party session with the TTP dealer, use `ltz`; the dealer answers `dcf_keys` requests
+    (zones.mpc.fixed_weights.serve_dealer). Larger comparisons keep CrypTen's circuit: a DCF key is ~1.5 kB an
+    element from the dealer, the circuit ~800 bytes between the parties and 6 more rounds."""
     crypten = import_crypten()
     if crypten.cfg.mpc.active_security or crypten.cfg.mpc.provider != "TTP":
         return
     if crypten.communicator.get().get_world_size() != 2:
         return
-    crypten.mpc.MPCTensor._ltz = ltz
+    circuit = crypten.mpc.MPCTensor._ltz
+
+    def compare(x: Any) -> Any:
+        return ltz(x) if x.numel() <= max_elements else circuit(x)
+
+    crypten.mpc.MPCTensor._ltz = compare

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zones.mpc.fss import limit
 from zones.mpc.links import MeshSpec
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any, args: tuple[Any, ...], ttp: bool,
-           fast: bool, dcf: bool) -> None:
+           fast: bool, dcf: int) -> None:
     from zones.mpc.compat import fast_crypten, import_crypten, single_threaded_torch
 
     single_threaded_torch()  # as the zones' workers run
@@ -37,7 +38,7 @@ def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any,
     crypten.cfg.communicator.verbose = True  # count rounds and bytes, as the zones' workers do
     crypten.init()
     if fast:
-        fast_crypten(dcf_comparisons=dcf)
+        fast_crypten(dcf)
     try:
         if rank == parties:
             from zones.mpc.fixed_weights import serve_dealer
@@ -85,7 +86,7 @@ def run_parties(func: Callable[..., Any], args: tuple[Any, ...] = (), parties: i
     with tempfile.TemporaryDirectory() as tmp:
         meshes = local_meshes(Path(tmp), processes, ttp, timeout)
         procs = [ctx.Process(target=_party, args=(func, meshes[r], parties, results, args, ttp, fast,
-                                                      comparisons == "dcf"))
+                                                      limit(comparisons)))
                  for r in range(processes)]
         for p in procs:
             p.start()

@@ -38,7 +38,7 @@ class WorkerSpec:
     model: str
     owner_rank: int | None    # the compute party holding the model's weights
     calibration: dict[str, Any]
-    comparisons: str = "circuit"  # MpcZone.comparisons
+    dcf_max_elements: int = 0  # comparisons up to this size from DCF keys (MpcZone.comparisons); 0: none
 
 
 def _join(spec: WorkerSpec, conn: Any) -> Any:
@@ -53,7 +53,7 @@ def _join(spec: WorkerSpec, conn: Any) -> Any:
     crypten.cfg.encoder.precision_bits = spec.precision_bits
     crypten.cfg.communicator.verbose = True  # count rounds and bytes
     crypten.init()
-    fast_crypten(dcf_comparisons=spec.comparisons == "dcf")
+    fast_crypten(spec.dcf_max_elements)
     return crypten
 
 

@@ -64,9 +64,12 @@ def _compare(values: torch.Tensor) -> dict[str, Any]:
     bits = x < 0
     after = comm.traffic()
     dealer = comm.get_ttp_rank()
+    sent = comm.mesh.counts[dealer][3]
+    both = crypten.cat([x, -x]) < 0  # twice the elements: above the limit, so CrypTen's circuit
     return {"bits": bits.get_plain_text(), "scale": int(bits._tensor.encoder.scale),
             "rounds": after["rounds"] - before["rounds"], "bytes": after["bytes"] - before["bytes"],
-            "to_dealer": comm.mesh.counts[dealer][3], "frames_to_dealer": comm.mesh.counts[dealer][2]}
+            "to_dealer": sent, "circuit_rounds": comm.traffic()["rounds"] - after["rounds"],
+            "both": both.get_plain_text()}
 
 
 def test_comparison_is_exact_over_its_range_in_one_round_and_the_dealer_gets_no_tensor() -> None:
@@ -74,11 +77,22 @@ def test_comparison_is_exact_over_its_range_in_one_round_and_the_dealer_gets_no_
     # the range's ends: float32 holds 32767.5 and -32768 exactly
     edges = torch.tensor([0.0, unit, -unit, 1.0, -1.0, 32767.0, -32767.0, 32767.5, -32768.0])
     values = torch.cat([edges, torch.randn(20000) * 100, (torch.rand(20000) - 0.5) * 65535])
-    parties = run_parties(_compare, (values,), ttp=True, comparisons="dcf")
+    parties = run_parties(_compare, (values,), ttp=True, comparisons=f"dcf:{values.numel()}")
     want = (torch.round(values * 2**16) < 0).float()
+    negated = (torch.round(-values * 2**16) < 0).float()
     for p in parties:
         assert torch.equal(p["bits"].float(), want) and p["scale"] == 1
         assert p["rounds"] == 1 and p["bytes"] == 8 * values.numel()  # one opening of the masked value
+        assert torch.equal(p["both"].float(), torch.cat([want, negated])) and p["circuit_rounds"] >= 7
     # what reached the dealer: the seeds' set-up acknowledgements aside, party 0's pickled requests (sizes)
     assert parties[1]["to_dealer"] == 0
     assert parties[0]["to_dealer"] < 2000, parties[0]
+
+
+def test_comparison_protocols_by_name() -> None:
+    from zones.mpc.fss import limit
+
+    assert limit("circuit") == 0 and limit("dcf") > 2**62 and limit("dcf:4096") == 4096
+    for bad in ("dcf:", "dcf:-3", "dcf:0", "fss", "circuit:9"):
+        with pytest.raises(ValueError, match="comparisons are `circuit`, `dcf` or `dcf:N`"):
+            limit(bad)
