@@ -17,6 +17,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TP_BEGIN, TP_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 THROUGHPUT = "throughput"  # the `bench` of bench/throughput.py's records
 NETWORKS = ("loopback", "lan", "wan", "wan-latency", "wan-bandwidth")
+SPLIT_NETWORKS = ("wan-latency", "wan-bandwidth")  # the wan's delay alone and its rate alone
 PLANS = ("hf-direct", "plain", "all-mpc", "selective", "private", "enclave")  # row order within a model
 HEADER = ("plan", "model", "network", "wall s", "s/token", "prefill s", "bytes between parties", "accuracy",
           "commit", "date")
@@ -42,10 +43,14 @@ def _when(record: Record) -> datetime:
 
 def latest(records: list[Record]) -> dict[Key, Record]:
     """The latest record per (plan, model, network) by `date`; of equal dates, the one read last. Records of
-    single ops (no `plan`) and throughput records are not end-to-end runs and are left out."""
+    single ops (no `plan`) and throughput records are not end-to-end runs and are left out; so are a shipped
+    plan's variants (`plan+how`, e.g. other comparisons: docs/zones.md has them) and HF's own runs under the
+    split WAN profiles (the network does not touch them)."""
     best: dict[Key, Record] = {}
     for r in records:
-        if "plan" not in r or "wall_s" not in r or r.get("bench") == THROUGHPUT:
+        if "plan" not in r or "wall_s" not in r or r.get("bench") == THROUGHPUT or "+" in r["plan"]:
+            continue
+        if r["plan"] == "hf-direct" and r["network"] in SPLIT_NETWORKS:
             continue
         key = (r["plan"], r["model"], r["network"])
         if key not in best or _when(r) >= _when(best[key]):

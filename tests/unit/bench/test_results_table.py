@@ -76,3 +76,13 @@ def test_written_records_are_stamped_and_keep_what_they_have(tmp_path: Path):
     assert all({"commit", "date", "host", "network"} <= r.keys() for r in written)
     assert written[0]["network"] == "wan" and written[1]["network"] == "loopback"
     assert written[1]["date"] == "2026-01-01T00:00:00+00:00" and written[0]["commit"] == written[1]["commit"]
+
+
+def test_variants_and_hf_under_split_profiles_stay_out_of_the_table():
+    rt = load_script(SCRIPT)
+    shipped = _record("2026-11-25T10:00:00+00:00", 12.5, "bbbbbbb")
+    variant = {**shipped, "plan": "private-minilm+dcf", "wall_s": 9.0}
+    hf = {**shipped, "plan": "hf-direct", "network": "wan-latency"}
+    split = {**shipped, "network": "wan-latency"}
+    best = rt.latest([shipped, variant, hf, split])
+    assert set(best) == {("private-minilm", "minilm-l6", "lan"), ("private-minilm", "minilm-l6", "wan-latency")}

@@ -49,13 +49,15 @@ def test_a_dealer_in_the_enclave_needs_exactly_one_enclave_and_a_free_port() -> 
 
 
 def test_dcf_comparisons_take_exactly_two_compute_parties() -> None:
-    text = (POLICIES / "all-mpc-minilm.yaml").read_text()
-    dcf = text.replace("    fixed_point_bits: 16\n", "    fixed_point_bits: 16\n    comparisons: dcf\n")
+    shipped = (POLICIES / "all-mpc-minilm.yaml").read_text()
+    assert "    comparisons: dcf\n    dcf_max_elements: 16384\n" in shipped
+    assert load_policy_text(shipped).zones["mpc"].dcf_limit() == 16384  # type: ignore[union-attr]
+    dcf = shipped.replace("    dcf_max_elements: 16384\n", "")
     assert load_policy_text(dcf).zones["mpc"].dcf_limit() > 2**62  # type: ignore[union-attr]
-    assert load_policy_text(text).zones["mpc"].dcf_limit() == 0  # type: ignore[union-attr]
-    small = dcf.replace("comparisons: dcf\n", "comparisons: dcf\n    dcf_max_elements: 4096\n")
-    assert load_policy_text(small).zones["mpc"].dcf_limit() == 4096  # type: ignore[union-attr]
-    three = dcf.replace("      keyholder: {port: 50173}\n", "      keyholder: {port: 50173}\n      client: {port: 50176}\n")
+    circuit = dcf.replace("    comparisons: dcf\n", "")
+    assert load_policy_text(circuit).zones["mpc"].dcf_limit() == 0  # type: ignore[union-attr]
+    keyholder = "      keyholder: {port: 50173}\n"
+    three = dcf.replace(keyholder, keyholder + "      client: {port: 50176}\n")
     with pytest.raises(PolicyError, match=r"comparisons: dcf takes exactly 2 compute parties, this zone has 3"):
         load_policy_text(three)
     with pytest.raises(PolicyError, match=r"comparisons: Input should be 'circuit' or 'dcf'"):
