@@ -33,6 +33,7 @@ from orchestrator.reference import (  # noqa: E402
     reference_generate,
 )
 from orchestrator.runtime import Runtime  # noqa: E402
+from zones.mpc.fss import limit  # noqa: E402
 
 SENTENCES = [
     # 32 tokens: the target length for private-minilm
@@ -100,11 +101,12 @@ def _with_comparisons(name: str, comparisons: str, work: Path) -> tuple[Path, st
     zones = [z for z in data["zones"].values() if z.get("kind") == "mpc"]
     if not zones:
         raise SystemExit(f"{name} has no MPC zone: --comparisons does not apply")
-    how, _, most = comparisons.partition(":")
+    most = limit(comparisons)  # refuses a name it does not know
     for z in zones:
-        z["comparisons"] = how
-        if most:
-            z["dcf_max_elements"] = int(most)
+        z["comparisons"] = "dcf" if most else "circuit"
+        z.pop("dcf_max_elements", None)  # the shipped bound, if any, gives way to the one named here
+        if 0 < most < sys.maxsize:
+            z["dcf_max_elements"] = most
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, f"{name}+{comparisons}"

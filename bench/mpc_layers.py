@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
+from bench.e2e import PROMPTS, SENTENCES
 from hsi.models.executor import PlainExecutor, SessionState, StepContext
 from hsi.models.registry import load_model
 from zones.mpc.local import run_ops
 
-MINILM_TEXT = ("Patient is a 67-year-old man with type 2 diabetes, hypertension and stage 3 chronic kidney disease; "
-               "admitted today with acute chest pain.")  # bench/e2e.py's 32-token sentence
-SMOLLM2_PROMPT = "Write a haiku about the sea."
+MINILM_TEXT = SENTENCES[0]  # the end-to-end benchmark's 32-token sentence
+SMOLLM2_PROMPT = PROMPTS[0]
 KEYS = ("rounds", "party_rounds", "party_bytes", "dealer_bytes", "seconds")
 
 

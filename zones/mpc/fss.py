@@ -86,11 +86,11 @@ def ltz(x: Any) -> Any:
 def limit(comparisons: str) -> int:
     """The most elements a comparison takes from DCF keys, from a protocol name: `circuit` (none), `dcf`
     (every comparison) or `dcf:N` (comparisons of at most N elements; larger ones run CrypTen's circuit)."""
-    how, colon, most = comparisons.partition(":")
     if comparisons == "circuit":
         return 0
     if comparisons == "dcf":
         return sys.maxsize
+    how, colon, most = comparisons.partition(":")
     if how == "dcf" and colon and most.isdigit() and int(most) > 0:
         return int(most)
     raise ValueError(f"comparisons are `circuit`, `dcf` or `dcf:N` (N elements at most), not {comparisons!r}")
