@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.http_port is not None:
         http = HttpSettings(port=args.http_port, host=args.http_host, max_waiting=args.queue,
                             deadline_s=args.deadline_s, default_max_tokens=args.default_max_tokens,
-                            api_key=os.environ.get("HSI_API_KEY") or None)
+                            max_inputs=args.max_inputs, api_key=os.environ.get("HSI_API_KEY") or None)
     for sig in (signal.SIGTERM, signal.SIGINT):  # either stops both services gracefully (open streams get 5 s),
         signal.signal(sig, signal.default_int_handler)  # even where a background start left SIGINT ignored
     serve_orchestrator(load_policy(args.policy), args.port, http=http)
@@ -83,4 +83,5 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     http.add_argument("--deadline-s", type=float, default=600.0, help="a request's deadline, queue included (504)")
     http.add_argument("--default-max-tokens", type=int, default=64,
                       help="new tokens of a chat completion that names no max_tokens")
+    http.add_argument("--max-inputs", type=int, default=64, help="texts one embeddings request may hold (more: 400)")
     s.set_defaults(func=cmd_serve)

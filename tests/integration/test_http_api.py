@@ -31,6 +31,7 @@ from tests.integration.conftest import Deployment
 from tests.support.http import get, http_service, post
 
 TURNS = 2  # sessions the plain-minilm service runs at once (transport.max_sessions)
+MAX_INPUTS = 1024  # texts one embeddings request may hold (--max-inputs): a full one holds its turn for 512 passes
 TEXTS = [
     "Patient is a 67-year-old man with type 2 diabetes and stage 3 chronic kidney disease.",
     "Wire 25,000 EUR from the savings account to the escrow account before Friday.",
@@ -86,8 +87,9 @@ def served(name: str, tmp_path_factory: pytest.TempPathFactory, *args: str, max_
 
 @pytest.fixture(scope="module")
 def minilm(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, str]]:
-    # passes of 2 texts: a list of 3 takes two passes, and a request of 64 holds its turn for 32 passes
-    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "2", max_sessions=TURNS, max_batch=2)
+    # passes of 2 texts: a list of 3 takes two passes, and a full request holds its turn for MAX_INPUTS / 2 passes
+    yield from served("plain-minilm.yaml", tmp_path_factory, "--queue", "2", "--max-inputs", str(MAX_INPUTS),
+                      max_sessions=TURNS, max_batch=2)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,9 @@ def test_bad_embedding_requests_get_openai_errors(minilm_api: str) -> None:
     with pytest.raises(openai.BadRequestError) as dims:
         api.embeddings.create(model="minilm-l6", input="x", dimensions=128)
     assert dims.value.body["param"] == "dimensions"
+    with pytest.raises(openai.BadRequestError) as many:
+        api.embeddings.create(model="minilm-l6", input=["x"] * (MAX_INPUTS + 1))
+    assert many.value.body["param"] == "input" and f"at most {MAX_INPUTS} per request" in many.value.body["message"]
     status, body = post(f"{minilm_api}/v1/embeddings", b'{"model": "minilm-l6", "input": ')  # malformed JSON
     assert status == 400 and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("the body is not valid JSON")
@@ -186,8 +191,9 @@ def test_four_concurrent_requests_succeed(minilm_api: str) -> None:
 def test_full_queue_gets_429_and_a_client_that_leaves_cancels_its_run(minilm_api: str) -> None:
     api = client(minilm_api)
     before = metric_samples(minilm_api).get(("hsi_runs_total", (("outcome", "cancelled"),)), 0.0)
-    # requests that hold the runtime's turns for many passes (64 inputs of 106 tokens), sent over raw sockets
-    many = json.dumps({"model": "minilm-l6", "input": [" ".join(TEXTS * 2)] * 64}).encode()
+    # requests that hold the runtime's turns for many passes (MAX_INPUTS inputs of 106 tokens: far longer than
+    # the test takes to leave, so each run is still going when its client goes), sent over raw sockets
+    many = json.dumps({"model": "minilm-l6", "input": [" ".join(TEXTS * 2)] * MAX_INPUTS}).encode()
     host, port = minilm_api.removeprefix("http://").split(":")
     holders = []
     for _ in range(TURNS):
