@@ -54,15 +54,29 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return opb.PlanReply(plan_json=json.dumps(self.runtime.plan.to_dict()))
 
     def Embed(self, request: opb.EmbedRequest, context: grpc.ServicerContext) -> opb.EmbedReply:  # noqa: N802
-        """Embed a text."""
-        if not request.text:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+        """Embed a text, or several texts in batched passes."""
+        texts = list(request.texts)
+        if request.text and texts:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give either text or texts, not both")
+        if not request.text and not texts:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty (give a text, or several as texts)")
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"texts[{empty[0]}] is empty")
+        def gone() -> bool:
+            return not context.is_active()
+
         try:
             with self._turn(context):
-                result = self.runtime.embed(request.text, cancelled=lambda: not context.is_active()).to_dict()
+                run = self.runtime.embed_batch(texts, cancelled=gone) if texts else \
+                    self.runtime.embed(request.text, cancelled=gone)
         except RunError as e:
             self._failed(e)
             context.abort(e.code, str(e))
+        result = run.to_dict()
+        if texts:
+            return opb.EmbedReply(embeddings=[opb.Embedding(values=v) for v in result["output"]["embeddings"]],
+                                  result_json=json.dumps(result))
         return opb.EmbedReply(embedding=result["output"]["embedding"], result_json=json.dumps(result))
 
     def Generate(self, request: opb.GenerateRequest,  # noqa: N802

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/orchestrator.proto\x12\x06hsi.v1\"\r\n\x0bPlanRequest\"\x1e\n\tPlanReply\x12\x11\n\tplan_json\x18\x01 \x01(\t\"\x1c\n\x0c\x45mbedRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"4\n\nEmbedReply\x12\x11\n\tembedding\x18\x01 \x03(\x02\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\"9\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\r\"6\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\"i\n\rGenerateEvent\x12$\n\x08progress\x18\x01 \x01(\x0b\x32\x10.hsi.v1.ProgressH\x00\x12\x12\n\x08token_id\x18\x02 \x01(\x03H\x00\x12\x15\n\x0bresult_json\x18\x03 \x01(\tH\x00\x42\x07\n\x05\x65vent2\xaf\x01\n\x0cOrchestrator\x12.\n\x04Plan\x12\x13.hsi.v1.PlanRequest\x1a\x11.hsi.v1.PlanReply\x12\x31\n\x05\x45mbed\x12\x14.hsi.v1.EmbedRequest\x1a\x12.hsi.v1.EmbedReply\x12<\n\x08Generate\x12\x17.hsi.v1.GenerateRequest\x1a\x15.hsi.v1.GenerateEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/orchestrator.proto\x12\x06hsi.v1\"\r\n\x0bPlanRequest\"\x1e\n\tPlanReply\x12\x11\n\tplan_json\x18\x01 \x01(\t\"+\n\x0c\x45mbedRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"[\n\nEmbedReply\x12\x11\n\tembedding\x18\x01 \x03(\x02\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12%\n\nembeddings\x18\x03 \x03(\x0b\x32\x11.hsi.v1.Embedding\"9\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\r\"6\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\"i\n\rGenerateEvent\x12$\n\x08progress\x18\x01 \x01(\x0b\x32\x10.hsi.v1.ProgressH\x00\x12\x12\n\x08token_id\x18\x02 \x01(\x03H\x00\x12\x15\n\x0bresult_json\x18\x03 \x01(\tH\x00\x42\x07\n\x05\x65vent2\xaf\x01\n\x0cOrchestrator\x12.\n\x04Plan\x12\x13.hsi.v1.PlanRequest\x1a\x11.hsi.v1.PlanReply\x12\x31\n\x05\x45mbed\x12\x14.hsi.v1.EmbedRequest\x1a\x12.hsi.v1.EmbedReply\x12<\n\x08Generate\x12\x17.hsi.v1.GenerateRequest\x1a\x15.hsi.v1.GenerateEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANREPLY']._serialized_start=52
   _globals['_PLANREPLY']._serialized_end=82
   _globals['_EMBEDREQUEST']._serialized_start=84
-  _globals['_EMBEDREQUEST']._serialized_end=112
-  _globals['_EMBEDREPLY']._serialized_start=114
-  _globals['_EMBEDREPLY']._serialized_end=166
-  _globals['_GENERATEREQUEST']._serialized_start=168
-  _globals['_GENERATEREQUEST']._serialized_end=225
-  _globals['_PROGRESS']._serialized_start=227
-  _globals['_PROGRESS']._serialized_end=281
-  _globals['_GENERATEEVENT']._serialized_start=283
-  _globals['_GENERATEEVENT']._serialized_end=388
-  _globals['_ORCHESTRATOR']._serialized_start=391
-  _globals['_ORCHESTRATOR']._serialized_end=566
+  _globals['_EMBEDREQUEST']._serialized_end=127
+  _globals['_EMBEDDING']._serialized_start=129
+  _globals['_EMBEDDING']._serialized_end=156
+  _globals['_EMBEDREPLY']._serialized_start=158
+  _globals['_EMBEDREPLY']._serialized_end=249
+  _globals['_GENERATEREQUEST']._serialized_start=251
+  _globals['_GENERATEREQUEST']._serialized_end=308
+  _globals['_PROGRESS']._serialized_start=310
+  _globals['_PROGRESS']._serialized_end=364
+  _globals['_GENERATEEVENT']._serialized_start=366
+  _globals['_GENERATEEVENT']._serialized_end=471
+  _globals['_ORCHESTRATOR']._serialized_start=474
+  _globals['_ORCHESTRATOR']._serialized_end=649
 # @@protoc_insertion_point(module_scope)

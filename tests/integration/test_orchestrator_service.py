@@ -38,6 +38,26 @@ def test_embed_through_orchestrator(plain_minilm: Deployment) -> None:
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_embed_of_several_texts_runs_batched_passes_equal_to_each_text_alone(plain_minilm: Deployment) -> None:
+    texts = ["Blood pressure 150/95 at rest.", "Wire 25,000 EUR to the escrow account before Friday.",
+             "It rained all weekend."]
+    with orchestrator_service(plain_minilm.policy) as port:
+        app = stub_as(plain_minilm.certs, "client/app", port)
+        reply = app.Embed(opb.EmbedRequest(texts=texts), timeout=120)
+        assert not reply.embedding and len(reply.embeddings) == 3
+        result = json.loads(reply.result_json)
+        assert len(result["receipt"]) == 1 and result["output"]["tokens"][0] < result["output"]["tokens"][1]
+        for text, got in zip(texts, reply.embeddings, strict=True):
+            alone = app.Embed(opb.EmbedRequest(text=text), timeout=120).embedding
+            assert max(abs(a - b) for a, b in zip(got.values, alone, strict=True)) < 1e-5
+        for bad, why in [(opb.EmbedRequest(text="x", texts=["y"]), "either text or texts"),
+                         (opb.EmbedRequest(texts=["x", ""]), "texts[1] is empty"),
+                         (opb.EmbedRequest(texts=["x", "blood pressure " * 100]), "text 1 has")]:
+            with pytest.raises(grpc.RpcError) as e:
+                app.Embed(bad, timeout=60)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details()
+
+
 def test_refusals_carry_the_right_codes_and_a_name_without_a_zone_is_no_principal(plain_minilm: Deployment) -> None:
     with orchestrator_service(plain_minilm.policy) as port:
         app = stub_as(plain_minilm.certs, "client/app", port)
