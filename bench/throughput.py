@@ -49,8 +49,12 @@ def client_records(policy_path: str | Path, plan: str, network: str, batches: li
                 "bench": "throughput", "plan": plan, "network": network, "batch": size, "passes": r.output["passes"],
                 "tokens": sum(r.output["tokens"]), "width": max(r.output["tokens"]), "wall_s": round(wall, 2),
                 "embeddings_per_min": round(60 * size / wall, 2),
-                "mpc_rounds": sum(z["rounds"] for z in mpc.values()),
+                "mpc_rounds": sum(z["rounds"] for z in mpc.values()),  # CrypTen's counts
                 "mpc_bytes": sum(z["bytes"] for z in mpc.values()),
+                # counted on the links: between the compute parties, and with the dealer
+                "party_rounds": sum(z.get("party_rounds", 0) for z in mpc.values()),
+                "party_bytes": sum(z.get("party_bytes", 0) for z in mpc.values()),
+                "dealer_bytes": sum(z.get("dealer_bytes", 0) for z in mpc.values()),
                 "bytes_between_zones": sum(r.metrics["bytes_by_link"].values()),
                 "min_cosine": round(min(cos), 6)})
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)

@@ -80,9 +80,23 @@ class EnclaveEngine(Protocol):
         """A kept tensor as it leaves for `to_zone` (the client pseudo-zone: the runtime)."""
 
 
+@dataclass(frozen=True)
+class StageTraffic:
+    """What one party's stage cost in messages: CrypTen's own count (`rounds`, `bytes` sent, the dealer's messages
+    included) and the exact count on its links (frames waited for from and bytes sent to the other compute parties;
+    frames and bytes exchanged with the dealer)."""
+
+    rounds: int = 0
+    bytes: int = 0
+    party_rounds: int = 0
+    party_bytes: int = 0
+    dealer_rounds: int = 0
+    dealer_bytes: int = 0
+
+
 @runtime_checkable
 class TrafficEngine(Protocol):
     """An engine whose stages exchange messages between its parties (MPC): it reports their cost."""
 
-    def stage_traffic(self, session: str) -> tuple[int, int]:
-        """(rounds, bytes sent) of the session's last stage at this party."""
+    def stage_traffic(self, session: str) -> StageTraffic:
+        """The cost of the session's last stage at this party."""

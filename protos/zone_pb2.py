@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import tensor_pb2 as protos_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/zone.proto\x12\x06hsi.v1\x1a\x13protos/tensor.proto\"\x18\n\x16KeyRequirementsRequest\"K\n\x14KeyRequirementsReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\trotations\x18\x02 \x03(\x05\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"M\n\x1aInstallPublicMaterialReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07key_tag\x18\x02 \x01(\t\x12\x11\n\trotations\x18\x03 \x01(\r\"6\n\x10LoadStageRequest\x12\x13\n\x0bplan_digest\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\r\".\n\x0eLoadStageReply\x12\x0b\n\x03ops\x18\x01 \x03(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\".\n\x0fPushTensorReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"2\n\x11PullTensorRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa8\x01\n\x0fRunStageRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0bplan_digest\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\r\x12\x17\n\x0fposition_offset\x18\x04 \x01(\r\x12\x0f\n\x07release\x18\x05 \x03(\t\x12%\n\x04then\x18\x06 \x03(\x0b\x32\x17.hsi.v1.TransferRequest\x12\x0f\n\x07lengths\x18\x07 \x03(\r\"\x96\x01\n\rRunStageReply\x12\x0f\n\x07outputs\x18\x01 \x03(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x12\n\nmpc_rounds\x18\x03 \x01(\x04\x12\x11\n\tmpc_bytes\x18\x04 \x01(\x04\x12\x12\n\nheld_bytes\x18\x05 \x01(\x04\x12(\n\ttransfers\x18\x06 \x03(\x0b\x32\x15.hsi.v1.TransferReply\"d\n\x0fTransferRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07to_zone\x18\x03 \x01(\t\x12\x10\n\x08to_party\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"\xa2\x01\n\rTransferReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12=\n\rbytes_by_link\x18\x03 \x03(\x0b\x32&.hsi.v1.TransferReply.BytesByLinkEntry\x1a\x32\n\x10\x42ytesByLinkEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"!\n\x0eRecordsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xa8\x01\n\x07Receipt\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x10.hsi.v1.Encoding\x12\x14\n\x0csource_party\x18\x04 \x01(\t\x12\x18\n\x10source_principal\x18\x05 \x01(\t\x12\x0c\n\x04zone\x18\x06 \x01(\t\x12\r\n\x05party\x18\x07 \x01(\t\x12\r\n\x05\x62ytes\x18\x08 \x01(\x04\"1\n\x0cRecordsReply\x12!\n\x08receipts\x18\x01 \x03(\x0b\x32\x0f.hsi.v1.Receipt\"!\n\x0eReleaseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"%\n\x0cReleaseReply\x12\x15\n\rfreed_tensors\x18\x01 \x01(\r2\xd2\x04\n\x04Zone\x12=\n\tLoadStage\x12\x18.hsi.v1.LoadStageRequest\x1a\x16.hsi.v1.LoadStageReply\x12<\n\nPushTensor\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.PushTensorReply(\x01\x12>\n\nPullTensor\x12\x19.hsi.v1.PullTensorRequest\x1a\x13.hsi.v1.TensorFrame0\x01\x12:\n\x08RunStage\x12\x17.hsi.v1.RunStageRequest\x1a\x15.hsi.v1.RunStageReply\x12:\n\x08Transfer\x12\x17.hsi.v1.TransferRequest\x1a\x15.hsi.v1.TransferReply\x12\x37\n\x07Records\x12\x16.hsi.v1.RecordsRequest\x1a\x14.hsi.v1.RecordsReply\x12\x37\n\x07Release\x12\x16.hsi.v1.ReleaseRequest\x1a\x14.hsi.v1.ReleaseReply\x12O\n\x0fKeyRequirements\x12\x1e.hsi.v1.KeyRequirementsRequest\x1a\x1c.hsi.v1.KeyRequirementsReply\x12R\n\x15InstallPublicMaterial\x12\x13.hsi.v1.TensorFrame\x1a\".hsi.v1.InstallPublicMaterialReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/zone.proto\x12\x06hsi.v1\x1a\x13protos/tensor.proto\"\x18\n\x16KeyRequirementsRequest\"K\n\x14KeyRequirementsReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\trotations\x18\x02 \x03(\x05\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"M\n\x1aInstallPublicMaterialReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07key_tag\x18\x02 \x01(\t\x12\x11\n\trotations\x18\x03 \x01(\r\"6\n\x10LoadStageRequest\x12\x13\n\x0bplan_digest\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\r\".\n\x0eLoadStageReply\x12\x0b\n\x03ops\x18\x01 \x03(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\".\n\x0fPushTensorReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"2\n\x11PullTensorRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa8\x01\n\x0fRunStageRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0bplan_digest\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\r\x12\x17\n\x0fposition_offset\x18\x04 \x01(\r\x12\x0f\n\x07release\x18\x05 \x03(\t\x12%\n\x04then\x18\x06 \x03(\x0b\x32\x17.hsi.v1.TransferRequest\x12\x0f\n\x07lengths\x18\x07 \x03(\r\"\xee\x01\n\rRunStageReply\x12\x0f\n\x07outputs\x18\x01 \x03(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x12\n\nmpc_rounds\x18\x03 \x01(\x04\x12\x11\n\tmpc_bytes\x18\x04 \x01(\x04\x12\x12\n\nheld_bytes\x18\x05 \x01(\x04\x12(\n\ttransfers\x18\x06 \x03(\x0b\x32\x15.hsi.v1.TransferReply\x12\x14\n\x0cparty_rounds\x18\x07 \x01(\x04\x12\x13\n\x0bparty_bytes\x18\x08 \x01(\x04\x12\x15\n\rdealer_rounds\x18\t \x01(\x04\x12\x14\n\x0c\x64\x65\x61ler_bytes\x18\n \x01(\x04\"d\n\x0fTransferRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07to_zone\x18\x03 \x01(\t\x12\x10\n\x08to_party\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"\xa2\x01\n\rTransferReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12=\n\rbytes_by_link\x18\x03 \x03(\x0b\x32&.hsi.v1.TransferReply.BytesByLinkEntry\x1a\x32\n\x10\x42ytesByLinkEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"!\n\x0eRecordsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xa8\x01\n\x07Receipt\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x10.hsi.v1.Encoding\x12\x14\n\x0csource_party\x18\x04 \x01(\t\x12\x18\n\x10source_principal\x18\x05 \x01(\t\x12\x0c\n\x04zone\x18\x06 \x01(\t\x12\r\n\x05party\x18\x07 \x01(\t\x12\r\n\x05\x62ytes\x18\x08 \x01(\x04\"1\n\x0cRecordsReply\x12!\n\x08receipts\x18\x01 \x03(\x0b\x32\x0f.hsi.v1.Receipt\"!\n\x0eReleaseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"%\n\x0cReleaseReply\x12\x15\n\rfreed_tensors\x18\x01 \x01(\r2\xd2\x04\n\x04Zone\x12=\n\tLoadStage\x12\x18.hsi.v1.LoadStageRequest\x1a\x16.hsi.v1.LoadStageReply\x12<\n\nPushTensor\x12\x13.hsi.v1.TensorFrame\x1a\x17.hsi.v1.PushTensorReply(\x01\x12>\n\nPullTensor\x12\x19.hsi.v1.PullTensorRequest\x1a\x13.hsi.v1.TensorFrame0\x01\x12:\n\x08RunStage\x12\x17.hsi.v1.RunStageRequest\x1a\x15.hsi.v1.RunStageReply\x12:\n\x08Transfer\x12\x17.hsi.v1.TransferRequest\x1a\x15.hsi.v1.TransferReply\x12\x37\n\x07Records\x12\x16.hsi.v1.RecordsRequest\x1a\x14.hsi.v1.RecordsReply\x12\x37\n\x07Release\x12\x16.hsi.v1.ReleaseRequest\x1a\x14.hsi.v1.ReleaseReply\x12O\n\x0fKeyRequirements\x12\x1e.hsi.v1.KeyRequirementsRequest\x1a\x1c.hsi.v1.KeyRequirementsReply\x12R\n\x15InstallPublicMaterial\x12\x13.hsi.v1.TensorFrame\x1a\".hsi.v1.InstallPublicMaterialReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,23 +51,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTAGEREQUEST']._serialized_start=437
   _globals['_RUNSTAGEREQUEST']._serialized_end=605
   _globals['_RUNSTAGEREPLY']._serialized_start=608
-  _globals['_RUNSTAGEREPLY']._serialized_end=758
-  _globals['_TRANSFERREQUEST']._serialized_start=760
-  _globals['_TRANSFERREQUEST']._serialized_end=860
-  _globals['_TRANSFERREPLY']._serialized_start=863
-  _globals['_TRANSFERREPLY']._serialized_end=1025
-  _globals['_TRANSFERREPLY_BYTESBYLINKENTRY']._serialized_start=975
-  _globals['_TRANSFERREPLY_BYTESBYLINKENTRY']._serialized_end=1025
-  _globals['_RECORDSREQUEST']._serialized_start=1027
-  _globals['_RECORDSREQUEST']._serialized_end=1060
-  _globals['_RECEIPT']._serialized_start=1063
-  _globals['_RECEIPT']._serialized_end=1231
-  _globals['_RECORDSREPLY']._serialized_start=1233
-  _globals['_RECORDSREPLY']._serialized_end=1282
-  _globals['_RELEASEREQUEST']._serialized_start=1284
-  _globals['_RELEASEREQUEST']._serialized_end=1317
-  _globals['_RELEASEREPLY']._serialized_start=1319
-  _globals['_RELEASEREPLY']._serialized_end=1356
-  _globals['_ZONE']._serialized_start=1359
-  _globals['_ZONE']._serialized_end=1953
+  _globals['_RUNSTAGEREPLY']._serialized_end=846
+  _globals['_TRANSFERREQUEST']._serialized_start=848
+  _globals['_TRANSFERREQUEST']._serialized_end=948
+  _globals['_TRANSFERREPLY']._serialized_start=951
+  _globals['_TRANSFERREPLY']._serialized_end=1113
+  _globals['_TRANSFERREPLY_BYTESBYLINKENTRY']._serialized_start=1063
+  _globals['_TRANSFERREPLY_BYTESBYLINKENTRY']._serialized_end=1113
+  _globals['_RECORDSREQUEST']._serialized_start=1115
+  _globals['_RECORDSREQUEST']._serialized_end=1148
+  _globals['_RECEIPT']._serialized_start=1151
+  _globals['_RECEIPT']._serialized_end=1319
+  _globals['_RECORDSREPLY']._serialized_start=1321
+  _globals['_RECORDSREPLY']._serialized_end=1370
+  _globals['_RELEASEREQUEST']._serialized_start=1372
+  _globals['_RELEASEREQUEST']._serialized_end=1405
+  _globals['_RELEASEREPLY']._serialized_start=1407
+  _globals['_RELEASEREPLY']._serialized_end=1444
+  _globals['_ZONE']._serialized_start=1447
+  _globals['_ZONE']._serialized_end=2041
 # @@protoc_insertion_point(module_scope)

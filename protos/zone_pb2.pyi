@@ -82,20 +82,28 @@ class RunStageRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., plan_digest: _Optional[str] = ..., stage: _Optional[int] = ..., position_offset: _Optional[int] = ..., release: _Optional[_Iterable[str]] = ..., then: _Optional[_Iterable[_Union[TransferRequest, _Mapping]]] = ..., lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RunStageReply(_message.Message):
-    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes", "transfers")
+    __slots__ = ("outputs", "seconds", "mpc_rounds", "mpc_bytes", "held_bytes", "transfers", "party_rounds", "party_bytes", "dealer_rounds", "dealer_bytes")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     MPC_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MPC_BYTES_FIELD_NUMBER: _ClassVar[int]
     HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEALER_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DEALER_BYTES_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     seconds: float
     mpc_rounds: int
     mpc_bytes: int
     held_bytes: int
     transfers: _containers.RepeatedCompositeFieldContainer[TransferReply]
-    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ..., held_bytes: _Optional[int] = ..., transfers: _Optional[_Iterable[_Union[TransferReply, _Mapping]]] = ...) -> None: ...
+    party_rounds: int
+    party_bytes: int
+    dealer_rounds: int
+    dealer_bytes: int
+    def __init__(self, outputs: _Optional[_Iterable[str]] = ..., seconds: _Optional[float] = ..., mpc_rounds: _Optional[int] = ..., mpc_bytes: _Optional[int] = ..., held_bytes: _Optional[int] = ..., transfers: _Optional[_Iterable[_Union[TransferReply, _Mapping]]] = ..., party_rounds: _Optional[int] = ..., party_bytes: _Optional[int] = ..., dealer_rounds: _Optional[int] = ..., dealer_bytes: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("session", "name", "to_zone", "to_party", "release")

@@ -112,6 +112,11 @@ class MpcZone(Strict):
     dcf_max_elements: int | None = Field(
         None, ge=1, description="with `comparisons: dcf`, only comparisons of at most this many elements use DCF "
                                 "keys, larger ones the circuit (default: every comparison)")
+    keep_weight_masks_mb: int = Field(
+        256, ge=0, description="every party keeps its share of each linear weight's Beaver mask b and the opened W - b "
+                               "(the dealer: b) between sessions, for weights up to this many MB at 8 bytes an element "
+                               "(a party holds twice that, the dealer once); a later session then opens none of them. "
+                               "0: every session opens its weights")
     peer_timeout_s: float = Field(60.0, gt=0, description="a party waiting longer than this for a peer within a "
                                                          "stage gives the session up (a dead or stalled peer)")
     allow_insecure_dealer: bool = Field(False, description="permit the dealer at a compute party (tests only)")

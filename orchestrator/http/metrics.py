@@ -38,9 +38,12 @@ class HttpMetrics:
         self.zone_seconds = Counter("hsi_zone_seconds", "Seconds of stage compute, by zone", ["zone"], registry=r)
         self.link_bytes = Counter("hsi_link_bytes", "Bytes sent over each zone link (sender->receiver)", ["link"],
                                   registry=r)
-        self.mpc_rounds = Counter("hsi_mpc_rounds", "MPC communication rounds, by zone", ["zone"], registry=r)
+        self.mpc_rounds = Counter("hsi_mpc_rounds", "MPC rounds between the compute parties, by zone", ["zone"],
+                                  registry=r)
         self.mpc_bytes = Counter("hsi_mpc_bytes", "Bytes the MPC parties sent one another, by zone", ["zone"],
                                  registry=r)
+        self.dealer_bytes = Counter("hsi_mpc_dealer_bytes", "Bytes between the MPC parties and their dealer, by zone",
+                                    ["zone"], registry=r)
         self.conversion_seconds = Counter("hsi_conversion_seconds", "Seconds senders spent in conversions, by kind",
                                           ["conversion"], registry=r)
         self.ready = Gauge("hsi_ready", "1 once every zone answers health and a forward pass ran", registry=r)
@@ -57,8 +60,9 @@ class HttpMetrics:
         for link, n in metrics.get("bytes_by_link", {}).items():
             self.link_bytes.labels(link).inc(n)
         for zone, m in metrics.get("mpc", {}).items():
-            self.mpc_rounds.labels(zone).inc(m["rounds"])
-            self.mpc_bytes.labels(zone).inc(m["bytes"])
+            self.mpc_rounds.labels(zone).inc(m["party_rounds"])
+            self.mpc_bytes.labels(zone).inc(m["party_bytes"])
+            self.dealer_bytes.labels(zone).inc(m["dealer_bytes"])
         for conv, s in metrics.get("time_by_conversion", {}).items():
             self.conversion_seconds.labels(conv).inc(s)
 

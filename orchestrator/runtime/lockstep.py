@@ -12,7 +12,7 @@ from hsi.plan import Stage
 from hsi.policy import ZoneProcess
 from orchestrator.runtime.client import ZoneClient
 from orchestrator.runtime.errors import RunError
-from orchestrator.runtime.metrics import Metrics
+from orchestrator.runtime.metrics import MPC_BYTES, MPC_ROUNDS, Metrics
 from orchestrator.schedule import Move, Run
 from protos import zone_pb2
 
@@ -115,8 +115,12 @@ def run_stage(zones: ZoneClient, plan_digest: str, session: str, run: Run, offse
     if errors:
         raise RunError(lockstep_failure(zones, s, errors))
     m.time_by_zone[s.zone] += max(r.seconds for r in replies.values())
-    m.mpc_rounds[s.zone] += max(r.mpc_rounds for r in replies.values())
-    m.mpc_bytes[s.zone] += sum(r.mpc_bytes for r in replies.values())
+    if any(r.mpc_rounds for r in replies.values()):
+        figures = m.mpc[s.zone]
+        for name, key in zip(MPC_ROUNDS, ("mpc_rounds", "party_rounds", "dealer_rounds"), strict=True):
+            figures[name] += max(getattr(r, key) for r in replies.values())
+        for name, key in zip(MPC_BYTES, ("mpc_bytes", "party_bytes", "dealer_bytes"), strict=True):
+            figures[name] += sum(getattr(r, key) for r in replies.values())
     m.held(s.zone, max(r.held_bytes for r in replies.values()))
     account_transfers(zones, sends, {who.party: r for who, r in replies.items() if not who.dealer}, m)
 

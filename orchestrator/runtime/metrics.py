@@ -12,6 +12,13 @@ from hsi.plan import Plan
 from hsi.policy import Policy
 from hsi.principal import Viewer
 
+# An MPC stage's figures: the slowest party's rounds (CrypTen's count; frames waited for from the other compute
+# parties, and from the dealer), and the bytes of all parties (CrypTen's count; sent to the other compute parties;
+# exchanged with the dealer)
+MPC_ROUNDS = ("rounds", "party_rounds", "dealer_rounds")
+MPC_BYTES = ("bytes", "party_bytes", "dealer_bytes")
+MPC_FIGURES = MPC_ROUNDS + MPC_BYTES
+
 
 @dataclass
 class Metrics:
@@ -19,8 +26,8 @@ class Metrics:
 
     time_by_zone: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_by_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    mpc_rounds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    mpc_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # per MPC zone: CrypTen's `rounds` and `bytes`, and the links' exact split (MPC_FIGURES)
+    mpc: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     time_by_conversion: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     peak_held_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -37,9 +44,8 @@ class Metrics:
             out["time_by_conversion"] = {k: round(v, 4) for k, v in sorted(self.time_by_conversion.items())}
         if self.peak_held_bytes:  # the most bytes of the session's tensors a zone held after any stage
             out["peak_held_bytes"] = dict(sorted(self.peak_held_bytes.items()))
-        if self.mpc_rounds:
-            out["mpc"] = {z: {"rounds": self.mpc_rounds[z], "bytes": self.mpc_bytes[z]}
-                          for z in sorted(self.mpc_rounds)}
+        if self.mpc:
+            out["mpc"] = {z: {k: self.mpc[z][k] for k in MPC_FIGURES} for z in sorted(self.mpc)}
         return out
 
 
@@ -69,9 +75,9 @@ def merge_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mpc: dict[str, dict[str, int]] = {}
     for r in runs:
         for zone, m in r.get("mpc", {}).items():
-            z = mpc.setdefault(zone, {"rounds": 0, "bytes": 0})
-            z["rounds"] += m["rounds"]
-            z["bytes"] += m["bytes"]
+            z = mpc.setdefault(zone, dict.fromkeys(MPC_FIGURES, 0))
+            for k in MPC_FIGURES:
+                z[k] += m.get(k, 0)
     out["mpc"] = mpc
     return out
 

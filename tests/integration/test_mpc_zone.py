@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -72,6 +73,42 @@ def test_all_mpc_embeddings_match_plaintext_and_parties_hold_only_shares(all_mpc
                 assert r["party"] == "client", r
         assert {r["party"] for r in privacy["observed"] if r["zone"] == "mpc"} == {"owner", "keyholder"}
         assert run["metrics"]["mpc"]["mpc"]["rounds"] > 0
+
+
+def _weight_elements(dep: Deployment) -> int:
+    """Elements of the linear weights the MPC zone masks (each opened once as W - b by every party)."""
+    from hsi.ir import OpType
+    from zones.mpc.kernels import shared_weight_shape
+
+    rt = dep.runtime()
+    try:
+        graph, stages = rt.graph, rt.plan.stages
+    finally:
+        rt.close()
+    total = 0
+    for op in (graph.op(n) for s in stages if s.zone == "mpc" for n in s.ops):
+        if op.type == OpType.LINEAR:
+            total += math.prod(shared_weight_shape(op, 0, int(graph.op(op.inputs[0]).shape[-1])))
+    return total
+
+
+def test_weight_masks_are_drawn_afresh_when_the_dealer_lost_them_and_kept_for_the_next_session(
+        all_mpc: Deployment) -> None:
+    pids = running(all_mpc.policy)
+    assert pids is not None
+    dealer = next(k for k in pids if k.startswith("mpc@dealer"))
+    os.killpg(pids[dealer], signal.SIGKILL)  # the dealer forgets its masks; the parties keep theirs (earlier tests)
+    time.sleep(1)
+    up(all_mpc.path)
+    text = "Refill lisinopril 10 mg; blood pressure 150/95 at rest."
+    # the first session sees the dealer disagree and draws every mask afresh; the second opens no weight
+    (c1, fresh), (c2, kept) = _embed(all_mpc, [text, text])
+    opened = fresh["metrics"]["mpc"]["mpc"]["party_bytes"] - kept["metrics"]["mpc"]["mpc"]["party_bytes"]
+    weights = _weight_elements(all_mpc) * 8
+    print(f"first session {fresh['metrics']['mpc']['mpc']}, second {kept['metrics']['mpc']['mpc']}: the second "
+          f"sent {opened / 1e6:.1f} MB less between the parties (weights: {weights / 1e6:.1f} MB)")
+    assert weights > 50e6 and opened >= 2 * weights  # both parties' shares of W - b, in the first session only
+    assert c1 >= 0.999 and abs(c1 - c2) < 1e-4
 
 
 def test_concurrent_sessions_each_get_their_own_mesh_and_match_plaintext(all_mpc: Deployment) -> None:

@@ -11,7 +11,7 @@ import grpc
 
 from hsi import conversions, kinds
 from hsi.batch import Batch
-from hsi.engine import EnclaveEngine, KeyedEngine, MaskingEngine, RunContext, TrafficEngine, ZoneEngine
+from hsi.engine import EnclaveEngine, KeyedEngine, MaskingEngine, RunContext, StageTraffic, TrafficEngine, ZoneEngine
 from hsi.ir import Graph, ZoneKind
 from hsi.masking import PIECES
 from hsi.models.registry import load_graph
@@ -208,8 +208,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         outputs = self.engine.run_stage(stage, inputs, RunContext(request.session, request.position_offset, batch))
         seconds = time.perf_counter() - start
         self.sessions.keep(request.session, outputs)
-        rounds, sent = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)
-                        else (0, 0))
+        cost = (self.engine.stage_traffic(request.session) if isinstance(self.engine, TrafficEngine)
+                else StageTraffic())
         transfers = []
         for move in request.then:
             if move.name not in outputs:
@@ -218,8 +218,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             move.session = request.session
             transfers.append(self._transfer_releasing(move))
         held = self.sessions.drop(request.session, request.release)
-        return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=rounds, mpc_bytes=sent,
-                                      held_bytes=held, transfers=transfers)
+        return zone_pb2.RunStageReply(outputs=list(outputs), seconds=seconds, mpc_rounds=cost.rounds,
+                                      mpc_bytes=cost.bytes, party_rounds=cost.party_rounds,
+                                      party_bytes=cost.party_bytes, dealer_rounds=cost.dealer_rounds,
+                                      dealer_bytes=cost.dealer_bytes, held_bytes=held, transfers=transfers)
 
     # -- sending -------------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from hsi.calibration import CalibrationError, load_calibration
-from hsi.engine import RunContext, ZoneEngine
+from hsi.engine import RunContext, StageTraffic, ZoneEngine
 from hsi.ir import Graph, ZoneKind
 from hsi.kinds import register_engine
 from hsi.masking import TO_HE
@@ -32,6 +32,7 @@ from protos import tensor_pb2 as pb
 from zones.mpc.hub import Hub
 from zones.mpc.links import MeshSpec, contexts
 from zones.mpc.process import WorkerProcess
+from zones.mpc.weight_masks import SessionMasks, WeightMasks, merge
 from zones.mpc.worker import DEALER, PARTY, Preload, WorkerSpec
 
 log = logging.getLogger("hsi.mpc")
@@ -67,7 +68,8 @@ class _Base(ZoneEngine):
                          else None)
         # Started in the background: the first fork waits for the fork server's imports, the zone need not.
         self._spare: Future[WorkerProcess] | None = _STARTER.submit(WorkerProcess, self._preload)
-        self._traffic: dict[str, tuple[int, int]] = {}
+        self._traffic: dict[str, StageTraffic] = {}
+        self._masks = WeightMasks(z.keep_weight_masks_mb << 20)  # kept between sessions (`weight_masks`)
         self.max_sessions = policy.transport.max_sessions
         # rank 0's zone answers the rendezvous for every session: each session's rank-0 worker has a port of its own
         self._hub = Hub(self.principals, contexts(self.credentials)[0], z.rendezvous_port) \
@@ -114,7 +116,8 @@ class _Base(ZoneEngine):
         hub = self._hub
         announce = (lambda port: hub.announce(session, port)) if hub is not None else None
         try:
-            w.request(("start", spec), self.timeout, f"{self._who(session)} joining its peers", announce)
+            w.request(("start", spec, self._masks), self.timeout, f"{self._who(session)} joining its peers",
+                      announce)
         except ZoneError as e:
             with self._lock:
                 self._sessions.pop(session, None)
@@ -136,6 +139,12 @@ class _Base(ZoneEngine):
                 w.kill()
                 del self._sessions[sid]
 
+    def _ended(self, reply: tuple[Any, ...] | None) -> None:
+        """Keep the masks a session that ended cleanly drew (its worker's last word: ("done", SessionMasks))."""
+        if reply and reply[0] == "done" and len(reply) > 1 and isinstance(reply[1], SessionMasks):
+            with self._lock:
+                self._masks = merge(self._masks, reply[1])
+
     def load_stage(self, stage: Stage, graph: Graph) -> None:
         """Nothing to prepare ahead: weights are shared per session, inside the worker."""
 
@@ -145,7 +154,7 @@ class _Base(ZoneEngine):
             w = self._sessions.pop(session, None)
             self._traffic.pop(session, None)
         if w is not None:
-            w.close()
+            self._ended(w.close())
 
     def close(self) -> None:
         """Stop the rendezvous hub and every worker (zone shutdown)."""
@@ -178,10 +187,10 @@ class MpcEngine(_Base):
     def _calibration(self) -> dict[str, Any]:
         return self._cal
 
-    def stage_traffic(self, session: str) -> tuple[int, int]:
-        """(communication rounds, bytes this party sent) of the session's last stage."""
+    def stage_traffic(self, session: str) -> StageTraffic:
+        """What the session's last stage cost at this party in rounds and bytes."""
         with self._lock:
-            return self._traffic.get(session, (0, 0))
+            return self._traffic.get(session, StageTraffic())
 
     def _input(self, name: str, t: StoredTensor) -> np.ndarray:
         index, count, precision = share_index(name, t)
@@ -204,7 +213,8 @@ class MpcEngine(_Base):
                 self._sessions.pop(ctx.session, None)
             raise
         with self._lock:
-            self._traffic[ctx.session] = (int(figures["rounds"]), int(figures["bytes"]))
+            self._traffic[ctx.session] = StageTraffic(**{k: int(figures[k]) for k in (
+                "rounds", "bytes", "party_rounds", "party_bytes", "dealer_rounds", "dealer_bytes")})
         parties, bits = len(self.cfg.parties), self.cfg.fixed_point_bits
         return {n: StoredTensor(pb.SHARE, "int64", tuple(a.shape), a.astype("<i8").tobytes(),
                                 share_meta(self.rank, parties, bits, n in figures["integer"])
@@ -228,5 +238,4 @@ class MpcDealer(_Base):
         with self._lock:
             w = self._sessions.pop(session, None)
         if w is not None:
-            w.process.join(timeout=10)
-            w.kill()
+            self._ended(w.finished(timeout=10))

@@ -1,22 +1,27 @@
-"""Linear layers with fixed shared weights: one Beaver mask per weight and session, not per call.
+"""Linear layers with fixed shared weights: one Beaver mask per weight, kept across calls and sessions.
 
 A Beaver matmul of shared x by shared W opens x - a and W - b. CrypTen draws a fresh triple per call,
 so every linear layer re-opens a weight-sized matrix (for SmolLM2, 2 GB per generated token). A weight
-does not change within a session, so its mask b is drawn once: W - b is opened once, the dealer keeps b,
-and each call needs only a fresh a with c = a @ b from the dealer and the opening of x - a. The opened
-values stay uniformly masked: W - b is opened once per b, and every x - a uses a fresh a.
+does not change, so its mask b is drawn once: W - b is opened once, the dealer keeps b, and each call needs
+only a fresh a with c = a @ b from the dealer and the opening of x - a. The opened values stay uniformly
+masked: W - b is opened once per b, and every x - a uses a fresh a. The zones keep b's shares, W - b and the
+dealer's b between sessions (`weight_masks`, up to the policy's `keep_weight_masks_mb`), so a later session
+opens no weight at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from zones.mpc import randomness, triples
 from zones.mpc.compat import import_crypten
 from zones.mpc.links import LinkError
 from zones.mpc.prg import Prg
+from zones.mpc.weight_masks import Entry, MaskTracker, SessionMasks
 
 
 def _parts() -> tuple[Any, Any, Any, Prg]:
@@ -27,18 +32,10 @@ def _parts() -> tuple[Any, Any, Any, Prg]:
 
 
 class FixedWeight:
-    """A shared weight (d_in, d_out) with its session mask: this party's share of b, and public W - b."""
+    """A shared weight (d_in, d_out) by its mask: this party's share of b, and public W - b."""
 
-    def __init__(self, key: str, weight: Any) -> None:
-        _, comm, ttp, stream = _parts()
-        size = weight.size()
-        b = stream.ring(size)  # from the seed this party shares with the dealer
-        if comm.get_rank() == 0:
-            ttp.ttp_request("fixed_mask", None, key, size)  # the dealer draws the same b from the seeds
-        self.key = key
-        self.scale = int(weight._tensor.encoder.scale)
-        self.masked = comm.all_reduce(weight.share - b)  # W - b, public
-        self.b = b
+    def __init__(self, key: str, b: torch.Tensor, masked: torch.Tensor, scale: int) -> None:
+        self.key, self.b, self.masked, self.scale = key, b, masked, scale
 
     def size(self) -> torch.Size:
         """The weight's shape."""
@@ -60,8 +57,46 @@ class FixedWeight:
         return out
 
 
-def serve_dealer() -> None:
-    """Run CrypTen's trusted third party, able also to keep per-weight masks, until rank 0 terminates it.
+def agree(tracker: MaskTracker) -> bool:
+    """Whether every compute party and the dealer keep the same masks (same weights, drawn in the same sessions):
+    party 0 asks the dealer, then the compute parties exchange their digests."""
+    _, comm, _, _ = _parts()
+    digest = tracker.kept.digest()
+    dealer_agrees = 1
+    if comm.get_rank() == 0:
+        triples.request("mask_digest", digest)
+        dealer_agrees = int(triples.receive(torch.Size([1]))[0])
+    mine = torch.tensor([*np.frombuffer(digest, dtype="<i8").tolist(), dealer_agrees], dtype=torch.long)
+    everyone = comm.all_gather(mine)
+    return all(torch.equal(g, mine) for g in everyone) and dealer_agrees == 1
+
+
+def fixed_weight(key: str, share: Callable[[], Any], scale: int, tracker: MaskTracker, session: str
+                 ) -> FixedWeight:
+    """The weight `key` by its mask: the one kept from an earlier session when every party and the dealer keep
+    it, else W (shared by `share()`) masked with a fresh b, W - b opened and kept (if it fits the limit)."""
+    _, comm, ttp, stream = _parts()
+    if tracker.agreed is None:  # the session's first weight
+        tracker.agreed = agree(tracker)
+        if not tracker.agreed:
+            tracker.drop_all()
+    kept = tracker.kept.entries.get(key)
+    if kept is not None and kept.masked is not None:
+        return FixedWeight(key, torch.from_numpy(kept.mask), torch.from_numpy(kept.masked), scale)
+    weight = share()
+    size = weight.size()
+    b = stream.ring(size)  # from the seed this party shares with the dealer
+    if comm.get_rank() == 0:  # the dealer draws the same b from the seeds
+        ttp.ttp_request("fixed_mask", None, key, size, session, fresh=tracker.tell_dealer)
+        tracker.tell_dealer = False
+    masked = comm.all_reduce(weight.share - b)  # W - b, public
+    tracker.add(key, Entry(session, b.numpy(), masked.numpy()))
+    return FixedWeight(key, b, masked, scale)
+
+
+def serve_dealer(tracker: MaskTracker) -> SessionMasks | None:
+    """Run CrypTen's trusted third party, able also to keep per-weight masks (`tracker`: those kept from earlier
+    sessions), until rank 0 terminates it; the masks this session kept, None when a party left mid-session.
 
     Requests marked `reply: tensor` (this project's, whose result shape party 0 knows) are answered with the
     result alone, one message; CrypTen's own requests with its size object and a broadcast, three.
@@ -73,7 +108,7 @@ def serve_dealer() -> None:
 
     class _Dealer(TTPServer):
         def __init__(self) -> None:  # CrypTen's set-up (crypten.init() has run), then this project's loop
-            self.masks: dict[str, torch.Tensor] = {}
+            self.masks = {k: torch.from_numpy(e.mask) for k, e in tracker.kept.entries.items()}
             self.ttp_group = comm.ttp_group
             self.comm_group = comm.ttp_comm_group
             self.device = "cpu"
@@ -92,8 +127,14 @@ def serve_dealer() -> None:
                     comm.send_obj(result.size(), 0, self.ttp_group)
                     comm.broadcast(result, comm.get_ttp_rank(), self.comm_group)
 
-        def fixed_mask(self, key: str, size: torch.Size) -> torch.Tensor:
+        def mask_digest(self, digest: bytes) -> torch.Tensor:
+            return torch.tensor([int(digest == tracker.kept.digest())], dtype=torch.long)
+
+        def fixed_mask(self, key: str, size: torch.Size, session: str, fresh: bool = False) -> torch.Tensor:
+            if fresh:  # the parties draw every mask afresh this session
+                tracker.drop_all()
             self.masks[key] = self._get_additive_PRSS(size)
+            tracker.add(key, Entry(session, self.masks[key].numpy()))
             return torch.zeros(1, dtype=torch.long)
 
         def dcf_keys(self, size: torch.Size) -> torch.Tensor:
@@ -105,10 +146,13 @@ def serve_dealer() -> None:
 
         def fixed_triple(self, key: str, size_a: torch.Size) -> torch.Tensor:
             a = self._get_additive_PRSS(size_a)
+            if key not in self.masks:
+                raise RuntimeError(f"a triple for weight {key!r} was asked, but the dealer holds no mask for it")
             c = a.matmul(self.masks[key])
             return c - self._get_additive_PRSS(c.size(), remove_rank=True)
 
     try:
         _Dealer().serve()
     except (RuntimeError, LinkError):  # a party left mid-session (CrypTen's server ends the same way)
-        return
+        return None
+    return tracker.result()

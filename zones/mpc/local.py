@@ -42,8 +42,9 @@ def _party(func: Callable[..., Any], mesh: MeshSpec, parties: int, results: Any,
     try:
         if rank == parties:
             from zones.mpc.fixed_weights import serve_dealer
+            from zones.mpc.weight_masks import MaskTracker, WeightMasks
 
-            serve_dealer()
+            serve_dealer(MaskTracker(WeightMasks(0)))  # a local session keeps no masks
             return
         # pickled here: a queue sends tensors as file descriptors, which die with this process if it exits first
         results.put((rank, "ok", pickle.dumps(func(*args))))

@@ -60,21 +60,35 @@ class WorkerProcess:
             raise ZoneError(grpc.StatusCode.ABORTED, f"{what} failed: {reply[1]}")
         return reply
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0) -> tuple[Any, ...] | None:
         """Ask the worker to leave the session cleanly; kill it if it does not, or at once while a stage runs
-        (the session was abandoned: its caller left)."""
+        (the session was abandoned: its caller left). The worker's last message, None if it gave none."""
         if self.busy:
             self.kill()
-            return
+            return None
+        reply = None
         if self.process.is_alive():
             try:
                 self.conn.send(("close",))
-                if self.conn.poll(timeout):
-                    self.conn.recv()
+                reply = self.conn.recv() if self.conn.poll(timeout) else None
             except (EOFError, OSError):
                 pass
         self.process.join(timeout=2)
         self.kill()
+        return reply
+
+    def finished(self, timeout: float = 10.0) -> tuple[Any, ...] | None:
+        """Wait for a worker that ends by itself (the dealer's, when rank 0 leaves); its last message, None if it
+        gave none in time. The worker is gone afterwards."""
+        reply = None
+        try:
+            if self.conn.poll(timeout):
+                reply = self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.process.join(timeout=2)
+        self.kill()
+        return reply
 
     def kill(self) -> None:
         """Stop the worker now."""

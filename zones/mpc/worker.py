@@ -19,6 +19,7 @@ from zones.mpc.links import MeshSpec
 
 if TYPE_CHECKING:
     from hsi.batch import Batch
+    from zones.mpc.weight_masks import WeightMasks
 
 DEALER = "dealer"
 PARTY = "party"
@@ -69,14 +70,16 @@ class Preload:
 class _Party:
     """The compute party's side of a session: shared weights, KV caches, stage execution."""
 
-    def __init__(self, spec: WorkerSpec, crypten: Any) -> None:
+    def __init__(self, spec: WorkerSpec, crypten: Any, kept: WeightMasks | None = None) -> None:
         from hsi.models.registry import load_graph
         from zones.mpc.kernels import MpcState
+        from zones.mpc.weight_masks import MaskTracker, WeightMasks
 
         self.spec = spec
         self.crypten = crypten
         self.graph = load_graph(spec.model)
         self.state = MpcState()
+        self.masks = MaskTracker(kept if kept is not None else WeightMasks(0))
         self._owner_weights: dict[str, Any] | None = None
 
     def _weights(self) -> dict[str, Any]:
@@ -90,7 +93,7 @@ class _Party:
         import torch
 
         from hsi.ir import OpType
-        from zones.mpc.fixed_weights import FixedWeight
+        from zones.mpc.fixed_weights import fixed_weight
         from zones.mpc.kernels import prepare_weight, shared_weight_shape
 
         name = op.weights[index]
@@ -100,16 +103,21 @@ class _Party:
                 raise RuntimeError(f"op {op.name!r} needs weights, but the model owner is no party of this zone")
             width_in = self.graph.op(op.inputs[0]).shape[-1] if op.inputs[0] not in self.graph.inputs else 0
             shape = shared_weight_shape(op, index, int(width_in))
-            if self.spec.rank == self.spec.owner_rank:
-                value = prepare_weight(op, index, self._weights()[name])
-                if tuple(value.shape) != shape:
-                    raise RuntimeError(f"weight {name!r} has shape {list(value.shape)}, the graph implies {shape}")
+
+            def share() -> Any:
+                if self.spec.rank == self.spec.owner_rank:
+                    value = prepare_weight(op, index, self._weights()[name])
+                    if tuple(value.shape) != shape:
+                        raise RuntimeError(f"weight {name!r} has shape {list(value.shape)}, the graph implies {shape}")
+                else:
+                    value = torch.zeros(shape)
+                return self.crypten.cryptensor(value, src=self.spec.owner_rank, precision=self.spec.precision_bits)
+
+            if op.type in (OpType.LINEAR, OpType.LM_HEAD) and index == 0:  # by its mask, kept between sessions
+                self.state.weights[key] = fixed_weight(key, share, 1 << self.spec.precision_bits, self.masks,
+                                                       self.spec.session)
             else:
-                value = torch.zeros(shape)
-            shared = self.crypten.cryptensor(value, src=self.spec.owner_rank, precision=self.spec.precision_bits)
-            if op.type in (OpType.LINEAR, OpType.LM_HEAD) and index == 0:
-                shared = FixedWeight(key, shared)
-            self.state.weights[key] = shared
+                self.state.weights[key] = share()
         return self.state.weights[key]
 
     def _at_precision(self, name: str, t: Any) -> np.ndarray:
@@ -194,6 +202,7 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
     if msg[0] != "start":
         return
     spec: WorkerSpec = msg[1]
+    kept: WeightMasks | None = msg[2] if len(msg) > 2 else None
     try:
         crypten = _join(spec, conn)
     except Exception as e:  # reported to the zone, which names the session and the cause
@@ -203,12 +212,13 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
     try:
         if spec.role == DEALER:
             from zones.mpc.fixed_weights import serve_dealer
+            from zones.mpc.weight_masks import MaskTracker, WeightMasks
 
-            serve_dealer()  # serves triples until rank 0 says "terminate"
+            outcome = serve_dealer(MaskTracker(kept or WeightMasks(0)))  # serves until rank 0 says "terminate"
             crypten.uninit()
-            conn.send(("done",))
+            conn.send(("done", outcome))
             return
-        party = _Party(spec, crypten)
+        party = _Party(spec, crypten, kept)
         while True:
             cmd = conn.recv()
             if cmd[0] == "close":
@@ -217,7 +227,7 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
             out, figures = party.run(ops, inputs, offset, batch, keep)
             conn.send(("ok", out, figures))
         crypten.uninit()
-        conn.send(("done",))
+        conn.send(("done", party.masks.result()))  # the masks this session kept, for the zone's next sessions
     except Exception as e:
         # A failed collective leaves the parties out of step: the session is over for this worker.
         traceback.print_exc()  # into the zone's log; the zone reports the one-line cause

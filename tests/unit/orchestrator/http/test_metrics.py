@@ -18,7 +18,8 @@ def samples(m: HttpMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 def test_runs_add_up_per_zone_link_and_mpc_zone() -> None:
     m = HttpMetrics("private-minilm", "minilm-l6")
     run = {"time_by_zone": {"he": 1.5, "mpc": 2.0}, "bytes_by_link": {"owner/he->keyholder/tee": 1000},
-           "mpc": {"mpc": {"rounds": 300, "bytes": 5000}}, "time_by_conversion": {"he->mpc": 0.25}}
+           "mpc": {"mpc": {"rounds": 900, "bytes": 9000, "party_rounds": 300, "party_bytes": 5000, "dealer_rounds": 40,
+                           "dealer_bytes": 700}}, "time_by_conversion": {"he->mpc": 0.25}}
     m.run(run)
     m.run(run)
     m.queue(3, 1)
@@ -27,6 +28,7 @@ def test_runs_add_up_per_zone_link_and_mpc_zone() -> None:
     assert got[("hsi_link_bytes_total", (("link", "owner/he->keyholder/tee"),))] == 2000
     assert got[("hsi_mpc_rounds_total", (("zone", "mpc"),))] == 600
     assert got[("hsi_mpc_bytes_total", (("zone", "mpc"),))] == 10000
+    assert got[("hsi_mpc_dealer_bytes_total", (("zone", "mpc"),))] == 1400
     assert got[("hsi_conversion_seconds_total", (("conversion", "he->mpc"),))] == 0.5
     assert got[("hsi_queue_depth", ())] == 3 and got[("hsi_active_sessions", ())] == 1
     assert got[("hsi_info", (("model", "minilm-l6"), ("policy", "private-minilm")))] == 1

@@ -196,14 +196,15 @@ def _private_ops() -> dict[str, Any]:
     from crypten.common import rng
     from crypten.mpc.provider.ttp_provider import TTPClient
 
-    from zones.mpc.fixed_weights import FixedWeight
+    from zones.mpc.fixed_weights import fixed_weight
+    from zones.mpc.weight_masks import MaskTracker, WeightMasks
 
     torch.manual_seed(5)  # the test's plaintexts, the same at every party (party 0's are shared)
     x, y, w = torch.randn(4, 6), torch.randn(4, 6), torch.randn(6, 5)
     scores = torch.linspace(-8, 8, 3 * 16).reshape(3, 16)
     sx, sy, sw, ss = (crypten.cryptensor(t, src=0) for t in (x, y, w, scores))
     got = {"mul": sx * sy, "square": sx.square(), "matmul": sx.matmul(sw), "lt": sx < sy, "softmax": ss.softmax(-1),
-           "fixed": FixedWeight("w", sw).apply(sx)}
+           "fixed": fixed_weight("w", lambda: sw, 1 << 16, MaskTracker(WeightMasks(0)), "local").apply(sx)}
     want = {"mul": x * y, "square": x * x, "matmul": x @ w, "lt": (x < y).float(),
             "softmax": torch.softmax(scores, -1), "fixed": x @ w}
     errors = {k: float((got[k].get_plain_text() - want[k]).abs().max()) for k in got}
