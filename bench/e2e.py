@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -21,10 +22,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cost import ZAMA_FHE_PER_TOKEN, ZAMA_NEEDED_PER_TOKEN, Prices, cpu_seconds, priced  # noqa: E402
 from bench.records import write_records  # noqa: E402
 from hsi.models.registry import load_model  # noqa: E402
 from hsi.policy import load_policy  # noqa: E402
-from orchestrator.launcher import zones_up  # noqa: E402
+from orchestrator.launcher import running, zones_up  # noqa: E402
 from orchestrator.netns import PROFILES  # noqa: E402
 from orchestrator.reference import (  # noqa: E402
     compare_embeddings,
@@ -55,10 +57,15 @@ def _hf_embed(model: str, text: str) -> dict[str, Any]:
 
 
 def client_records(policy_path: str | Path, name: str, new_tokens: int, network: str,
-                   inputs: int | None = None) -> list[dict[str, Any]]:
+                   inputs: int | None = None, sessions: list[int] | None = None) -> list[dict[str, Any]]:
     """As the client, with the policy's zones running: the plan's records and HF's on the benchmark inputs (the
-    first `inputs` of them, or all)."""
+    first `inputs` of them, or all); each plan record with the CPU seconds (`cpu_s`) its run took in this process
+    and in every zone process of `sessions` (their session ids)."""
     policy = load_policy(policy_path)
+
+    def cpu() -> float:
+        return time.process_time() + cpu_seconds(sessions or [])
+
     records: list[dict[str, Any]] = []
     load_model(policy.model.name)  # warm the reference outside the timings
     rt = Runtime(policy)
@@ -69,27 +76,31 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
             for text in SENTENCES[:inputs]:
                 want = reference_embedding(policy.model.name, text)
                 hf = _hf_embed(policy.model.name, text)
+                cpu0 = cpu()
                 r = rt.embed(text)
+                cpu_s = cpu() - cpu0
                 acc = compare_embeddings(r.output["embedding"], want)
                 base = {"model": policy.model.name, "network": network, "tokens": r.output["tokens"]}
                 records.append({"plan": "hf-direct", **base, "wall_s": round(hf["wall_s"], 4),
                                 "time_by_zone": {}, "bytes_by_link": {}, "cosine": 1.0})
                 records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
-                                "max_abs_err": acc["max_abs_err"]})
+                                "max_abs_err": acc["max_abs_err"], "cpu_s": round(cpu_s, 2)})
         else:
             for prompt in PROMPTS[:inputs]:
                 ids = rt.prompt_ids(prompt)
                 start = time.perf_counter()
                 want = reference_generate(policy.model.name, ids, new_tokens)
                 hf_s = time.perf_counter() - start
+                cpu0 = cpu()
                 r = rt.generate(prompt, new_tokens)
+                cpu_s = cpu() - cpu0
                 match = compare_tokens(r.output["token_ids"], want)
                 base = {"model": policy.model.name, "network": network, "tokens": len(ids)}
                 records.append({"plan": "hf-direct", **base, "wall_s": round(hf_s, 4),
                                 "per_token_s": round(hf_s / max(1, len(want)), 4), "time_by_zone": {},
                                 "bytes_by_link": {}, "token_match": len(want)})
                 records.append({"plan": name, **base, **r.metrics, "token_match": match["token_match"],
-                                "new_tokens": len(r.output["token_ids"])})
+                                "new_tokens": len(r.output["token_ids"]), "cpu_s": round(cpu_s, 2)})
     finally:
         rt.close()
     return records
@@ -127,14 +138,15 @@ def bench_plan(name: str, new_tokens: int, network: str, inputs: int | None = No
 def _bench_policy(path: Path, name: str, new_tokens: int, network: str, inputs: int | None) -> list[dict[str, Any]]:
     if network == "loopback":
         with zones_up(path):
-            return client_records(path, name, new_tokens, network, inputs)
+            pids = running(load_policy(path)) or {}
+            return client_records(path, name, new_tokens, network, inputs, [os.getsid(p) for p in pids.values()])
     from orchestrator.netns import netns_deployment
 
     with tempfile.TemporaryDirectory(prefix=f"hsi-bench-{name}-") as work, \
             netns_deployment(path, work, network, startup_s=600.0) as dep:
         code = (f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom bench.e2e import client_records\n"
                 f"print(json.dumps(client_records({str(dep.policy)!r}, {name!r}, {new_tokens}, {network!r}, "
-                f"{inputs!r})))\n")
+                f"{inputs!r}, {[p.pid for p in dep.procs.values()]!r})))\n")  # each party's start.sh: a session
         out = dep.client_python(code, timeout=6 * 3600)
         records: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         for r in records:
@@ -163,6 +175,37 @@ def print_table(records: list[dict[str, Any]]) -> None:
     Console().print(t)
 
 
+def add_cost(records: list[dict[str, Any]], prices: Prices) -> None:
+    """Price every plan record that measured its CPU: per embedding, or per generated token."""
+    for r in records:
+        if "cpu_s" in r:
+            r.update(priced(r, r["cpu_s"], prices, int(r.get("new_tokens", 1))))
+
+
+def print_costs(records: list[dict[str, Any]]) -> None:
+    """One line per (plan, network): medians of CPU, bytes sent and USD per output, beside Zama's FHE estimate."""
+    from rich.console import Console
+    from rich.table import Table
+
+    priced_records = [r for r in records if "usd_per_output" in r]
+    if not priced_records:
+        return
+    first = priced_records[0]
+    t = Table(title=f"cost per embedding or generated token at ${first['usd_per_core_hour']}/core-hour, "
+                    f"${first['usd_per_gb']}/GB (Zama's estimate for a fully homomorphic LLM: "
+                    f"${ZAMA_FHE_PER_TOKEN:,.0f}/token today, ${ZAMA_NEEDED_PER_TOKEN} needed)")
+    for col in ("plan", "network", "CPU s", "GB sent", "USD per output"):
+        t.add_column(col)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in priced_records:
+        groups.setdefault((r["plan"], r["network"]), []).append(r)
+    for (plan, network), rs in groups.items():
+        t.add_row(plan, network, f"{statistics.median(r['cpu_s'] for r in rs):.1f}",
+                  f"{statistics.median(r['sent_bytes'] for r in rs) / 1e9:.3f}",
+                  f"{statistics.median(r['usd_per_output'] for r in rs):.6f}")
+    Console().print(t)
+
+
 def main() -> int:
     """Run the benchmark."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -176,8 +219,13 @@ def main() -> int:
     ap.add_argument("--comparisons", nargs="+", default=["policy"],
                     help="how the MPC zones compare: `policy` (as it says), `circuit`, `dcf` or `dcf:N` (DCF keys for "
                          "comparisons of at most N elements); each way named runs, recorded as plan+way")
+    ap.add_argument("--usd-core-hour", type=float, default=Prices().core_hour,
+                    help="price of a CPU core-hour for the cost per output (default: %(default)s)")
+    ap.add_argument("--usd-gb", type=float, default=Prices().gb,
+                    help="price of a GB sent between parties (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="write the records to this file")
     args = ap.parse_args()
+    prices = Prices(args.usd_core_hour, args.usd_gb)
     # SIGTERM (`timeout`, a job runner) unwinds like Ctrl-C: the zones, namespaces and firewall rule go too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     torch.set_num_threads(2)
@@ -186,11 +234,14 @@ def main() -> int:
         for network in args.network:
             for how in args.comparisons:
                 done = bench_plan(plan, args.new_tokens, network, args.inputs, None if how == "policy" else how)
-                print_table(done)  # a long run shows each plan as it ends, and keeps it should a later one fail
+                add_cost(done, prices)
+                print_table(done)
+                print_costs(done)  # a long run shows each plan as it ends, and keeps it should a later one fail
                 records += done
                 write_records(args.json, records)
     if len(args.plans) * len(args.network) * len(args.comparisons) > 1:
         print_table(records)
+        print_costs(records)
     return 0
 
 

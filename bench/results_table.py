@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.cost import cross_party_bytes  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -69,17 +73,12 @@ def _size(n: float) -> str:
 
 
 def between_parties(record: Record) -> str:
-    """Bytes on zone links whose ends are at different parties (a link `a->b+c` fans out to every party
-    named), plus the bytes the parties of each MPC zone sent one another."""
-    links = 0
-    for link, n in record.get("bytes_by_link", {}).items():
-        src, dst = link.split("->", 1)  # principals party/zone
-        if any(p.split("/")[0] != src.split("/")[0] for p in dst.split("+")):
-            links += n
-    mpc = sum(z.get("bytes", 0) for z in record.get("mpc", {}).values())
+    """Bytes on zone links between parties, plus those the parties of each MPC zone sent one another and
+    exchanged with their dealer (`cost.cross_party_bytes`)."""
+    links, mpc, dealer = cross_party_bytes(record)
     if not links and not mpc:
         return "–"
-    return _size(links) + (f" + {_size(mpc)} MPC" if mpc else "")
+    return _size(links) + (f" + {_size(mpc)} MPC" if mpc else "") + (f" + {_size(dealer)} dealer" if dealer else "")
 
 
 def accuracy(record: Record) -> str:
