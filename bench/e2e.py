@@ -45,6 +45,7 @@ SENTENCES = [
     "Can you remind me to water the plants tomorrow morning?",
     "Post-operative day two: afebrile, wound clean and dry, tolerating oral intake, plan discharge tomorrow.",
 ]
+POOL_ELEMENTS = 4_000_000  # `+pool` variants: DCF keys dealt ahead for up to this many elements (~3 GB a party)
 PROMPTS = ["Write a haiku about the sea.", "Explain what a mortgage is in one sentence."]
 PLANS = ["plain-minilm", "plain-smollm2", "all-mpc-minilm", "private-minilm", "enclave-minilm", "all-mpc-smollm2",
          "selective-smollm2", "private-smollm2"]
@@ -57,10 +58,12 @@ def _hf_embed(model: str, text: str) -> dict[str, Any]:
 
 
 def client_records(policy_path: str | Path, name: str, new_tokens: int, network: str,
-                   inputs: int | None = None, sessions: list[int] | None = None) -> list[dict[str, Any]]:
+                   inputs: int | None = None, sessions: list[int] | None = None,
+                   idle_s: float = 0.0) -> list[dict[str, Any]]:
     """As the client, with the policy's zones running: the plan's records and HF's on the benchmark inputs (the
-    first `inputs` of them, or all); each plan record with the CPU seconds (`cpu_s`) its run took in this process
-    and in every zone process of `sessions` (their session ids)."""
+    first `inputs` of them, or all), each request after `idle_s` seconds of rest; each plan record with the CPU
+    seconds (`cpu_s`) its run took in this process and in every zone process of `sessions` (their session ids)."""
+    rest = {"idle_s": idle_s} if idle_s else {}
     policy = load_policy(policy_path)
 
     def cpu() -> float:
@@ -76,6 +79,7 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
             for text in SENTENCES[:inputs]:
                 want = reference_embedding(policy.model.name, text)
                 hf = _hf_embed(policy.model.name, text)
+                time.sleep(idle_s)
                 cpu0 = cpu()
                 r = rt.embed(text)
                 cpu_s = cpu() - cpu0
@@ -84,13 +88,14 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
                 records.append({"plan": "hf-direct", **base, "wall_s": round(hf["wall_s"], 4),
                                 "time_by_zone": {}, "bytes_by_link": {}, "cosine": 1.0})
                 records.append({"plan": name, **base, **r.metrics, "cosine": acc["cosine"],
-                                "max_abs_err": acc["max_abs_err"], "cpu_s": round(cpu_s, 2)})
+                                "max_abs_err": acc["max_abs_err"], "cpu_s": round(cpu_s, 2), **rest})
         else:
             for prompt in PROMPTS[:inputs]:
                 ids = rt.prompt_ids(prompt)
                 start = time.perf_counter()
                 want = reference_generate(policy.model.name, ids, new_tokens)
                 hf_s = time.perf_counter() - start
+                time.sleep(idle_s)
                 cpu0 = cpu()
                 r = rt.generate(prompt, new_tokens)
                 cpu_s = cpu() - cpu0
@@ -100,7 +105,7 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
                                 "per_token_s": round(hf_s / max(1, len(want)), 4), "time_by_zone": {},
                                 "bytes_by_link": {}, "token_match": len(want)})
                 records.append({"plan": name, **base, **r.metrics, "token_match": match["token_match"],
-                                "new_tokens": len(r.output["token_ids"]), "cpu_s": round(cpu_s, 2)})
+                                "new_tokens": len(r.output["token_ids"]), "cpu_s": round(cpu_s, 2), **rest})
     finally:
         rt.close()
     return records
@@ -112,41 +117,48 @@ def _with_comparisons(name: str, comparisons: str, work: Path) -> tuple[Path, st
     zones = [z for z in data["zones"].values() if z.get("kind") == "mpc"]
     if not zones:
         raise SystemExit(f"{name} has no MPC zone: --comparisons does not apply")
-    most = limit(comparisons)  # refuses a name it does not know
+    how, plus, ahead = comparisons.partition("+")
+    most = limit(how)  # refuses a name it does not know
+    if plus and (ahead != "pool" or not most):
+        raise ValueError(f"a DCF way takes `+pool` (keys dealt ahead) and nothing else, not {comparisons!r}")
     for z in zones:
         z["comparisons"] = "dcf" if most else "circuit"
         z.pop("dcf_max_elements", None)  # the shipped bound, if any, gives way to the one named here
         if 0 < most < sys.maxsize:
             z["dcf_max_elements"] = most
+        if plus:
+            z["dcf_pool_elements"] = POOL_ELEMENTS
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, f"{name}+{comparisons}"
 
 
 def bench_plan(name: str, new_tokens: int, network: str, inputs: int | None = None,
-               comparisons: str | None = None) -> list[dict[str, Any]]:
+               comparisons: str | None = None, idle_s: float = 0.0) -> list[dict[str, Any]]:
     """Run one shipped policy on the benchmark inputs, its zones on loopback or one network namespace per party
     under a network profile (orchestrator/netns.py); records for the plan and for HF called directly. With
     `comparisons`, the policy's MPC zones compare that way and the plan is recorded as `name+comparisons`."""
     if comparisons:
         with tempfile.TemporaryDirectory(prefix="hsi-bench-policy-", dir=ROOT / ".hsi") as tmp:
             path, label = _with_comparisons(name, comparisons, Path(tmp))
-            return _bench_policy(path, label, new_tokens, network, inputs)
-    return _bench_policy(ROOT / "deploy" / "policies" / f"{name}.yaml", name, new_tokens, network, inputs)
+            return _bench_policy(path, label, new_tokens, network, inputs, idle_s)
+    return _bench_policy(ROOT / "deploy" / "policies" / f"{name}.yaml", name, new_tokens, network, inputs, idle_s)
 
 
-def _bench_policy(path: Path, name: str, new_tokens: int, network: str, inputs: int | None) -> list[dict[str, Any]]:
+def _bench_policy(path: Path, name: str, new_tokens: int, network: str, inputs: int | None,
+                  idle_s: float) -> list[dict[str, Any]]:
     if network == "loopback":
         with zones_up(path):
             pids = running(load_policy(path)) or {}
-            return client_records(path, name, new_tokens, network, inputs, [os.getsid(p) for p in pids.values()])
+            return client_records(path, name, new_tokens, network, inputs, [os.getsid(p) for p in pids.values()],
+                                  idle_s)
     from orchestrator.netns import netns_deployment
 
     with tempfile.TemporaryDirectory(prefix=f"hsi-bench-{name}-") as work, \
             netns_deployment(path, work, network, startup_s=600.0) as dep:
         code = (f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom bench.e2e import client_records\n"
                 f"print(json.dumps(client_records({str(dep.policy)!r}, {name!r}, {new_tokens}, {network!r}, "
-                f"{inputs!r}, {[p.pid for p in dep.procs.values()]!r})))\n")  # each party's start.sh: a session
+                f"{inputs!r}, {[p.pid for p in dep.procs.values()]!r}, {idle_s!r})))\n")  # start.sh: a session
         out = dep.client_python(code, timeout=6 * 3600)
         records: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         for r in records:
@@ -218,7 +230,11 @@ def main() -> int:
     ap.add_argument("--inputs", type=int, help="only the first N sentences / prompts (all by default)")
     ap.add_argument("--comparisons", nargs="+", default=["policy"],
                     help="how the MPC zones compare: `policy` (as it says), `circuit`, `dcf` or `dcf:N` (DCF keys for "
-                         "comparisons of at most N elements); each way named runs, recorded as plan+way")
+                         "comparisons of at most N elements), a DCF way with `+pool` (keys dealt at each session's end "
+                         "for the next); each way named runs, recorded as plan+way")
+    ap.add_argument("--idle-s", type=float, default=0.0,
+                    help="seconds the client waits before each measured request (the zones' idle time, in which "
+                         "`+pool` ways deal the next keys)")
     ap.add_argument("--usd-core-hour", type=float, default=Prices().core_hour,
                     help="price of a CPU core-hour for the cost per output (default: %(default)s)")
     ap.add_argument("--usd-gb", type=float, default=Prices().gb,
@@ -233,7 +249,8 @@ def main() -> int:
     for plan in args.plans:
         for network in args.network:
             for how in args.comparisons:
-                done = bench_plan(plan, args.new_tokens, network, args.inputs, None if how == "policy" else how)
+                done = bench_plan(plan, args.new_tokens, network, args.inputs, None if how == "policy" else how,
+                                  args.idle_s)
                 add_cost(done, prices)
                 print_table(done)
                 print_costs(done)  # a long run shows each plan as it ends, and keeps it should a later one fail

@@ -112,6 +112,11 @@ class MpcZone(Strict):
     dcf_max_elements: int | None = Field(
         None, ge=1, description="with `comparisons: dcf`, only comparisons of at most this many elements use DCF "
                                 "keys, larger ones the circuit (default: every comparison)")
+    dcf_pool_elements: int = Field(
+        0, ge=0, description="with `comparisons: dcf`, a session that ends deals DCF keys for the zone's next "
+                             "session (as many as it used, up to this many; ~800 bytes each at every party), after "
+                             "its result went out: the next session's comparisons then wait for no dealer. 0: every "
+                             "key is dealt during the request")
     keep_weight_masks_mb: int = Field(
         256, ge=0, description="every party keeps its share of each linear weight's Beaver mask b and the opened W - b "
                                "(the dealer: b) between sessions, for weights up to this many MB at 8 bytes an element "
@@ -140,6 +145,8 @@ class MpcZone(Strict):
     def _dcf_for_two(self) -> MpcZone:
         if self.comparisons == "dcf" and len(self.parties) != 2:
             raise ValueError(f"comparisons: dcf takes exactly 2 compute parties, this zone has {len(self.parties)}")
+        if self.dcf_pool_elements and self.comparisons != "dcf":
+            raise ValueError("dcf_pool_elements deals DCF keys ahead; it needs comparisons: dcf")
         return self
 
 

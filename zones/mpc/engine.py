@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,7 @@ from hsi.transport.status import ZoneError
 from hsi.transport.tensor import StoredTensor
 from protos import tensor_pb2 as pb
 from zones.mpc.hub import Hub
+from zones.mpc.key_pool import KeyPool
 from zones.mpc.links import MeshSpec, contexts
 from zones.mpc.process import WorkerProcess
 from zones.mpc.weight_masks import SessionMasks, WeightMasks, merge
@@ -70,6 +72,9 @@ class _Base(ZoneEngine):
         self._spare: Future[WorkerProcess] | None = _STARTER.submit(WorkerProcess, self._preload)
         self._traffic: dict[str, StageTraffic] = {}
         self._masks = WeightMasks(z.keep_weight_masks_mb << 20)  # kept between sessions (`weight_masks`)
+        self._pool: KeyPool | None = None  # DCF keys the last session dealt for the next (`key_pool`)
+        self._ending: set[WorkerProcess] = set()  # released sessions' workers still winding down (dealing keys)
+        self._ended_cv = threading.Condition(self._lock)
         self.max_sessions = policy.transport.max_sessions
         # rank 0's zone answers the rendezvous for every session: each session's rank-0 worker has a port of its own
         self._hub = Hub(self.principals, contexts(self.credentials)[0], z.rendezvous_port) \
@@ -86,6 +91,9 @@ class _Base(ZoneEngine):
         """The session's worker, started and joined on the session's first call; RESOURCE_EXHAUSTED when the zone
         already runs `transport.max_sessions` sessions."""
         end = time.monotonic() + self.peer_timeout
+        with self._lock:  # a new session gets what the sessions that ended leave (masks, keys): wait for them
+            if session not in self._sessions:
+                self._ended_cv.wait_for(lambda: not self._ending, timeout=self.timeout)
         while True:
             with self._lock:
                 w = self._sessions.get(session)
@@ -112,11 +120,13 @@ class _Base(ZoneEngine):
                         dealer=True)
         spec = WorkerSpec(session, self.role, self.rank, len(self.cfg.parties), mesh,  # type: ignore[arg-type]
                           self.cfg.fixed_point_bits, self.peer_timeout, self.policy.model.name,
-                          self.owner_rank, self._calibration(), self.cfg.dcf_limit())
+                          self.owner_rank, self._calibration(), self.cfg.dcf_limit(), self.cfg.dcf_pool_elements)
+        with self._lock:  # the pool goes to one session only: a key never serves twice
+            pool, self._pool = self._pool, None
         hub = self._hub
         announce = (lambda port: hub.announce(session, port)) if hub is not None else None
         try:
-            w.request(("start", spec, self._masks), self.timeout, f"{self._who(session)} joining its peers",
+            w.request(("start", spec, self._masks, pool), self.timeout, f"{self._who(session)} joining its peers",
                       announce)
         except ZoneError as e:
             with self._lock:
@@ -140,10 +150,31 @@ class _Base(ZoneEngine):
                 del self._sessions[sid]
 
     def _ended(self, reply: tuple[Any, ...] | None) -> None:
-        """Keep the masks a session that ended cleanly drew (its worker's last word: ("done", SessionMasks))."""
-        if reply and reply[0] == "done" and len(reply) > 1 and isinstance(reply[1], SessionMasks):
-            with self._lock:
+        """Keep what a session that ended cleanly left (its worker's last word: ("done", SessionMasks, KeyPool)):
+        the masks it drew, the keys it dealt for the next session."""
+        if not reply or reply[0] != "done":
+            return
+        with self._lock:
+            if len(reply) > 1 and isinstance(reply[1], SessionMasks):
                 self._masks = merge(self._masks, reply[1])
+            if len(reply) > 2 and isinstance(reply[2], KeyPool):
+                self._pool = reply[2]
+
+    def _wind_down(self, w: WorkerProcess, end: Callable[[WorkerProcess], tuple[Any, ...] | None]) -> None:
+        """End a released session's worker in the background (it may deal the next session's keys first): the
+        caller's Release returns at once, the zone's next session waits for what it leaves."""
+        with self._lock:
+            self._ending.add(w)
+
+        def run() -> None:
+            try:
+                self._ended(end(w))
+            finally:
+                with self._lock:
+                    self._ending.discard(w)
+                    self._ended_cv.notify_all()
+
+        threading.Thread(target=run, name="mpc-wind-down", daemon=True).start()
 
     def load_stage(self, stage: Stage, graph: Graph) -> None:
         """Nothing to prepare ahead: weights are shared per session, inside the worker."""
@@ -154,14 +185,14 @@ class _Base(ZoneEngine):
             w = self._sessions.pop(session, None)
             self._traffic.pop(session, None)
         if w is not None:
-            self._ended(w.close())
+            self._wind_down(w, lambda w: w.close(timeout=self.timeout))
 
     def close(self) -> None:
         """Stop the rendezvous hub and every worker (zone shutdown)."""
         if self._hub is not None:
             self._hub.close()
         with self._lock:
-            workers = list(self._sessions.values()) + ([self._spare.result()] if self._spare else [])
+            workers = [*self._sessions.values(), *self._ending] + ([self._spare.result()] if self._spare else [])
             self._sessions.clear()
             self._spare = None
         for w in workers:
@@ -238,4 +269,4 @@ class MpcDealer(_Base):
         with self._lock:
             w = self._sessions.pop(session, None)
         if w is not None:
-            self._ended(w.finished(timeout=10))
+            self._wind_down(w, lambda w: w.finished(timeout=self.timeout))

@@ -11,7 +11,8 @@ The dealer gives a DCF key pair for alpha = r_l with payload 1 - 2 r_h and share
 plus the r_h shares are shares of z = r_h XOR [c_l < r_l]; then [x < 0] = c_h + (1 - 2 c_h) z, local. Every
 share of r, every start seed and party 1's share of r_h come from the stream each party shares with the
 dealer; the dealer receives only the request's size, and sends the correction words (to both parties) and
-party 0's share of r_h.
+party 0's share of r_h. Keys dealt when the zone's previous session ended (`key_pool`, `refill`) are used first:
+then a comparison sends the dealer nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from zones.mpc import dcf, randomness, triples
 from zones.mpc.compat import import_crypten
+from zones.mpc.key_pool import KeyPool, PoolState
 from zones.mpc.prg import Prg
 
 RING_BITS = 32  # exact for |x| < 2^31 in fixed-point units: 32768 at 16 fractional bits
@@ -57,30 +59,71 @@ def deal(streams: list[Prg], size: torch.Size) -> tuple[torch.Tensor, torch.Tens
     return torch.cat([both, torch.from_numpy(offset0.view(np.int64))[:, None]], dim=1), both
 
 
+_pool: PoolState | None = None  # this worker's session's pool (`use_pool`)
+
+
+def use_pool(state: PoolState | None) -> None:
+    """Let this process's comparisons take keys from `state`'s pool (None: deal every key online)."""
+    global _pool
+    _pool = state
+
+
+def _all_same(digest: bytes) -> bool:
+    """Whether every compute party holds `digest` (one all-gather)."""
+    comm = import_crypten().communicator.get()
+    mine = torch.from_numpy(np.frombuffer(digest, dtype="<i8").copy())
+    return all(torch.equal(d, mine) for d in comm.all_gather(mine))
+
+
+def _dealt(size: torch.Size) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Keys for `size` elements dealt now: this party's r share and seeds, and a function that waits for the
+    dealer's words (corrections, then this party's share of r_h). Party 0 sends the request."""
+    comm = import_crypten().communicator.get()
+    rank, n = comm.get_rank(), size.numel()
+    g = randomness.dealer_stream()
+    r, seeds = _draws(g, size)
+    offset = g.ring(size).reshape(n, 1) if rank == 1 else None
+    if rank == 0:
+        triples.request("dcf_keys", size)
+
+    def words() -> torch.Tensor:
+        got = comm.raw_recv(torch.empty((n, _WORDS + (1 if rank == 0 else 0)), dtype=torch.long),
+                            comm.get_ttp_rank())
+        return got if offset is None else torch.cat([got, offset], dim=1)
+
+    return r, seeds, words
+
+
 def ltz(x: Any) -> Any:
     """[x < 0] for an arithmetic MPCTensor x, as 0/1 shares at scale 1 (what CrypTen's `_ltz` returns)."""
     crypten = import_crypten()
     comm = crypten.communicator.get()
     rank, size = comm.get_rank(), x.size()
-    g = randomness.dealer_stream()
-    r, seeds = _draws(g, size)
-    offset = g.ring(size) if rank == 1 else None
-    if rank == 0:
-        triples.request("dcf_keys", size)
+    pooled = _pool.keys(x.numel(), _all_same) if _pool is not None else None
+    if pooled is not None:
+        r = torch.from_numpy(pooled[0]).reshape(size)
+        seeds, words = torch.from_numpy(pooled[1]), (lambda: torch.from_numpy(pooled[2]))
+    else:
+        r, seeds, words = _dealt(size)
     mask = torch.tensor(_MASK, dtype=torch.long)
     masked = (x.share + r) & mask
     c = triples.reveal_or_end(lambda m: comm.all_reduce(m[0]), [masked]) & mask
-    width = _WORDS + (1 if rank == 0 else 0)
-    words = comm.raw_recv(torch.empty((x.numel(), width), dtype=torch.long), comm.get_ttp_rank())
-    cw = dcf.Corrections.from_words(words[:, :_WORDS].numpy(), _LEVELS)
+    w = words()
+    cw = dcf.Corrections.from_words(w[:, :_WORDS].numpy(), _LEVELS)
     opened = _u64(c)
     high = opened >> np.uint64(_LEVELS)
     z = dcf.evaluate(rank, _u64(seeds).reshape(-1, 2), cw, opened & np.uint64(_MASK >> 1))
     with np.errstate(over="ignore"):
-        z = z + (_u64(words[:, _WORDS]) if rank == 0 else _u64(offset))  # type: ignore[arg-type]
+        z = z + _u64(w[:, _WORDS])
         out = (np.uint64(1) - np.uint64(2) * high) * z + (high if rank == 0 else np.uint64(0))
     share = torch.from_numpy(out.view(np.int64).copy()).reshape(size)
     return crypten.mpc.MPCTensor.from_shares(share, precision=0)
+
+
+def refill(n: int, origin: str) -> KeyPool:
+    """Deal `n` keys now (at every compute party at once, the dealer serving) and keep them as a pool."""
+    r, seeds, words = _dealt(torch.Size([n]))
+    return KeyPool(origin, r.numpy().copy(), seeds.reshape(n, 2).numpy().copy(), words().numpy().copy())
 
 
 def limit(comparisons: str) -> int:

@@ -19,6 +19,7 @@ from zones.mpc.links import MeshSpec
 
 if TYPE_CHECKING:
     from hsi.batch import Batch
+    from zones.mpc.key_pool import KeyPool
     from zones.mpc.weight_masks import WeightMasks
 
 DEALER = "dealer"
@@ -40,6 +41,7 @@ class WorkerSpec:
     owner_rank: int | None    # the compute party holding the model's weights
     calibration: dict[str, Any]
     dcf_max_elements: int = 0  # comparisons up to this size from DCF keys (MpcZone.comparisons); 0: none
+    dcf_pool_elements: int = 0  # DCF keys dealt at the session's end for the zone's next (MpcZone); 0: none
 
 
 def _join(spec: WorkerSpec, conn: Any) -> Any:
@@ -203,6 +205,7 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
         return
     spec: WorkerSpec = msg[1]
     kept: WeightMasks | None = msg[2] if len(msg) > 2 else None
+    pool: KeyPool | None = msg[3] if len(msg) > 3 else None
     try:
         crypten = _join(spec, conn)
     except Exception as e:  # reported to the zone, which names the session and the cause
@@ -218,7 +221,12 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
             crypten.uninit()
             conn.send(("done", outcome))
             return
+        from zones.mpc import fss
+        from zones.mpc.key_pool import PoolState
+
         party = _Party(spec, crypten, kept)
+        keys = PoolState(pool, spec.dcf_pool_elements)
+        fss.use_pool(keys)
         while True:
             cmd = conn.recv()
             if cmd[0] == "close":
@@ -226,8 +234,11 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
             _, ops, inputs, offset, batch, keep = cmd
             out, figures = party.run(ops, inputs, offset, batch, keep)
             conn.send(("ok", out, figures))
+        # the result has gone out: deal the next session's comparison keys now, in what is idle time to the caller
+        n = keys.refill_size()
+        after = fss.refill(n, spec.session) if n else None
         crypten.uninit()
-        conn.send(("done", party.masks.result()))  # the masks this session kept, for the zone's next sessions
+        conn.send(("done", party.masks.result(), after))  # what this session leaves for the zone's next ones
     except Exception as e:
         # A failed collective leaves the parties out of step: the session is over for this worker.
         traceback.print_exc()  # into the zone's log; the zone reports the one-line cause

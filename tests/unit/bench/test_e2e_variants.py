@@ -35,3 +35,13 @@ def test_a_variant_name_it_does_not_know_is_refused(tmp_path: Path) -> None:
         E2E._with_comparisons("all-mpc-minilm", "dcf:x", tmp_path)
     with pytest.raises(SystemExit, match="plain-minilm has no MPC zone"):
         E2E._with_comparisons("plain-minilm", "dcf", tmp_path)
+
+
+def test_a_pool_variant_deals_dcf_keys_ahead(tmp_path: Path) -> None:
+    path, label = E2E._with_comparisons("all-mpc-minilm", "dcf:16384+pool", tmp_path)
+    zone = load_policy(path).zones["mpc"]
+    assert label == "all-mpc-minilm+dcf:16384+pool"
+    assert zone.dcf_limit() == 16384 and zone.dcf_pool_elements == E2E.POOL_ELEMENTS  # type: ignore[union-attr]
+    for bad in ("circuit+pool", "dcf+keys"):
+        with pytest.raises(ValueError, match="a DCF way takes `\\+pool`"):
+            E2E._with_comparisons("all-mpc-minilm", bad, tmp_path)

@@ -62,3 +62,13 @@ def test_dcf_comparisons_take_exactly_two_compute_parties() -> None:
         load_policy_text(three)
     with pytest.raises(PolicyError, match=r"comparisons: Input should be 'circuit' or 'dcf'"):
         load_policy_text(dcf.replace("comparisons: dcf", "comparisons: garbled"))
+
+
+def test_dcf_keys_dealt_ahead_need_dcf_comparisons() -> None:
+    shipped = (POLICIES / "all-mpc-minilm.yaml").read_text()
+    pooled = shipped.replace("    comparisons: dcf\n", "    comparisons: dcf\n    dcf_pool_elements: 100000\n")
+    assert load_policy_text(pooled).zones["mpc"].dcf_pool_elements == 100000  # type: ignore[union-attr]
+    with pytest.raises(PolicyError, match="dcf_pool_elements deals DCF keys ahead; it needs comparisons: dcf"):
+        load_policy_text(pooled.replace("    comparisons: dcf\n", ""))
+    with pytest.raises(PolicyError, match="dcf_pool_elements"):
+        load_policy_text(pooled.replace("100000", "-1"))

@@ -96,3 +96,63 @@ def test_comparison_protocols_by_name() -> None:
     for bad in ("dcf:", "dcf:-3", "dcf:0", "fss", "circuit:9"):
         with pytest.raises(ValueError, match="comparisons are `circuit`, `dcf` or `dcf:N`"):
             limit(bad)
+
+
+def _pooled(values: torch.Tensor) -> dict[str, Any]:
+    from zones.mpc import fss
+    from zones.mpc.compat import import_crypten
+    from zones.mpc.key_pool import PoolState
+
+    crypten = import_crypten()
+    comm = crypten.communicator.get()
+    x = crypten.cryptensor(values, src=0)
+    state = PoolState(None, limit=10 * values.numel())
+    fss.use_pool(state)
+    online = (x < 0).get_plain_text()  # no pool yet: dealt online
+    pool = fss.refill(state.refill_size(), "earlier")  # what the zone's next session would get
+    fss.use_pool(PoolState(pool, limit=state.limit))
+    dealer = comm.get_ttp_rank()
+    before, dealer_before = comm.traffic(), list(comm.mesh.counts[dealer])
+    pooled = x < 0
+    after, dealer_after = comm.traffic(), list(comm.mesh.counts[dealer])
+    again = (x < 0).get_plain_text()  # the pool is used up: dealt online again, never a key twice
+    fss.use_pool(None)
+    return {"online": online, "pooled": pooled.get_plain_text(), "again": again,
+            "rounds": after["rounds"] - before["rounds"], "bytes": after["bytes"] - before["bytes"],
+            "dealer": [a - b for a, b in zip(dealer_after, dealer_before, strict=True)],
+            "left": pool.remaining(), "size": len(pool.r), "r": pool.r[:4].copy()}
+
+
+def test_keys_dealt_ahead_serve_one_comparison_each_without_the_dealer() -> None:
+    values = torch.cat([torch.tensor([0.0, 2.0 ** -16, -(2.0 ** -16), 32767.5, -32768.0]), torch.randn(3000) * 50])
+    parties = run_parties(_pooled, (values,), ttp=True, comparisons=f"dcf:{values.numel()}")
+    want = (torch.round(values * 2**16) < 0).float()
+    for p in parties:
+        for key in ("online", "pooled", "again"):
+            assert torch.equal(p[key].float(), want), key
+        assert p["size"] == values.numel() and p["left"] == 0
+        assert p["rounds"] == 2  # the parties compare their pools' digests, then open x + r
+        assert p["bytes"] == 8 * values.numel() + 8 * 4  # the masked values, and a 32-byte digest
+        assert p["dealer"] == [0, 0, 0, 0]  # nothing from the dealer, nothing to it
+    assert not np.array_equal(parties[0]["r"], parties[1]["r"])  # each party's own share of r
+
+
+def test_a_pool_serves_only_when_every_party_holds_it_and_never_a_key_twice() -> None:
+    from zones.mpc.key_pool import KeyPool, PoolState
+
+    def pool(origin: str, n: int = 5) -> KeyPool:
+        return KeyPool(origin, np.arange(n), np.zeros((n, 2), np.int64), np.zeros((n, 3), np.int64))
+
+    same = PoolState(pool("s1"), limit=100)
+    assert same.keys(3, lambda d: True) is not None and same.pool is not None and same.pool.remaining() == 2
+    assert same.keys(3, lambda d: True) is None  # too few left: dealt online, the two left stay unused
+    took = same.keys(2, lambda d: True)
+    assert took is not None and list(took[0]) == [3, 4] and same.consumed == 8 and same.refill_size() == 8
+    assert same.pool is not None
+    with pytest.raises(ValueError, match="3 keys asked of a pool with 0 left"):
+        same.pool.take(3)
+    other = PoolState(pool("s2"), limit=4)
+    assert other.keys(1, lambda d: False) is None and other.pool is None  # a party holds another pool
+    assert other.keys(1, lambda d: True) is None and other.refill_size() == 2
+    off = PoolState(pool("s3"), limit=0)
+    assert off.keys(1, lambda d: True) is None and off.agreed is None and off.refill_size() == 0
