@@ -75,7 +75,7 @@ def client_records(policy_path: str | Path, name: str, new_tokens: int, network:
     try:
         rt.load()
         if policy.model.name == "minilm-l6":
-            rt.embed("warm-up")
+            rt.embed(SENTENCES[0] if idle_s else "warm-up")  # with rest: keys dealt ahead for such a sentence
             for text in SENTENCES[:inputs]:
                 want = reference_embedding(policy.model.name, text)
                 hf = _hf_embed(policy.model.name, text)

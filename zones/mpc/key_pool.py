@@ -49,11 +49,13 @@ EMPTY = hashlib.sha256(b"no pool").digest()
 
 class PoolState:
     """One session's use of its pool at one party: agreement at the first comparison, keys handed out once, and
-    how many comparison elements the session took from DCF keys (what the next pool holds, up to `limit`)."""
+    how many comparison elements the session took from DCF keys (the next pool holds the most of this and the
+    pool it was given, up to `limit`: enough for the largest recent request)."""
 
     def __init__(self, pool: KeyPool | None, limit: int) -> None:
         self.pool = pool
         self.limit = limit
+        self.given = len(pool.r) if pool is not None else 0
         self.agreed: bool | None = None
         self.consumed = 0
 
@@ -76,5 +78,6 @@ class PoolState:
         return self.pool.take(n)
 
     def refill_size(self) -> int:
-        """How many keys to deal for the zone's next session: what this one took, up to the limit."""
-        return min(self.consumed, self.limit) if self.limit > 0 else 0
+        """How many keys to deal for the zone's next session: the most of what this one took and what it was given,
+        up to the limit; none when it compared nothing by DCF."""
+        return min(max(self.consumed, self.given), self.limit) if self.limit > 0 and self.consumed else 0

@@ -148,11 +148,15 @@ def test_a_pool_serves_only_when_every_party_holds_it_and_never_a_key_twice() ->
     assert same.keys(3, lambda d: True) is None  # too few left: dealt online, the two left stay unused
     took = same.keys(2, lambda d: True)
     assert took is not None and list(took[0]) == [3, 4] and same.consumed == 8 and same.refill_size() == 8
+    assert PoolState(pool("s1", 50), limit=100).refill_size() == 0  # compared nothing: deals nothing
+    big = PoolState(pool("s1", 50), limit=100)
+    big.keys(3, lambda d: True)
+    assert big.refill_size() == 50  # a smaller request keeps the pool as large as the largest recent one
     assert same.pool is not None
     with pytest.raises(ValueError, match="3 keys asked of a pool with 0 left"):
         same.pool.take(3)
     other = PoolState(pool("s2"), limit=4)
     assert other.keys(1, lambda d: False) is None and other.pool is None  # a party holds another pool
-    assert other.keys(1, lambda d: True) is None and other.refill_size() == 2
+    assert other.keys(1, lambda d: True) is None and other.refill_size() == 4  # its given 5, capped by the limit
     off = PoolState(pool("s3"), limit=0)
     assert off.keys(1, lambda d: True) is None and off.agreed is None and off.refill_size() == 0
