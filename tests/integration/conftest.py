@@ -102,14 +102,17 @@ def enclave_deployment(name: str, softhsm: SoftHsm, tmp_path_factory: pytest.Tem
 
 
 def deployment(name: str, tmp_path_factory: pytest.TempPathFactory, transport: dict[str, object] | None = None,
-               model: dict[str, object] | None = None) -> Iterator[Deployment]:
-    """A shipped policy on free ports, up for the block (its transport and model settings updated by `transport`
-    and `model`)."""
+               model: dict[str, object] | None = None,
+               zones: dict[str, dict[str, object]] | None = None) -> Iterator[Deployment]:
+    """A shipped policy on free ports, up for the block (its transport, model and zone settings updated by
+    `transport`, `model` and `zones`: zone name -> settings)."""
     path = policy_on_free_ports(POLICIES / name, tmp_path_factory.mktemp("policy"))
-    if transport or model:
+    if transport or model or zones:
         data = yaml.safe_load(path.read_text())
         data.setdefault("transport", {}).update(transport or {})
         data["model"].update(model or {})
+        for zone, settings in (zones or {}).items():
+            data["zones"][zone].update(settings)
         path.write_text(yaml.safe_dump(data, sort_keys=False))
     up(path)
     try:

@@ -7,24 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from orchestrator.launcher import down, up
-from tests.conftest import POLICIES, policy_on_free_ports
-from tests.integration.conftest import Deployment, minilm_cosine
+from tests.integration.conftest import Deployment, deployment, minilm_cosine
 
 
 @pytest.fixture(scope="module")
 def pooled(hsi_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    path = policy_on_free_ports(POLICIES / "all-mpc-minilm.yaml", tmp_path_factory.mktemp("policy"))
-    data = yaml.safe_load(path.read_text())
-    data["zones"]["mpc"]["dcf_pool_elements"] = 1_000_000
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    up(path)
-    try:
-        yield Deployment(path)
-    finally:
-        down(path)
+    yield from deployment("all-mpc-minilm.yaml", tmp_path_factory, zones={"mpc": {"dcf_pool_elements": 1_000_000}})
 
 
 @pytest.mark.slow  # ~1 min; the protocol itself is tested in tests/unit/zones/mpc/test_fss.py

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from zones.mpc import randomness, triples
@@ -57,18 +56,19 @@ class FixedWeight:
         return out
 
 
+_DEALER_DISAGREES = bytes(32)  # never a SHA-256 digest of kept masks
+
+
 def agree(tracker: MaskTracker) -> bool:
     """Whether every compute party and the dealer keep the same masks (same weights, drawn in the same sessions):
     party 0 asks the dealer, then the compute parties exchange their digests."""
     _, comm, _, _ = _parts()
     digest = tracker.kept.digest()
-    dealer_agrees = 1
     if comm.get_rank() == 0:
         triples.request("mask_digest", digest)
-        dealer_agrees = int(triples.receive(torch.Size([1]))[0])
-    mine = torch.tensor([*np.frombuffer(digest, dtype="<i8").tolist(), dealer_agrees], dtype=torch.long)
-    everyone = comm.all_gather(mine)
-    return all(torch.equal(g, mine) for g in everyone) and dealer_agrees == 1
+        if not int(triples.receive(torch.Size([1]))[0]):
+            digest = _DEALER_DISAGREES  # no party holds it: the comparison below fails everywhere
+    return triples.all_same(digest)
 
 
 def fixed_weight(key: str, share: Callable[[], Any], scale: int, tracker: MaskTracker, session: str

@@ -68,13 +68,6 @@ def use_pool(state: PoolState | None) -> None:
     _pool = state
 
 
-def _all_same(digest: bytes) -> bool:
-    """Whether every compute party holds `digest` (one all-gather)."""
-    comm = import_crypten().communicator.get()
-    mine = torch.from_numpy(np.frombuffer(digest, dtype="<i8").copy())
-    return all(torch.equal(d, mine) for d in comm.all_gather(mine))
-
-
 def _dealt(size: torch.Size) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Keys for `size` elements dealt now: this party's r share and seeds, and a function that waits for the
     dealer's words (corrections, then this party's share of r_h). Party 0 sends the request."""
@@ -99,7 +92,7 @@ def ltz(x: Any) -> Any:
     crypten = import_crypten()
     comm = crypten.communicator.get()
     rank, size = comm.get_rank(), x.size()
-    pooled = _pool.keys(x.numel(), _all_same) if _pool is not None else None
+    pooled = _pool.keys(x.numel(), triples.all_same) if _pool is not None else None
     if pooled is not None:
         r = torch.from_numpy(pooled[0]).reshape(size)
         seeds, words = torch.from_numpy(pooled[1]), (lambda: torch.from_numpy(pooled[2]))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from zones.mpc import randomness
@@ -80,6 +81,13 @@ def open_together(masked: list[Any], op: Any = None) -> list[torch.Tensor]:
     opened = reveal_or_end(lambda _: comm.all_reduce(flat, op=op or dist.ReduceOp.SUM), masked)
     return [part.view(m.share.size()) for part, m in zip(opened.split([m.share.numel() for m in masked]), masked,
                                                          strict=True)]
+
+
+def all_same(digest: bytes) -> bool:
+    """Whether every compute party holds `digest` (one all-gather)."""
+    comm = import_crypten().communicator.get()
+    mine = torch.from_numpy(np.frombuffer(digest, dtype="<i8").copy())
+    return all(torch.equal(d, mine) for d in comm.all_gather(mine))
 
 
 def dealt(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], size: torch.Size,

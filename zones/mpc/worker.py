@@ -203,9 +203,10 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
         return
     if msg[0] != "start":
         return
-    spec: WorkerSpec = msg[1]
-    kept: WeightMasks | None = msg[2] if len(msg) > 2 else None
-    pool: KeyPool | None = msg[3] if len(msg) > 3 else None
+    spec: WorkerSpec
+    kept: WeightMasks
+    pool: KeyPool | None
+    _, spec, kept, pool = msg
     try:
         crypten = _join(spec, conn)
     except Exception as e:  # reported to the zone, which names the session and the cause
@@ -215,9 +216,9 @@ def worker_main(conn: Any, preload: Preload | None = None) -> None:
     try:
         if spec.role == DEALER:
             from zones.mpc.fixed_weights import serve_dealer
-            from zones.mpc.weight_masks import MaskTracker, WeightMasks
+            from zones.mpc.weight_masks import MaskTracker
 
-            outcome = serve_dealer(MaskTracker(kept or WeightMasks(0)))  # serves until rank 0 says "terminate"
+            outcome = serve_dealer(MaskTracker(kept))  # serves until rank 0 says "terminate"
             crypten.uninit()
             conn.send(("done", outcome))
             return
